@@ -1,0 +1,415 @@
+//! Broker and topic configuration: the TOML file, its embedded defaults, and
+//! `key=value` topic overrides.
+//!
+//! Invariants: every setting has a default, so an empty file (or none) is a
+//! valid config; every limit names its unit; `validate` runs before anything
+//! is opened, so no layer below sees a nonsensical value.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+const MIB: u64 = 1024 * 1024;
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// The config the broker runs on when given no file: `corelog serve` alone.
+pub const EMBEDDED_DEFAULT_TOML: &str = include_str!("../corelog.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Everything `corelog serve` needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// This broker's node id in a cluster (0 for a single node).
+    pub node_id: i32,
+    /// Root of all topic and partition data.
+    pub data_dir: PathBuf,
+    /// Address every shard listens on (SO_REUSEPORT); port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Number of shards (executors pinned to one CPU each). Absent or 0: one
+    /// per CPU this process may run on.
+    pub shards: Option<usize>,
+    pub limits: Limits,
+    pub shard: ShardTuning,
+    /// Settings every new topic starts with; `topic create --config` overrides.
+    pub topic_defaults: TopicConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            data_dir: PathBuf::from("./corelog-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9700)),
+            shards: None,
+            limits: Limits::default(),
+            shard: ShardTuning::default(),
+            topic_defaults: TopicConfig::default(),
+        }
+    }
+}
+
+/// Limits checked at ingress, before anything is allocated for a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest frame (request) accepted, in bytes, excluding the 4-byte prefix.
+    pub max_frame_bytes: u32,
+    /// Largest single record batch accepted in a produce, in bytes.
+    pub max_batch_bytes: u32,
+    /// Largest fetch response the broker builds, in bytes.
+    pub max_fetch_bytes: u32,
+    /// Longest a fetch may wait for data, in ms (requests asking more are capped).
+    pub max_fetch_wait_ms: u32,
+    /// Most partitions one topic may have.
+    pub max_partitions_per_topic: u32,
+    /// Most requests one connection may have in flight before the broker stops
+    /// reading from it.
+    pub max_in_flight_per_connection: u32,
+    /// Most tables one FlatBuffer may contain (verifier limit).
+    pub max_flatbuffer_tables: u32,
+    /// Deepest nesting one FlatBuffer may have (verifier limit).
+    pub max_flatbuffer_depth: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: (64 * MIB) as u32,
+            max_batch_bytes: (16 * MIB) as u32,
+            max_fetch_bytes: (64 * MIB) as u32,
+            max_fetch_wait_ms: 30_000,
+            max_partitions_per_topic: 4096,
+            max_in_flight_per_connection: 128,
+            max_flatbuffer_tables: 1_000_000,
+            max_flatbuffer_depth: 64,
+        }
+    }
+}
+
+/// Per-executor knobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShardTuning {
+    /// io_uring-registered DMA memory per shard, in bytes.
+    pub io_memory_bytes: u64,
+    /// Entries in each io_uring submission queue.
+    pub ring_depth: u32,
+    /// Capacity of each cross-shard channel, in messages.
+    pub mesh_channel_capacity: u32,
+}
+
+impl Default for ShardTuning {
+    fn default() -> Self {
+        Self {
+            io_memory_bytes: 2 * MIB,
+            ring_depth: 128,
+            mesh_channel_capacity: 1024,
+        }
+    }
+}
+
+/// When an append becomes durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FlushPolicy {
+    /// `flush = "always"`: acknowledged only after fdatasync covers the batch.
+    /// Concurrent appends to one partition share one fdatasync (group commit).
+    Always(AlwaysTag),
+    /// `flush = { interval_ms = N }`: acknowledged after the write; synced
+    /// every N ms.
+    Interval { interval_ms: u64 },
+}
+
+/// The string `"always"` (a unit variant that serde can match untagged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlwaysTag {
+    Always,
+}
+
+impl FlushPolicy {
+    pub const ALWAYS: FlushPolicy = FlushPolicy::Always(AlwaysTag::Always);
+
+    pub fn is_always(&self) -> bool {
+        matches!(self, FlushPolicy::Always(_))
+    }
+
+    /// The sync period for interval flushing.
+    pub fn interval_ms(&self) -> Option<u64> {
+        match self {
+            FlushPolicy::Always(_) => None,
+            FlushPolicy::Interval { interval_ms } => Some(*interval_ms),
+        }
+    }
+}
+
+/// Per-topic settings. Stored with the topic, so they survive restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicConfig {
+    /// A segment rolls once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// A segment rolls once its first batch is this old, in ms.
+    pub segment_ms: u64,
+    /// Bytes of log between two entries of the sparse offset and time indexes.
+    pub index_interval_bytes: u32,
+    pub flush: FlushPolicy,
+    /// Sealed segments older than this are deleted, in ms (issue 3 enforces it).
+    pub retention_ms: u64,
+    /// Per-partition size bound in bytes; absent means unlimited (issue 3).
+    pub retention_bytes: Option<u64>,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 1024 * MIB,
+            segment_ms: 7 * DAY_MS,
+            index_interval_bytes: 4096,
+            flush: FlushPolicy::ALWAYS,
+            retention_ms: 7 * DAY_MS,
+            retention_bytes: None,
+        }
+    }
+}
+
+/// Keys accepted by [`TopicConfig::set`], as `topic create --config KEY=VALUE`.
+pub const TOPIC_CONFIG_KEYS: &[&str] = &[
+    "segment_bytes",
+    "segment_ms",
+    "index_interval_bytes",
+    "flush",
+    "flush.interval_ms",
+    "retention_ms",
+    "retention_bytes",
+];
+
+impl TopicConfig {
+    /// Smallest segment accepted, in bytes (one aligned page plus headroom).
+    pub const MIN_SEGMENT_BYTES: u64 = 64 * 1024;
+
+    /// Applies one `key=value` override. `flush=always` or
+    /// `flush.interval_ms=N` choose the flush policy; `retention_bytes=-1`
+    /// means unlimited.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let num = |v: &str| -> Result<u64, ConfigError> {
+            v.trim().parse::<u64>().map_err(|_| {
+                ConfigError::Invalid(format!("{key}={v}: expected a non-negative integer"))
+            })
+        };
+        match key {
+            "segment_bytes" => self.segment_bytes = num(value)?,
+            "segment_ms" => self.segment_ms = num(value)?,
+            "index_interval_bytes" => {
+                self.index_interval_bytes = u32::try_from(num(value)?)
+                    .map_err(|_| ConfigError::Invalid(format!("{key}={value}: too large")))?
+            }
+            "flush" => match value.trim() {
+                "always" => self.flush = FlushPolicy::ALWAYS,
+                other => {
+                    return Err(ConfigError::Invalid(format!(
+                        "flush={other}: use flush=always or flush.interval_ms=N"
+                    )))
+                }
+            },
+            "flush.interval_ms" => {
+                self.flush = FlushPolicy::Interval {
+                    interval_ms: num(value)?,
+                }
+            }
+            "retention_ms" => self.retention_ms = num(value)?,
+            "retention_bytes" => {
+                self.retention_bytes = if value.trim() == "-1" {
+                    None
+                } else {
+                    Some(num(value)?)
+                }
+            }
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "unknown topic config key '{other}' (known: {})",
+                    TOPIC_CONFIG_KEYS.join(", ")
+                )))
+            }
+        }
+        self.validate()
+    }
+
+    /// The settings as `key=value` pairs, the form `set` accepts.
+    pub fn entries(&self) -> Vec<(String, String)> {
+        let mut out = vec![
+            ("segment_bytes".to_string(), self.segment_bytes.to_string()),
+            ("segment_ms".to_string(), self.segment_ms.to_string()),
+            (
+                "index_interval_bytes".to_string(),
+                self.index_interval_bytes.to_string(),
+            ),
+        ];
+        match self.flush {
+            FlushPolicy::Always(_) => out.push(("flush".into(), "always".into())),
+            FlushPolicy::Interval { interval_ms } => {
+                out.push(("flush.interval_ms".into(), interval_ms.to_string()))
+            }
+        }
+        out.push(("retention_ms".into(), self.retention_ms.to_string()));
+        out.push((
+            "retention_bytes".into(),
+            self.retention_bytes
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "-1".into()),
+        ));
+        out
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.segment_bytes < Self::MIN_SEGMENT_BYTES {
+            return Err(ConfigError::Invalid(format!(
+                "segment_bytes={} is below the minimum of {} bytes",
+                self.segment_bytes,
+                Self::MIN_SEGMENT_BYTES
+            )));
+        }
+        if self.segment_bytes > u32::MAX as u64 {
+            return Err(ConfigError::Invalid(format!(
+                "segment_bytes={} exceeds the maximum of {} bytes (index positions are 32-bit)",
+                self.segment_bytes,
+                u32::MAX
+            )));
+        }
+        if self.segment_ms == 0 {
+            return Err(ConfigError::Invalid("segment_ms must be > 0".into()));
+        }
+        if self.index_interval_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "index_interval_bytes must be > 0".into(),
+            ));
+        }
+        if let FlushPolicy::Interval { interval_ms: 0 } = self.flush {
+            return Err(ConfigError::Invalid(
+                "flush.interval_ms must be > 0 (use flush=always to sync every write)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl BrokerConfig {
+    /// The embedded default config.
+    pub fn embedded_default() -> Self {
+        // The embedded file is checked by a unit test, so this cannot fail in a
+        // released binary; fall back to the code defaults all the same.
+        toml::from_str(EMBEDDED_DEFAULT_TOML).unwrap_or_default()
+    }
+
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: BrokerConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.topic_defaults.validate()?;
+        let l = &self.limits;
+        if l.max_frame_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "limits.max_frame_bytes must be at least 1024".into(),
+            ));
+        }
+        if l.max_batch_bytes == 0 || l.max_batch_bytes > l.max_frame_bytes {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_batch_bytes={} must be in 1..=max_frame_bytes ({})",
+                l.max_batch_bytes, l.max_frame_bytes
+            )));
+        }
+        if l.max_partitions_per_topic == 0 || l.max_in_flight_per_connection == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_partitions_per_topic and max_in_flight_per_connection must be > 0"
+                    .into(),
+            ));
+        }
+        if self.shard.mesh_channel_capacity == 0 || self.shard.ring_depth == 0 {
+            return Err(ConfigError::Invalid(
+                "shard.mesh_channel_capacity and shard.ring_depth must be > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses_and_matches_code_defaults() {
+        let parsed = BrokerConfig::from_toml(EMBEDDED_DEFAULT_TOML).expect("embedded config");
+        assert_eq!(parsed, BrokerConfig::default());
+    }
+
+    #[test]
+    fn empty_file_is_default() {
+        assert_eq!(
+            BrokerConfig::from_toml("").expect("empty"),
+            BrokerConfig::default()
+        );
+    }
+
+    #[test]
+    fn flush_forms() {
+        let c = BrokerConfig::from_toml("[topic_defaults]\nflush = { interval_ms = 50 }\n")
+            .expect("interval");
+        assert_eq!(c.topic_defaults.flush.interval_ms(), Some(50));
+        let c = BrokerConfig::from_toml("[topic_defaults]\nflush = \"always\"\n").expect("always");
+        assert!(c.topic_defaults.flush.is_always());
+        assert!(BrokerConfig::from_toml("[topic_defaults]\nflush = \"never\"\n").is_err());
+        assert!(BrokerConfig::from_toml("bogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn topic_overrides_round_trip() {
+        let mut t = TopicConfig::default();
+        t.set("flush.interval_ms", "20").expect("set");
+        t.set("segment_bytes", "1048576").expect("set");
+        t.set("retention_bytes", "1000").expect("set");
+        let mut u = TopicConfig::default();
+        for (k, v) in t.entries() {
+            u.set(&k, &v).expect("round trip");
+        }
+        assert_eq!(t, u);
+        assert!(t.set("segment_bytes", "10").is_err());
+        assert!(t.set("nope", "1").is_err());
+        assert!(t.set("flush", "sometimes").is_err());
+    }
+}

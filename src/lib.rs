@@ -1,0 +1,19 @@
+//! Corelog: a thread-per-core, io_uring event-streaming broker.
+//!
+//! Layers, lowest first (a module uses only the ones before it):
+//! `config` → `protocol` → `storage` → `partition` → `shard` → `server`,
+//! with `net` (framed TCP I/O) under `server` and `client`, and `client`
+//! and `cli` beside the server. ARCHITECTURE.md is the codemap.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod net;
+pub mod partition;
+pub mod protocol;
+pub mod server;
+pub mod shard;
+pub mod storage;
+
+/// This build's version, as reported in ApiVersions.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,334 @@
+//! Typed requests and responses: the Rust face of flatbuffers/corelog.fbs.
+//!
+//! Server handlers and the client speak these types; `protocol::codec` maps
+//! them to and from FlatBuffers. Record batches are `Bytes` that point into the
+//! received frame (decode copies no record data) and are copied once into the
+//! FlatBuffer builder on encode, never re-encoded per record.
+
+use bytes::Bytes;
+
+use super::error::{ErrorCode, WireError};
+use super::ids::{CorrelationId, NodeId, Offset, PartitionId, ShardId};
+
+/// Protocol version this build speaks for every API.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// Answered as soon as the request is parsed; nothing is promised.
+    None,
+    /// Answered once the leader has it as its topic's flush policy says.
+    Leader,
+    /// Answered once every in-sync replica has it (single node: as `Leader`).
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub key: String,
+    pub value: String,
+}
+
+// ------------------------------------------------------------------ requests
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub correlation_id: CorrelationId,
+    pub api_version: u16,
+    pub client_id: Option<String>,
+    pub body: RequestBody,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestBody {
+    ApiVersions(ApiVersionsRequest),
+    CreateTopic(CreateTopicRequest),
+    DeleteTopic(DeleteTopicRequest),
+    Metadata(MetadataRequest),
+    Produce(ProduceRequest),
+    Fetch(FetchRequest),
+    ListOffsets(ListOffsetsRequest),
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ApiVersionsRequest {
+    pub client_software: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateTopicRequest {
+    pub name: String,
+    pub partitions: i32,
+    pub configs: Vec<ConfigEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeleteTopicRequest {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetadataRequest {
+    /// Empty asks for every topic.
+    pub topics: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProduceRequest {
+    pub acks: Acks,
+    pub timeout_ms: u32,
+    pub topics: Vec<ProduceTopic>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProduceTopic {
+    pub name: String,
+    pub partitions: Vec<ProducePartition>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProducePartition {
+    pub partition: PartitionId,
+    /// One record batch (docs/record-batch.md), as received.
+    pub batch: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchRequest {
+    pub max_wait_ms: u32,
+    pub min_bytes: u32,
+    pub max_bytes: u32,
+    pub topics: Vec<FetchTopic>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchTopic {
+    pub name: String,
+    pub partitions: Vec<FetchPartition>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchPartition {
+    pub partition: PartitionId,
+    pub fetch_offset: Offset,
+    pub max_bytes: u32,
+}
+
+/// What ListOffsets asks for in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// Log start offset (wire sentinel -2).
+    Earliest,
+    /// Log end visible to consumers, i.e. the high watermark (wire sentinel -1).
+    Latest,
+    /// First offset whose record timestamp is >= this many ms since the epoch.
+    Timestamp(i64),
+}
+
+impl OffsetSpec {
+    pub fn to_wire(self) -> i64 {
+        match self {
+            OffsetSpec::Earliest => -2,
+            OffsetSpec::Latest => -1,
+            OffsetSpec::Timestamp(ms) => ms,
+        }
+    }
+
+    /// Negative values other than -1/-2 are invalid.
+    pub fn from_wire(v: i64) -> Option<Self> {
+        match v {
+            -2 => Some(OffsetSpec::Earliest),
+            -1 => Some(OffsetSpec::Latest),
+            ms if ms >= 0 => Some(OffsetSpec::Timestamp(ms)),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListOffsetsRequest {
+    pub topics: Vec<ListOffsetsTopic>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListOffsetsTopic {
+    pub name: String,
+    pub partitions: Vec<ListOffsetsPartition>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListOffsetsPartition {
+    pub partition: PartitionId,
+    pub spec: OffsetSpec,
+}
+
+// ------------------------------------------------------------------ responses
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub correlation_id: CorrelationId,
+    /// Request-level outcome. When it is an error, `body` is `None`.
+    pub error: Option<WireError>,
+    pub body: Option<ResponseBody>,
+}
+
+impl Response {
+    pub fn ok(correlation_id: CorrelationId, body: ResponseBody) -> Self {
+        Self {
+            correlation_id,
+            error: None,
+            body: Some(body),
+        }
+    }
+
+    pub fn error(
+        correlation_id: CorrelationId,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            correlation_id,
+            error: Some(WireError::new(code, message)),
+            body: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseBody {
+    ApiVersions(ApiVersionsResponse),
+    CreateTopic(CreateTopicResponse),
+    DeleteTopic(DeleteTopicResponse),
+    Metadata(MetadataResponse),
+    Produce(ProduceResponse),
+    Fetch(FetchResponse),
+    ListOffsets(ListOffsetsResponse),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiKey {
+    ApiVersions,
+    CreateTopic,
+    DeleteTopic,
+    Metadata,
+    Produce,
+    Fetch,
+    ListOffsets,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiVersionRange {
+    pub api: ApiKey,
+    pub min_version: u16,
+    pub max_version: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiVersionsResponse {
+    pub apis: Vec<ApiVersionRange>,
+    pub broker_software: String,
+    pub node_id: NodeId,
+    pub shard_count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateTopicResponse {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeleteTopicResponse {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerInfo {
+    pub node_id: NodeId,
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionInfo {
+    pub partition: PartitionId,
+    pub leader_node: NodeId,
+    pub leader_shard: ShardId,
+    pub log_start_offset: Offset,
+    pub log_end_offset: Offset,
+    pub high_watermark: Offset,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicInfo {
+    pub name: String,
+    /// Set when this topic could not be described (e.g. unknown).
+    pub error: Option<WireError>,
+    pub partitions: Vec<PartitionInfo>,
+    pub configs: Vec<ConfigEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetadataResponse {
+    pub brokers: Vec<BrokerInfo>,
+    pub topics: Vec<TopicInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProduceResponse {
+    pub topics: Vec<ProduceTopicResult>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProduceTopicResult {
+    pub name: String,
+    pub partitions: Vec<ProducePartitionResult>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProducePartitionResult {
+    pub partition: PartitionId,
+    /// `Ok(base_offset)` of the appended batch, or why it was refused.
+    pub result: Result<Offset, WireError>,
+    pub log_start_offset: Option<Offset>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchResponse {
+    pub topics: Vec<FetchTopicResult>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchTopicResult {
+    pub name: String,
+    pub partitions: Vec<FetchPartitionResult>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchPartitionResult {
+    pub partition: PartitionId,
+    pub error: Option<WireError>,
+    pub high_watermark: Option<Offset>,
+    pub log_start_offset: Option<Offset>,
+    pub log_end_offset: Option<Offset>,
+    /// Whole batches back to back, as stored (may be empty).
+    pub records: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListOffsetsResponse {
+    pub topics: Vec<ListOffsetsTopicResult>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListOffsetsTopicResult {
+    pub name: String,
+    pub partitions: Vec<ListOffsetsPartitionResult>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListOffsetsPartitionResult {
+    pub partition: PartitionId,
+    /// `Ok((offset, timestamp_ms))`; timestamp is -1 when not a timestamp lookup
+    /// or when no record is at or after the timestamp (offset is then the end).
+    pub result: Result<(Offset, i64), WireError>,
+}

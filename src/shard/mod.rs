@@ -1,0 +1,2 @@
+//! Shards: one glommio executor per CPU, each owning a set of partitions.
+//! TODO(helper: server).
