@@ -133,7 +133,7 @@ impl Log {
     pub async fn roll(&self) -> Result<Rc<Segment>, StorageError> {
         let old = self.active();
         old.fdatasync().await?;
-        old.seal().await?;
+        old.persist_indexes().await?;
         let base = old.next_offset();
         let seg = Rc::new(
             Segment::create(
@@ -145,6 +145,7 @@ impl Log {
             .await?,
         );
         sync_dir(&self.dir).await?;
+        old.mark_sealed();
         self.segments.borrow_mut().insert(base, seg.clone());
         info!(file = %seg.log_path().display(), "rolled to a new segment");
         Ok(seg)

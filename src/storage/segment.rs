@@ -298,7 +298,13 @@ impl Segment {
                 reason: "short read of the tail page".into(),
             });
         }
-        seg.st.borrow_mut().tail = tail.to_vec();
+        let mut st = seg.st.borrow_mut();
+        st.tail = tail.to_vec();
+        if st.log_bytes > 0 {
+            // The age of a recovered segment counts from the restart.
+            st.first_append = Some(Instant::now());
+        }
+        drop(st);
         Ok(seg)
     }
 
@@ -515,10 +521,10 @@ impl Segment {
         self.file.fdatasync().await
     }
 
-    /// Marks the segment read-only and persists its indexes.
-    pub async fn seal(&self) -> Result<(), StorageError> {
+    /// Marks the segment read-only (after its indexes are persisted and the
+    /// next segment exists).
+    pub fn mark_sealed(&self) {
         self.st.borrow_mut().sealed = true;
-        self.persist_indexes().await
     }
 
     pub fn cursor(&self, pos: u64, limit: u64, expected: Option<u64>) -> Cursor<'_> {
