@@ -12,10 +12,12 @@
 //! CRC-checked on append and again on every read.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::rc::{Rc, Weak};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -179,8 +181,8 @@ pub struct Partition {
     queue: RefCell<VecDeque<Pending>>,
     writer_waker: RefCell<Option<Waker>>,
     writer_running: Cell<bool>,
-    writer_done_waiters: RefCell<Vec<Waker>>,
-    data_waiters: RefCell<Vec<Waker>>,
+    writer_done_waiters: WaitList,
+    data_waiters: WaitList,
     closing: Cell<bool>,
     closed: Cell<bool>,
     dirty: Cell<bool>,
@@ -197,9 +199,64 @@ impl Drop for Partition {
     }
 }
 
-fn wake_all(list: &RefCell<Vec<Waker>>) {
-    for w in list.take() {
-        w.wake();
+/// Wakers of tasks waiting for a condition. A waiter that gives up (e.g. a
+/// timed-out `wait_for_data`) removes itself, so the list cannot grow on an
+/// idle partition.
+#[derive(Default)]
+struct WaitList {
+    next_id: Cell<u64>,
+    wakers: RefCell<BTreeMap<u64, Waker>>,
+}
+
+impl WaitList {
+    fn wake_all(&self) {
+        let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
+        for (_, w) in wakers {
+            w.wake();
+        }
+    }
+
+    /// Resolves once `ready()` holds (checked at every wake-up).
+    fn wait<F: Fn() -> bool + Unpin>(&self, ready: F) -> WaitFor<'_, F> {
+        WaitFor {
+            list: self,
+            id: None,
+            ready,
+        }
+    }
+}
+
+struct WaitFor<'a, F: Fn() -> bool + Unpin> {
+    list: &'a WaitList,
+    id: Option<u64>,
+    ready: F,
+}
+
+impl<F: Fn() -> bool + Unpin> Future for WaitFor<'_, F> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if (self.ready)() {
+            if let Some(id) = self.id.take() {
+                self.list.wakers.borrow_mut().remove(&id);
+            }
+            return Poll::Ready(());
+        }
+        let list = self.list;
+        let id = *self.id.get_or_insert_with(|| {
+            let id = list.next_id.get();
+            list.next_id.set(id + 1);
+            id
+        });
+        list.wakers.borrow_mut().insert(id, cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl<F: Fn() -> bool + Unpin> Drop for WaitFor<'_, F> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.list.wakers.borrow_mut().remove(&id);
+        }
     }
 }
 
@@ -228,8 +285,8 @@ impl Partition {
             queue: RefCell::new(VecDeque::new()),
             writer_waker: RefCell::new(None),
             writer_running: Cell::new(true),
-            writer_done_waiters: RefCell::new(Vec::new()),
-            data_waiters: RefCell::new(Vec::new()),
+            writer_done_waiters: WaitList::default(),
+            data_waiters: WaitList::default(),
             closing: Cell::new(false),
             closed: Cell::new(false),
             dirty: Cell::new(false),
@@ -382,7 +439,7 @@ impl Partition {
                 for p in group {
                     p.slot.complete(Ok(()));
                 }
-                wake_all(&self.data_waiters);
+                self.data_waiters.wake_all();
             }
             Err(e) => {
                 let err = PartitionError::from_storage(e);
@@ -476,13 +533,9 @@ impl Partition {
 
     /// Resolves when the high watermark passes `offset` or at `deadline`.
     pub async fn wait_for_data(&self, offset: Offset, deadline: Instant) {
-        let ready = std::future::poll_fn(|cx| {
-            if self.high_watermark.get() > offset || self.closing.get() {
-                return Poll::Ready(());
-            }
-            self.data_waiters.borrow_mut().push(cx.waker().clone());
-            Poll::Pending
-        });
+        let ready = self
+            .data_waiters
+            .wait(|| self.high_watermark.get() > offset || self.closing.get());
         let left = deadline.saturating_duration_since(Instant::now());
         futures_lite::future::or(ready, glommio::timer::sleep(left)).await
     }
@@ -563,6 +616,10 @@ impl Partition {
     pub fn group_write_count(&self) -> u64 {
         self.group_writes.get()
     }
+    #[cfg(test)]
+    fn data_waiter_count(&self) -> usize {
+        self.data_waiters.wakers.borrow().len()
+    }
     /// The I/O seam's fault injector (tests: failed writes/fsyncs, torn writes).
     pub fn faults(&self) -> Rc<FaultInjector> {
         self.log.faults().clone()
@@ -576,19 +633,12 @@ impl Partition {
         if let Some(w) = self.writer_waker.borrow_mut().take() {
             w.wake();
         }
-        std::future::poll_fn(|cx| {
-            if !self.writer_running.get() {
-                return Poll::Ready(());
-            }
-            self.writer_done_waiters
-                .borrow_mut()
-                .push(cx.waker().clone());
-            Poll::Pending
-        })
-        .await;
+        self.writer_done_waiters
+            .wait(|| !self.writer_running.get())
+            .await;
         let res = self.log.close().await;
         self.closed.set(true);
-        wake_all(&self.data_waiters);
+        self.data_waiters.wake_all();
         res.map_err(PartitionError::from_storage)
     }
 }
@@ -613,7 +663,7 @@ async fn writer_loop(weak: Weak<Partition>) {
         let Some(p) = weak.upgrade() else { return };
         if !has_work {
             p.writer_running.set(false);
-            wake_all(&p.writer_done_waiters);
+            p.writer_done_waiters.wake_all();
             return;
         }
         p.write_group().await;

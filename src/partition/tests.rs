@@ -403,9 +403,38 @@ fn wait_for_data_wakes_on_append_and_times_out() {
         p.append(batch(0, 5, 1, 10)).expect("append");
         assert_eq!(waiter.await, 5);
         // Deadline already near: returns without data.
-        p.wait_for_data(5, Instant::now() + Duration::from_millis(2))
-            .await;
+        for _ in 0..3 {
+            p.wait_for_data(5, Instant::now() + Duration::from_millis(1))
+                .await;
+        }
         assert_eq!(p.high_watermark(), 5);
+        assert_eq!(
+            p.data_waiter_count(),
+            0,
+            "timed-out waiters must not linger"
+        );
+        p.close().await.expect("close");
+    });
+}
+
+#[test]
+fn segment_rolls_by_age() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = TopicConfig {
+            segment_ms: 1,
+            ..cfg(64 << 20)
+        };
+        let p = open(dir.path(), &c).await;
+        for i in 0..3 {
+            let t = p.append(batch(i, 5, 1000, 10)).expect("append");
+            t.wait().await.expect("durable");
+            if i < 2 {
+                glommio::timer::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        assert_eq!(files(dir.path(), "log").len(), 3);
+        check_sequence(&read_all(&p).await, 0, 15);
         p.close().await.expect("close");
     });
 }
