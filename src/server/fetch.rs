@@ -55,7 +55,11 @@ fn apply_budget(results: &mut [PartResult<FetchData>], budget_bytes: usize) -> u
     used
 }
 
-pub async fn handle(shard: &Rc<Shard>, correlation_id: CorrelationId, req: FetchRequest) -> Response {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    correlation_id: CorrelationId,
+    req: FetchRequest,
+) -> Response {
     let limits = &shard.config.limits;
     let budget_bytes = match req.max_bytes {
         0 => limits.max_fetch_bytes,
@@ -124,13 +128,13 @@ pub async fn handle(shard: &Rc<Shard>, correlation_id: CorrelationId, req: Fetch
                 .collect(),
         })
         .collect();
-    Response::ok(correlation_id, ResponseBody::Fetch(FetchResponse { topics }))
+    Response::ok(
+        correlation_id,
+        ResponseBody::Fetch(FetchResponse { topics }),
+    )
 }
 
-fn partition_result(
-    partition: u32,
-    r: Option<PartResult<FetchData>>,
-) -> FetchPartitionResult {
+fn partition_result(partition: u32, r: Option<PartResult<FetchData>>) -> FetchPartitionResult {
     match r {
         Some(Ok(d)) => FetchPartitionResult {
             partition,
@@ -184,7 +188,10 @@ mod tests {
         let a = batch(&[b'a'; 100]);
         let two: Bytes = [a.to_vec(), a.to_vec()].concat().into();
         let mut results = vec![
-            Err(WireError::new(crate::protocol::ErrorCode::UnknownTopicOrPartition, "x")),
+            Err(WireError::new(
+                crate::protocol::ErrorCode::UnknownTopicOrPartition,
+                "x",
+            )),
             data(Bytes::new()),
             data(two.clone()),
             data(a.clone()),
@@ -192,7 +199,10 @@ mod tests {
         // budget smaller than one batch: the first non-empty keeps one batch
         let used = apply_budget(&mut results, 10);
         assert_eq!(used, a.len());
-        assert_eq!(results[2].as_ref().map(|d| d.records.len()).ok(), Some(a.len()));
+        assert_eq!(
+            results[2].as_ref().map(|d| d.records.len()).ok(),
+            Some(a.len())
+        );
         assert_eq!(results[3].as_ref().map(|d| d.records.len()).ok(), Some(0));
 
         let mut results = vec![data(two.clone()), data(a.clone())];

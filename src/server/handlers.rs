@@ -26,7 +26,7 @@ pub enum Pending {
         correlation_id: CorrelationId,
         /// (topic name, partition ids, index of each in the flat item list
         /// or the immediate error), in request order.
-        layout: Vec<(String, Vec<(u32, Result<usize, WireError>)>)>,
+        layout: Vec<TopicLayout>,
         in_flight: ProduceInFlight,
     },
     Later(LocalBoxFuture<'static, Response>),
@@ -76,6 +76,10 @@ impl Pending {
 
 type PartResult = Result<crate::partition::AppendResult, WireError>;
 
+/// A produce topic: its name and, per partition, the index of its item in
+/// the dispatched list or the error it was refused with up front.
+pub type TopicLayout = (String, Vec<(u32, Result<usize, WireError>)>);
+
 /// Does the part of a request that must happen before the next frame is
 /// read, and returns the rest.
 pub async fn start(shard: &Rc<Shard>, correlation_id: CorrelationId, body: RequestBody) -> Pending {
@@ -112,7 +116,9 @@ pub async fn start(shard: &Rc<Shard>, correlation_id: CorrelationId, body: Reque
             })
         })),
         RequestBody::Metadata(req) => {
-            Pending::Later(Box::pin(async move { metadata(&s, correlation_id, req).await }))
+            Pending::Later(Box::pin(
+                async move { metadata(&s, correlation_id, req).await },
+            ))
         }
         RequestBody::Fetch(req) => Pending::Later(Box::pin(async move {
             fetch::handle(&s, correlation_id, req).await
@@ -207,7 +213,11 @@ async fn produce(shard: &Rc<Shard>, correlation_id: CorrelationId, req: ProduceR
     }
 }
 
-async fn metadata(shard: &Rc<Shard>, correlation_id: CorrelationId, req: MetadataRequest) -> Response {
+async fn metadata(
+    shard: &Rc<Shard>,
+    correlation_id: CorrelationId,
+    req: MetadataRequest,
+) -> Response {
     let names = if req.topics.is_empty() {
         shard.topic_names()
     } else {
@@ -311,10 +321,9 @@ async fn list_offsets(
                 .into_iter()
                 .map(|p| ListOffsetsPartitionResult {
                     partition: p.partition,
-                    result: results.next().unwrap_or(Err(WireError::new(
-                        ErrorCode::Internal,
-                        "missing result",
-                    ))),
+                    result: results
+                        .next()
+                        .unwrap_or(Err(WireError::new(ErrorCode::Internal, "missing result"))),
                 })
                 .collect(),
         })

@@ -106,11 +106,7 @@ pub fn run(config: BrokerConfig) -> Result<(), ServerError> {
                 };
                 return Err(ServerError::Startup(detail));
             }
-            Err(_) => {
-                return Err(ServerError::Startup(
-                    "a shard exited during startup".into(),
-                ))
-            }
+            Err(_) => return Err(ServerError::Startup("a shard exited during startup".into())),
         }
     }
     let Some(addr) = addr else {
