@@ -41,7 +41,10 @@ const CLOSE_DRAIN_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// What the writer task is asked to send.
 pub enum Outgoing {
-    Frame(Vec<u8>),
+    /// A response, with the in-flight permit of its request: the permit is
+    /// released once the response is written, so a client that does not read
+    /// its responses stops the broker reading its requests.
+    Frame(Vec<u8>, Option<StaticPermit>),
     /// Send this, then shut the socket's write side and stop.
     FrameThenClose(Vec<u8>),
 }
@@ -54,9 +57,9 @@ pub struct Responder {
 
 impl Responder {
     /// Queues a response. A connection that has gone away drops it.
-    pub fn send(&self, resp: &Response) {
+    pub fn send(&self, resp: &Response, permit: Option<StaticPermit>) {
         let bytes = codec::encode_response(resp);
-        let _ = self.tx.try_send(Outgoing::Frame(bytes));
+        let _ = self.tx.try_send(Outgoing::Frame(bytes, permit));
     }
 
     fn send_then_close(&self, resp: &Response) {
@@ -121,11 +124,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
             Err(FrameIoError::TooLarge(FrameError::Empty)) => {
                 // Four zero bytes: still in sync with the framing.
-                responder.send(&Response::error(
-                    0,
-                    ErrorCode::InvalidRequest,
-                    "empty frame (length 0)",
-                ));
+                responder.send(
+                    &Response::error(0, ErrorCode::InvalidRequest, "empty frame (length 0)"),
+                    Some(permit),
+                );
                 continue;
             }
             Err(e) => {
@@ -137,11 +139,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             Ok(req) => dispatch(&shard, req, permit, &responder).await,
             Err(e) => {
                 tracing::debug!(shard = shard.id, %peer, "undecodable request: {e}");
-                responder.send(&Response {
-                    correlation_id: e.correlation_id,
-                    error: Some(e.error),
-                    body: None,
-                });
+                responder.send(
+                    &Response {
+                        correlation_id: e.correlation_id,
+                        error: Some(e.error),
+                        body: None,
+                    },
+                    Some(permit),
+                );
             }
         }
     }
@@ -164,19 +169,20 @@ async fn dispatch(shard: &Rc<Shard>, req: Request, permit: StaticPermit, respond
     let responder = responder.clone();
     glommio::spawn_local(async move {
         let resp = pending.finish().await;
-        responder.send(&resp);
-        drop(permit);
+        responder.send(&resp, Some(permit));
     })
     .detach();
 }
 
 async fn write_loop(mut writer: WriteHalf, rx: local_channel::LocalReceiver<Outgoing>) {
     while let Some(msg) = rx.recv().await {
-        let (bytes, close) = match msg {
-            Outgoing::Frame(b) => (b, false),
-            Outgoing::FrameThenClose(b) => (b, true),
+        let (bytes, close, permit) = match msg {
+            Outgoing::Frame(b, permit) => (b, false, permit),
+            Outgoing::FrameThenClose(b) => (b, true, None),
         };
-        if let Err(e) = write_frame(&mut writer, &bytes).await {
+        let written = write_frame(&mut writer, &bytes).await;
+        drop(permit);
+        if let Err(e) = written {
             tracing::debug!("write failed: {e}");
             break;
         }
