@@ -97,8 +97,12 @@ impl Connection {
         let stream = TcpStream::connect_timeout(config.bootstrap.as_str(), timeout)
             .await
             .map_err(|e| {
+                let cause = match e {
+                    glommio::GlommioError::IoError(io) => io.to_string(),
+                    other => other.to_string(),
+                };
                 ClientError::Io(std::io::Error::other(format!(
-                    "cannot connect to {}: {e}",
+                    "cannot connect to {}: {cause}",
                     config.bootstrap
                 )))
             })?;
