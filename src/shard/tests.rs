@@ -71,8 +71,10 @@ where
 }
 
 fn config(dir: &std::path::Path) -> BrokerConfig {
-    let mut c = BrokerConfig::default();
-    c.data_dir = dir.to_path_buf();
+    let mut c = BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        ..Default::default()
+    };
     c.topic_defaults
         .set("flush.interval_ms", "5")
         .expect("flush");
