@@ -106,6 +106,10 @@ impl PartitionError {
 /// batch is still written alone).
 const MAX_GROUP_WRITE_BYTES: u64 = 1024 * 1024;
 
+/// Largest single read a fetch issues, in bytes (bigger fetches read more
+/// than once; a bigger single batch is read whole).
+const MAX_FETCH_READ_BYTES: usize = 1024 * 1024;
+
 /// Completion slot shared by a ticket and the writer.
 #[derive(Default)]
 struct TicketSlot {
@@ -493,7 +497,13 @@ impl Partition {
                 log_end: end,
             });
         };
-        let mut cur = seg.cursor(seg.position_for_offset(offset), seg.log_bytes(), None);
+        // Read about what the fetch returns plus one index interval of skip.
+        let read_bytes = (max_bytes as usize)
+            .saturating_add(self.config.index_interval_bytes as usize)
+            .clamp(4096, MAX_FETCH_READ_BYTES);
+        let mut cur = seg
+            .cursor(seg.position_for_offset(offset), seg.log_bytes(), None)
+            .with_read_bytes(read_bytes);
         let mut out = BytesMut::new();
         loop {
             match cur.next().await.map_err(PartitionError::from_storage)? {

@@ -84,11 +84,18 @@ pub struct Cursor<'a> {
     buf: Bytes,
     buf_pos: u64,
     expected: Option<u64>,
+    read_bytes: usize,
 }
 
 impl<'a> Cursor<'a> {
     pub fn position(&self) -> u64 {
         self.pos
+    }
+
+    /// Sets the minimum size of each read, in bytes (default 256 KiB).
+    pub fn with_read_bytes(mut self, read_bytes: usize) -> Self {
+        self.read_bytes = read_bytes.max(HEADER_BYTES);
+        self
     }
 
     /// Makes `buf` cover `[pos, pos + need)`; `need <= limit - pos`.
@@ -98,7 +105,7 @@ impl<'a> Cursor<'a> {
             return Ok(());
         }
         let want = need
-            .max(SCAN_READ_BYTES)
+            .max(self.read_bytes)
             .min((self.limit - self.pos) as usize);
         self.buf = self.seg.file.read_at(self.pos, want).await?;
         self.buf_pos = self.pos;
@@ -535,6 +542,7 @@ impl Segment {
             buf: Bytes::new(),
             buf_pos: pos,
             expected,
+            read_bytes: SCAN_READ_BYTES,
         }
     }
 
