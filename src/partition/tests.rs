@@ -554,3 +554,56 @@ fn interval_flush_acks_after_write_and_syncs_later() {
         p.close().await.expect("close");
     });
 }
+
+#[test]
+fn concurrent_producer_and_long_polling_consumer() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = open(dir.path(), &cfg(64 * 1024)).await;
+        let consumer = {
+            let p = p.clone();
+            glommio::spawn_local(async move {
+                let mut next = 0u64;
+                let mut seen = Vec::new();
+                let mut rounds = 0;
+                while next < 400 {
+                    rounds += 1;
+                    assert!(rounds < 100_000, "consumer does not progress");
+                    p.wait_for_data(next, Instant::now() + Duration::from_secs(60))
+                        .await;
+                    let d = p.fetch(next, 3000).await.expect("fetch");
+                    assert!(d.high_watermark <= d.log_end_offset);
+                    for item in batch::batches(&d.records) {
+                        let (h, _) = item.expect("batch");
+                        assert!(h.last_offset() < d.high_watermark, "served past hw");
+                        seen.push(h.base_offset);
+                        next = h.next_offset();
+                    }
+                }
+                seen
+            })
+        };
+        let mut last = None;
+        for i in 0..80u64 {
+            last = Some(p.append(batch(i, 5, 0, 300)).expect("append"));
+            if i % 7 == 0 {
+                glommio::yield_if_needed().await;
+                glommio::executor().yield_task_queue_now().await;
+            }
+        }
+        let t = last.expect("ticket");
+        assert_eq!(t.wait().await.expect("durable").last_offset, 399);
+        let seen = consumer.await;
+        assert_eq!(seen, (0..80).map(|i| i * 5).collect::<Vec<_>>());
+        // Close without waiting: queued batches are still written first.
+        let t = p.append(batch(80, 5, 0, 300)).expect("append");
+        p.close().await.expect("close");
+        assert_eq!(
+            t.wait().await.expect("written before close").last_offset,
+            404
+        );
+        drop(p);
+        let p = open(dir.path(), &cfg(64 * 1024)).await;
+        check_sequence(&read_all(&p).await, 0, 405);
+    });
+}
