@@ -282,7 +282,26 @@ impl Segment {
     ) -> Result<Segment, StorageError> {
         let seg = Self::open_file(dir, base_offset, index_interval_bytes, faults, true).await?;
         let file_bytes = seg.file.size().await?;
-        let (good_end, stop) = seg.scan(file_bytes).await?;
+        // After a clean close the indexes describe this very file: rescan
+        // only from the last indexed batch (the bytes before it never change:
+        // appends only rewrite the tail page with the same prefix).
+        let (good_end, stop) = match seg.load_indexes(file_bytes).await {
+            Ok(()) => {
+                let (pos, offset) = {
+                    let mut st = seg.st.borrow_mut();
+                    st.bytes_since_index = 0;
+                    match st.offset_index.entries.last() {
+                        Some(&(rel, pos)) => (pos as u64, base_offset + rel as u64),
+                        None => {
+                            st.max_timestamp = i64::MIN;
+                            (0, base_offset)
+                        }
+                    }
+                };
+                seg.scan_from(pos, offset, file_bytes).await?
+            }
+            Err(_) => seg.scan(file_bytes).await?,
+        };
         if let Some(reason) = stop {
             if !seg.is_pure_padding(good_end, file_bytes).await? {
                 let next = seg.next_offset();
@@ -330,7 +349,19 @@ impl Segment {
     /// good batch and why the scan stopped early (None: reached the end).
     async fn scan(&self, file_bytes: u64) -> Result<(u64, Option<String>), StorageError> {
         *self.st.borrow_mut() = empty_state(self.base_offset);
-        let mut cur = self.cursor(0, file_bytes, Some(self.base_offset));
+        self.scan_from(0, self.base_offset, file_bytes).await
+    }
+
+    /// Scans from the batch at `pos` holding `offset`, on top of the state
+    /// already loaded (which must describe everything before `pos`).
+    async fn scan_from(
+        &self,
+        pos: u64,
+        offset: u64,
+        file_bytes: u64,
+    ) -> Result<(u64, Option<String>), StorageError> {
+        self.st.borrow_mut().next_offset = offset;
+        let mut cur = self.cursor(pos, file_bytes, Some(offset));
         let stop = loop {
             let pos = cur.position();
             match cur.next().await? {
