@@ -200,6 +200,12 @@ impl Drop for Partition {
         if let Some(w) = self.writer_waker.get_mut().take() {
             w.wake();
         }
+        // Dropped without close: whatever is still queued will never be
+        // written; tell its waiters instead of leaving them hanging.
+        for p in self.queue.get_mut().drain(..) {
+            p.slot
+                .complete(Err(PartitionError::Closed(self.tp.clone())));
+        }
     }
 }
 
