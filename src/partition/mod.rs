@@ -106,6 +106,10 @@ impl PartitionError {
 /// batch is still written alone).
 const MAX_GROUP_WRITE_BYTES: u64 = 1024 * 1024;
 
+/// Largest single read a fetch issues, in bytes (bigger fetches read more
+/// than once; a bigger single batch is read whole).
+const MAX_FETCH_READ_BYTES: usize = 1024 * 1024;
+
 /// Completion slot shared by a ticket and the writer.
 #[derive(Default)]
 struct TicketSlot {
@@ -195,6 +199,12 @@ impl Drop for Partition {
         // Lets a detached writer notice the partition is gone and exit.
         if let Some(w) = self.writer_waker.get_mut().take() {
             w.wake();
+        }
+        // Dropped without close: whatever is still queued will never be
+        // written; tell its waiters instead of leaving them hanging.
+        for p in self.queue.get_mut().drain(..) {
+            p.slot
+                .complete(Err(PartitionError::Closed(self.tp.clone())));
         }
     }
 }
@@ -493,8 +503,17 @@ impl Partition {
                 log_end: end,
             });
         };
-        let mut cur = seg.cursor(seg.position_for_offset(offset), seg.log_bytes(), None);
-        let mut out = BytesMut::new();
+        // Read about what the fetch returns plus one index interval of skip.
+        let read_bytes = (max_bytes as usize)
+            .saturating_add(self.config.index_interval_bytes as usize)
+            .clamp(4096, MAX_FETCH_READ_BYTES);
+        let mut cur = seg
+            .cursor(seg.position_for_offset(offset), seg.log_bytes(), None)
+            .with_read_bytes(read_bytes);
+        // Batches read so far; adjacent ones from one read are merged back
+        // into a single slice of that read's buffer (no copy).
+        let mut pieces: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
         loop {
             match cur.next().await.map_err(PartitionError::from_storage)? {
                 Next::Batch(h, b) => {
@@ -504,14 +523,15 @@ impl Partition {
                     if h.base_offset >= hw {
                         break;
                     }
-                    if out.is_empty() && h.base_offset > offset {
+                    if total == 0 && h.base_offset > offset {
                         return Err(missing(&seg));
                     }
-                    if !out.is_empty() && out.len() + b.len() > max_bytes as usize {
+                    if total > 0 && total + b.len() > max_bytes as usize {
                         break;
                     }
-                    out.extend_from_slice(&b);
-                    if out.len() >= max_bytes as usize {
+                    total += b.len();
+                    pieces.push(b);
+                    if total >= max_bytes as usize {
                         break;
                     }
                 }
@@ -525,10 +545,20 @@ impl Partition {
                 }
             }
         }
-        if out.is_empty() {
+        if total == 0 {
             return Err(missing(&seg));
         }
-        Ok(data(out.freeze()))
+        let records = match cur.buffered(&pieces) {
+            Some(b) => b,
+            None => {
+                let mut out = BytesMut::with_capacity(total);
+                for p in &pieces {
+                    out.extend_from_slice(p);
+                }
+                out.freeze()
+            }
+        };
+        Ok(data(records))
     }
 
     /// Resolves when the high watermark passes `offset` or at `deadline`.

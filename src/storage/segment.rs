@@ -84,11 +84,37 @@ pub struct Cursor<'a> {
     buf: Bytes,
     buf_pos: u64,
     expected: Option<u64>,
+    read_bytes: usize,
 }
 
 impl<'a> Cursor<'a> {
     pub fn position(&self) -> u64 {
         self.pos
+    }
+
+    /// If `pieces` (batches this cursor returned, in order) are one
+    /// contiguous run of its current read buffer, that run as one slice.
+    pub fn buffered(&self, pieces: &[Bytes]) -> Option<Bytes> {
+        let first = pieces.first()?;
+        let base = self.buf.as_ptr() as usize;
+        let start = (first.as_ptr() as usize).checked_sub(base)?;
+        let mut end = start;
+        for p in pieces {
+            if p.as_ptr() as usize != base + end {
+                return None;
+            }
+            end += p.len();
+        }
+        if end > self.buf.len() {
+            return None;
+        }
+        Some(self.buf.slice(start..end))
+    }
+
+    /// Sets the minimum size of each read, in bytes (default 256 KiB).
+    pub fn with_read_bytes(mut self, read_bytes: usize) -> Self {
+        self.read_bytes = read_bytes.max(HEADER_BYTES);
+        self
     }
 
     /// Makes `buf` cover `[pos, pos + need)`; `need <= limit - pos`.
@@ -98,7 +124,7 @@ impl<'a> Cursor<'a> {
             return Ok(());
         }
         let want = need
-            .max(SCAN_READ_BYTES)
+            .max(self.read_bytes)
             .min((self.limit - self.pos) as usize);
         self.buf = self.seg.file.read_at(self.pos, want).await?;
         self.buf_pos = self.pos;
@@ -275,7 +301,26 @@ impl Segment {
     ) -> Result<Segment, StorageError> {
         let seg = Self::open_file(dir, base_offset, index_interval_bytes, faults, true).await?;
         let file_bytes = seg.file.size().await?;
-        let (good_end, stop) = seg.scan(file_bytes).await?;
+        // After a clean close the indexes describe this very file: rescan
+        // only from the last indexed batch (the bytes before it never change:
+        // appends only rewrite the tail page with the same prefix).
+        let (good_end, stop) = match seg.load_indexes(file_bytes).await {
+            Ok(()) => {
+                let (pos, offset) = {
+                    let mut st = seg.st.borrow_mut();
+                    st.bytes_since_index = 0;
+                    match st.offset_index.entries.last() {
+                        Some(&(rel, pos)) => (pos as u64, base_offset + rel as u64),
+                        None => {
+                            st.max_timestamp = i64::MIN;
+                            (0, base_offset)
+                        }
+                    }
+                };
+                seg.scan_from(pos, offset, file_bytes).await?
+            }
+            Err(_) => seg.scan(file_bytes).await?,
+        };
         if let Some(reason) = stop {
             if !seg.is_pure_padding(good_end, file_bytes).await? {
                 let next = seg.next_offset();
@@ -323,7 +368,19 @@ impl Segment {
     /// good batch and why the scan stopped early (None: reached the end).
     async fn scan(&self, file_bytes: u64) -> Result<(u64, Option<String>), StorageError> {
         *self.st.borrow_mut() = empty_state(self.base_offset);
-        let mut cur = self.cursor(0, file_bytes, Some(self.base_offset));
+        self.scan_from(0, self.base_offset, file_bytes).await
+    }
+
+    /// Scans from the batch at `pos` holding `offset`, on top of the state
+    /// already loaded (which must describe everything before `pos`).
+    async fn scan_from(
+        &self,
+        pos: u64,
+        offset: u64,
+        file_bytes: u64,
+    ) -> Result<(u64, Option<String>), StorageError> {
+        self.st.borrow_mut().next_offset = offset;
+        let mut cur = self.cursor(pos, file_bytes, Some(offset));
         let stop = loop {
             let pos = cur.position();
             match cur.next().await? {
@@ -535,6 +592,7 @@ impl Segment {
             buf: Bytes::new(),
             buf_pos: pos,
             expected,
+            read_bytes: SCAN_READ_BYTES,
         }
     }
 
