@@ -16,6 +16,11 @@ mod partitioner;
 mod producer;
 mod sync;
 
+#[cfg(test)]
+mod mock_tests;
+
+#[cfg(test)]
+use crate::protocol::ErrorCode;
 use crate::protocol::WireError;
 
 pub use admin::Admin;
