@@ -1,2 +1,172 @@
 //! Shards: one glommio executor per CPU, each owning a set of partitions.
-//! TODO(helper: server).
+//!
+//! Owns: the per-shard state ([`Shard`]: partition table, topic table, mesh
+//! endpoints, pending replies), the cross-shard mesh ([`mesh`]), the
+//! owner-side partition operations ([`ops`]), request routing ([`route`]),
+//! topic administration on shard 0 ([`admin`]), the on-disk topic registry
+//! ([`registry`]) and process-level startup ([`startup`]: data-dir lock,
+//! RLIMIT_MEMLOCK, CPU choice, executor placement).
+//!
+//! Invariants: a `Shard` lives on exactly one executor thread and is only
+//! touched from it (`Rc`, `RefCell`, `Cell`: no locks, no atomics); every
+//! partition is owned by exactly one shard (`registry::assign`), which alone
+//! opens, reads and writes it; every shard holds the same topic table, and
+//! changes to it are made by shard 0 and acknowledged by every shard before
+//! the admin request is answered.
+
+pub mod admin;
+pub mod mesh;
+pub mod ops;
+pub mod registry;
+pub mod route;
+pub mod startup;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
+use glommio::channels::oneshot;
+use glommio::sync::Semaphore;
+
+use crate::config::BrokerConfig;
+use crate::partition::Partition;
+use crate::protocol::{PartitionId, ShardId, TopicPartition};
+
+pub use mesh::{ShardMessage, ShardReply, ShardRequest};
+pub use registry::TopicMeta;
+
+/// The mesh every shard joins.
+pub type Mesh = MeshBuilder<ShardMessage, Full>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error("shard {shard}: cannot join the cross-shard mesh")]
+    Mesh { shard: ShardId },
+    #[error("{0}")]
+    Startup(String),
+}
+
+/// One shard's state. Lives on its executor thread only.
+pub struct Shard {
+    pub id: ShardId,
+    /// Number of shards in this broker.
+    pub count: usize,
+    pub config: Rc<BrokerConfig>,
+    senders: Senders<ShardMessage>,
+    receivers: RefCell<Option<Receivers<ShardMessage>>>,
+    pending: RefCell<HashMap<u64, oneshot::Sender<ShardReply>>>,
+    next_request_id: Cell<u64>,
+    /// Partitions this shard owns: topic → partition → open partition.
+    partitions: RefCell<HashMap<String, HashMap<PartitionId, Rc<Partition>>>>,
+    /// Owned partitions that failed to open at startup, with the reason.
+    offline: RefCell<HashMap<TopicPartition, String>>,
+    /// Every topic in the broker (the same on every shard).
+    topics: RefCell<BTreeMap<String, Rc<TopicMeta>>>,
+    /// Shard 0: topic names with a create or delete in progress.
+    admin_in_progress: RefCell<HashSet<String>>,
+    listen_addr: Cell<Option<SocketAddr>>,
+    stop: Semaphore,
+    stopping: Cell<bool>,
+}
+
+impl Shard {
+    /// Joins the mesh and opens the partitions this shard owns (recovery).
+    /// The receiver loops are not started yet: see [`Shard::start_receivers`].
+    pub async fn boot(
+        id: ShardId,
+        count: usize,
+        config: BrokerConfig,
+        mesh: Mesh,
+        topics: Vec<TopicMeta>,
+    ) -> Result<Rc<Shard>, ShardError> {
+        let (senders, receivers) = mesh
+            .join()
+            .await
+            .map_err(|_| ShardError::Mesh { shard: id })?;
+        if senders.peer_id() != id {
+            // Mesh peer ids follow executor creation order, which is shard
+            // order; routing relies on the two being equal.
+            return Err(ShardError::Startup(format!(
+                "shard {id} joined the mesh as peer {}",
+                senders.peer_id()
+            )));
+        }
+        let shard = Rc::new(Shard {
+            id,
+            count,
+            config: Rc::new(config),
+            senders,
+            receivers: RefCell::new(Some(receivers)),
+            pending: RefCell::new(HashMap::new()),
+            next_request_id: Cell::new(1),
+            partitions: RefCell::new(HashMap::new()),
+            offline: RefCell::new(HashMap::new()),
+            topics: RefCell::new(
+                topics
+                    .iter()
+                    .map(|m| (m.name.clone(), Rc::new(m.clone())))
+                    .collect(),
+            ),
+            admin_in_progress: RefCell::new(HashSet::new()),
+            listen_addr: Cell::new(None),
+            stop: Semaphore::new(0),
+            stopping: Cell::new(false),
+        });
+        shard.open_owned(&topics).await;
+        Ok(shard)
+    }
+
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen_addr.get()
+    }
+
+    pub fn set_listen_addr(&self, addr: SocketAddr) {
+        self.listen_addr.set(Some(addr));
+    }
+
+    /// Asks this shard to stop (idempotent).
+    pub fn request_stop(&self) {
+        if !self.stopping.replace(true) {
+            self.stop.signal(1);
+        }
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// Resolves once [`Shard::request_stop`] has been called.
+    pub async fn stopped(&self) {
+        let _ = self.stop.acquire(1).await;
+        // Let any other waiter through too.
+        self.stop.signal(1);
+    }
+
+    /// Shard 0: waits for SIGINT/SIGTERM, then stops every shard.
+    /// The signals must already be blocked on every thread ([`startup::block_signals`]).
+    pub fn watch_signals(self: &Rc<Self>) {
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            let signals = match glommio::signal::Signals::new(&[libc::SIGINT, libc::SIGTERM]) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cannot watch SIGINT/SIGTERM: {e}");
+                    return;
+                }
+            };
+            let stop = async {
+                me.stopped().await;
+                None
+            };
+            let got = futures_lite::future::or(async { signals.recv().await.ok() }, stop).await;
+            if let Some(sig) = got {
+                tracing::info!("signal {sig} received: shutting down");
+                me.broadcast_shutdown().await;
+                me.request_stop();
+            }
+        })
+        .detach();
+    }
+}

@@ -1,0 +1,123 @@
+//! Topic administration: create, delete, list, describe.
+//!
+//! Invariant: a per-topic error in a metadata answer is returned as
+//! `ClientError::Broker`, never as an empty description.
+
+use super::connection::Connection;
+use super::{ClientConfig, ClientError};
+use crate::protocol::messages::{
+    ConfigEntry, CreateTopicRequest, DeleteTopicRequest, MetadataRequest, MetadataResponse,
+    RequestBody, ResponseBody, TopicInfo,
+};
+use crate::protocol::{ErrorCode, WireError};
+
+/// Administrative client over one connection.
+pub struct Admin {
+    conn: Connection,
+}
+
+impl Admin {
+    pub async fn connect(config: ClientConfig) -> Result<Admin, ClientError> {
+        Ok(Admin {
+            conn: Connection::connect(&config).await?,
+        })
+    }
+
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        configs: &[(String, String)],
+    ) -> Result<(), ClientError> {
+        let partitions = i32::try_from(partitions)
+            .map_err(|_| ClientError::Config(format!("{partitions} partitions is too many")))?;
+        let body = RequestBody::CreateTopic(CreateTopicRequest {
+            name: name.to_string(),
+            partitions,
+            configs: configs
+                .iter()
+                .map(|(k, v)| ConfigEntry {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+        });
+        match self.conn.request(body).await? {
+            ResponseBody::CreateTopic(_) => Ok(()),
+            other => Err(unexpected("CreateTopic", &other)),
+        }
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        let body = RequestBody::DeleteTopic(DeleteTopicRequest {
+            name: name.to_string(),
+        });
+        match self.conn.request(body).await? {
+            ResponseBody::DeleteTopic(_) => Ok(()),
+            other => Err(unexpected("DeleteTopic", &other)),
+        }
+    }
+
+    /// Every topic name, sorted.
+    pub async fn list_topics(&self) -> Result<Vec<String>, ClientError> {
+        let md = metadata(&self.conn, &[]).await?;
+        let mut names: Vec<String> = md.topics.into_iter().map(|t| t.name).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// One topic's partitions and config.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo, ClientError> {
+        describe(&self.conn, name).await
+    }
+
+    /// The raw metadata answer (empty `topics` = every topic).
+    pub async fn metadata(&self, topics: &[String]) -> Result<MetadataResponse, ClientError> {
+        metadata(&self.conn, topics).await
+    }
+}
+
+pub(crate) fn unexpected(wanted: &str, got: &ResponseBody) -> ClientError {
+    let kind = match got {
+        ResponseBody::ApiVersions(_) => "ApiVersions",
+        ResponseBody::CreateTopic(_) => "CreateTopic",
+        ResponseBody::DeleteTopic(_) => "DeleteTopic",
+        ResponseBody::Metadata(_) => "Metadata",
+        ResponseBody::Produce(_) => "Produce",
+        ResponseBody::Fetch(_) => "Fetch",
+        ResponseBody::ListOffsets(_) => "ListOffsets",
+    };
+    ClientError::Protocol(format!("expected a {wanted} response, got {kind}"))
+}
+
+pub(crate) async fn metadata(
+    conn: &Connection,
+    topics: &[String],
+) -> Result<MetadataResponse, ClientError> {
+    let body = RequestBody::Metadata(MetadataRequest {
+        topics: topics.to_vec(),
+    });
+    match conn.request(body).await? {
+        ResponseBody::Metadata(m) => Ok(m),
+        other => Err(unexpected("Metadata", &other)),
+    }
+}
+
+/// Describes one topic; an unknown topic is `Broker(UnknownTopicOrPartition)`.
+pub(crate) async fn describe(conn: &Connection, name: &str) -> Result<TopicInfo, ClientError> {
+    let md = metadata(conn, &[name.to_string()]).await?;
+    let topic = md
+        .topics
+        .into_iter()
+        .find(|t| t.name == name)
+        .ok_or_else(|| {
+            ClientError::Broker(WireError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            ))
+        })?;
+    if let Some(e) = topic.error {
+        return Err(ClientError::Broker(e));
+    }
+    Ok(topic)
+}

@@ -1,0 +1,393 @@
+//! The consumer: manual partition assignment, seeks, long-polling fetches.
+//!
+//! Invariants:
+//! - Records are returned in offset order per partition, never below the
+//!   partition's position; after a poll the position is one past the last
+//!   offset of the last whole batch seen.
+//! - Every batch's CRC is verified before its records are used: a corrupt
+//!   batch is an error, never data.
+//! - A poll either succeeds as a whole (records returned, positions advanced)
+//!   or fails and leaves every position unchanged.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::admin::{describe, unexpected};
+use super::connection::Connection;
+use super::{ClientConfig, ClientError};
+use crate::protocol::batch::{batches, records, verify_crc};
+use crate::protocol::messages::{
+    FetchPartition, FetchRequest, FetchTopic, ListOffsetsPartition, ListOffsetsRequest,
+    ListOffsetsTopic, OffsetSpec, RequestBody, ResponseBody,
+};
+use crate::protocol::{ErrorCode, TopicPartition, WireError};
+
+/// Where to start reading a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekTo {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark: only records produced from now on.
+    Latest,
+    Offset(u64),
+    /// The first record whose timestamp is >= this many ms since the epoch.
+    Timestamp(i64),
+}
+
+/// Consumer settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerConfig {
+    pub client: ClientConfig,
+    /// Longest the broker holds a fetch waiting for data, in ms.
+    pub max_wait_ms: u32,
+    /// The broker answers as soon as this many bytes are available.
+    pub min_bytes: u32,
+    /// Most bytes fetched per partition per poll.
+    pub max_partition_bytes: u32,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            client: ClientConfig::default(),
+            max_wait_ms: 500,
+            min_bytes: 1,
+            max_partition_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// One record read from a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+/// Reads assigned partitions over one connection.
+pub struct Consumer {
+    config: ConsumerConfig,
+    conn: Connection,
+    positions: BTreeMap<TopicPartition, u64>,
+}
+
+/// Largest total fetch size requested, in bytes (the broker caps it too).
+const MAX_FETCH_BYTES: u32 = 64 * 1024 * 1024;
+
+impl Consumer {
+    pub async fn connect(config: ConsumerConfig) -> Result<Consumer, ClientError> {
+        let conn = Connection::connect(&config.client).await?;
+        Ok(Consumer {
+            config,
+            conn,
+            positions: BTreeMap::new(),
+        })
+    }
+
+    /// Adds partitions of `topic` to the assignment, each starting at
+    /// `start`. An empty `partitions` assigns every partition of the topic.
+    /// Fails (assigning nothing) if the topic or a partition does not exist.
+    pub async fn assign(
+        &mut self,
+        topic: &str,
+        partitions: &[u32],
+        start: SeekTo,
+    ) -> Result<(), ClientError> {
+        let info = describe(&self.conn, topic).await?;
+        let existing: Vec<u32> = info.partitions.iter().map(|p| p.partition).collect();
+        let wanted: Vec<u32> = if partitions.is_empty() {
+            existing.clone()
+        } else {
+            partitions.to_vec()
+        };
+        if let Some(p) = wanted.iter().find(|p| !existing.contains(p)) {
+            return Err(ClientError::Broker(WireError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!(
+                    "partition {p} of topic '{topic}' does not exist (it has {})",
+                    existing.len()
+                ),
+            )));
+        }
+        let offsets = self.resolve(topic, &wanted, start).await?;
+        for (p, o) in wanted.into_iter().zip(offsets) {
+            self.positions.insert(TopicPartition::new(topic, p), o);
+        }
+        Ok(())
+    }
+
+    /// Removes every assignment.
+    pub fn unassign_all(&mut self) {
+        self.positions.clear();
+    }
+
+    /// Moves one assigned (or new) partition to `to`; returns the new position.
+    pub async fn seek(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        to: SeekTo,
+    ) -> Result<u64, ClientError> {
+        let offset = self.resolve(topic, &[partition], to).await?[0];
+        self.positions
+            .insert(TopicPartition::new(topic, partition), offset);
+        Ok(offset)
+    }
+
+    /// The next offset `poll` will read from this partition.
+    pub fn position(&self, topic: &str, partition: u32) -> Option<u64> {
+        self.positions
+            .get(&TopicPartition::new(topic, partition))
+            .copied()
+    }
+
+    /// The current assignment with positions.
+    pub fn assignment(&self) -> Vec<(TopicPartition, u64)> {
+        self.positions
+            .iter()
+            .map(|(tp, o)| (tp.clone(), *o))
+            .collect()
+    }
+
+    /// Turns a `SeekTo` into offsets, one per partition (ListOffsets for
+    /// anything but an explicit offset).
+    async fn resolve(
+        &self,
+        topic: &str,
+        partitions: &[u32],
+        to: SeekTo,
+    ) -> Result<Vec<u64>, ClientError> {
+        let spec = match to {
+            SeekTo::Offset(o) => return Ok(vec![o; partitions.len()]),
+            SeekTo::Earliest => OffsetSpec::Earliest,
+            SeekTo::Latest => OffsetSpec::Latest,
+            SeekTo::Timestamp(ms) if ms < 0 => {
+                return Err(ClientError::Config(format!("timestamp {ms} is negative")))
+            }
+            SeekTo::Timestamp(ms) => OffsetSpec::Timestamp(ms),
+        };
+        let body = RequestBody::ListOffsets(ListOffsetsRequest {
+            topics: vec![ListOffsetsTopic {
+                name: topic.to_string(),
+                partitions: partitions
+                    .iter()
+                    .map(|&partition| ListOffsetsPartition { partition, spec })
+                    .collect(),
+            }],
+        });
+        let resp = match self.conn.request(body).await? {
+            ResponseBody::ListOffsets(r) => r,
+            other => return Err(unexpected("ListOffsets", &other)),
+        };
+        let results: Vec<_> = resp
+            .topics
+            .into_iter()
+            .filter(|t| t.name == topic)
+            .flat_map(|t| t.partitions)
+            .collect();
+        partitions
+            .iter()
+            .map(|p| {
+                let r = results.iter().find(|r| r.partition == *p).ok_or_else(|| {
+                    ClientError::Protocol(format!(
+                        "list offsets response has no result for {topic}/{p}"
+                    ))
+                })?;
+                match &r.result {
+                    Ok((offset, _ts)) => Ok(*offset),
+                    Err(e) => Err(ClientError::Broker(e.clone())),
+                }
+            })
+            .collect()
+    }
+
+    /// One long-poll fetch over every assigned partition: waits up to
+    /// `max_wait_ms` for `min_bytes`, returns the records past each position
+    /// (possibly none) and advances the positions.
+    pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>, ClientError> {
+        if self.positions.is_empty() {
+            return Err(ClientError::Config(
+                "no partitions assigned: call assign first".into(),
+            ));
+        }
+        let mut topics: Vec<FetchTopic> = Vec::new();
+        for (tp, offset) in &self.positions {
+            let part = FetchPartition {
+                partition: tp.partition,
+                fetch_offset: *offset,
+                max_bytes: self.config.max_partition_bytes,
+            };
+            match topics.last_mut() {
+                Some(t) if t.name == tp.topic => t.partitions.push(part),
+                _ => topics.push(FetchTopic {
+                    name: tp.topic.clone(),
+                    partitions: vec![part],
+                }),
+            }
+        }
+        let total = u32::try_from(self.positions.len())
+            .unwrap_or(u32::MAX)
+            .saturating_mul(self.config.max_partition_bytes)
+            .min(MAX_FETCH_BYTES);
+        let body = RequestBody::Fetch(FetchRequest {
+            max_wait_ms: self.config.max_wait_ms,
+            min_bytes: self.config.min_bytes,
+            max_bytes: total.max(self.config.max_partition_bytes),
+            topics,
+        });
+        let resp = match self.conn.request(body).await? {
+            ResponseBody::Fetch(r) => r,
+            other => return Err(unexpected("Fetch", &other)),
+        };
+        let mut out = Vec::new();
+        let mut advanced: Vec<(TopicPartition, u64)> = Vec::new();
+        for t in resp.topics {
+            for p in t.partitions {
+                let tp = TopicPartition::new(t.name.clone(), p.partition);
+                let Some(&position) = self.positions.get(&tp) else {
+                    continue; // not asked for; ignore
+                };
+                if let Some(e) = p.error {
+                    return Err(ClientError::Broker(WireError::new(
+                        e.code,
+                        format!("{tp} at offset {position}: {}", e.message),
+                    )));
+                }
+                let next = decode_records(&tp, position, &p.records, &mut out)?;
+                if next > position {
+                    advanced.push((tp, next));
+                }
+            }
+        }
+        for (tp, next) in advanced {
+            self.positions.insert(tp, next);
+        }
+        Ok(out)
+    }
+}
+
+/// Appends the records of `buf` (whole batches) at or past `position` to
+/// `out`; returns the position after them.
+fn decode_records(
+    tp: &TopicPartition,
+    position: u64,
+    buf: &Bytes,
+    out: &mut Vec<ConsumerRecord>,
+) -> Result<u64, ClientError> {
+    let corrupt = |base: u64, why: String| {
+        ClientError::Broker(WireError::new(
+            ErrorCode::CorruptBatch,
+            format!("{tp}: batch at offset {base}: {why}"),
+        ))
+    };
+    let mut next = position;
+    for item in batches(buf) {
+        let (header, raw) = item.map_err(|e| corrupt(next, e.to_string()))?;
+        verify_crc(raw).map_err(|e| corrupt(header.base_offset, e.to_string()))?;
+        let last = header.last_offset();
+        if last < next {
+            continue;
+        }
+        let iter = records(raw).map_err(|e| corrupt(header.base_offset, e.to_string()))?;
+        for r in iter {
+            let r = r.map_err(|e| corrupt(header.base_offset, e.to_string()))?;
+            let offset = header.base_offset + u64::from(r.offset_delta);
+            if offset < next {
+                continue;
+            }
+            out.push(ConsumerRecord {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                offset,
+                timestamp_ms: header.first_timestamp_ms.wrapping_add(r.timestamp_delta),
+                key: r.key.map(|k| buf.slice_ref(k)),
+                value: r.value.map(|v| buf.slice_ref(v)),
+                headers: r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            String::from_utf8_lossy(k).into_owned(),
+                            v.map(|v| buf.slice_ref(v)),
+                        )
+                    })
+                    .collect(),
+            });
+        }
+        next = last + 1;
+    }
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::batch::{set_base_offset, BatchBuilder};
+    use bytes::BytesMut;
+
+    fn batch(base: u64, values: &[&str]) -> Vec<u8> {
+        let mut b = BatchBuilder::new();
+        for (i, v) in values.iter().enumerate() {
+            b.push(100 + i as i64, Some(b"k"), Some(v.as_bytes()), &[]);
+        }
+        let mut v = b.finish().to_vec();
+        set_base_offset(&mut v, base);
+        v
+    }
+
+    #[test]
+    fn skips_below_position_and_advances() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&batch(10, &["a", "b", "c"]));
+        buf.extend_from_slice(&batch(13, &["d"]));
+        let buf = buf.freeze();
+        let tp = TopicPartition::new("t", 0);
+        let mut out = Vec::new();
+        let next = decode_records(&tp, 11, &buf, &mut out).expect("ok");
+        assert_eq!(next, 14);
+        let got: Vec<(u64, &[u8])> = out
+            .iter()
+            .map(|r| (r.offset, r.value.as_deref().expect("v")))
+            .collect();
+        assert_eq!(got, vec![(11, &b"b"[..]), (12, b"c"), (13, b"d")]);
+        assert_eq!(out[1].timestamp_ms, 102);
+        assert_eq!(out[0].key.as_deref(), Some(&b"k"[..]));
+    }
+
+    #[test]
+    fn corrupt_batch_is_an_error() {
+        let mut v = batch(0, &["hello"]);
+        let n = v.len();
+        v[n - 2] ^= 0xff;
+        let tp = TopicPartition::new("t", 0);
+        let mut out = Vec::new();
+        let e = decode_records(&tp, 0, &Bytes::from(v), &mut out).expect_err("corrupt");
+        assert_eq!(e.wire_code(), Some(ErrorCode::CorruptBatch));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn empty_and_truncated_tail() {
+        let tp = TopicPartition::new("t", 0);
+        let mut out = Vec::new();
+        assert_eq!(
+            decode_records(&tp, 5, &Bytes::new(), &mut out).expect("ok"),
+            5
+        );
+        let mut v = batch(5, &["x"]);
+        let whole = v.len();
+        v.extend_from_slice(&batch(6, &["y"])[..20]);
+        assert_eq!(
+            decode_records(&tp, 5, &Bytes::from(v), &mut out).expect("ok"),
+            6
+        );
+        assert_eq!(out.len(), 1);
+        assert!(whole > 0);
+    }
+}

@@ -1,0 +1,347 @@
+//! Client tests against an in-process mock broker speaking the real codec
+//! over a loopback glommio socket (the real broker is tested end to end by
+//! the tests in tests/).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::net::TcpListener;
+use glommio::LocalExecutorBuilder;
+
+use super::*;
+use crate::net::{read_frame, split, write_frame};
+use crate::protocol::batch::{set_base_offset, validate};
+use crate::protocol::codec::{decode_request, encode_response, DecodeLimits};
+use crate::protocol::messages::*;
+
+const PARTITIONS: u32 = 3;
+
+/// Partition logs of topic "t": concatenated batches, and the next offset.
+type Logs = Rc<RefCell<HashMap<u32, (Vec<u8>, u64)>>>;
+
+fn handle(logs: &Logs, req: Request) -> Option<Response> {
+    let cid = req.correlation_id;
+    let body = match req.body {
+        RequestBody::Metadata(m) => ResponseBody::Metadata(MetadataResponse {
+            brokers: vec![],
+            topics: m
+                .topics
+                .iter()
+                .map(|name| TopicInfo {
+                    name: name.clone(),
+                    error: (name != "t").then(|| {
+                        WireError::new(ErrorCode::UnknownTopicOrPartition, "no such topic")
+                    }),
+                    partitions: if name == "t" {
+                        (0..PARTITIONS)
+                            .map(|p| PartitionInfo {
+                                partition: p,
+                                leader_node: 0,
+                                leader_shard: 0,
+                                log_start_offset: 0,
+                                log_end_offset: 0,
+                                high_watermark: 0,
+                            })
+                            .collect()
+                    } else {
+                        vec![]
+                    },
+                    configs: vec![],
+                })
+                .collect(),
+        }),
+        RequestBody::Produce(p) => {
+            let mut topics = Vec::new();
+            for t in p.topics {
+                let mut parts = Vec::new();
+                for pp in t.partitions {
+                    let h = validate(&pp.batch).expect("client sends valid batches");
+                    let mut logs = logs.borrow_mut();
+                    let (log, next) = logs.entry(pp.partition).or_default();
+                    let base = *next;
+                    let mut b = pp.batch.to_vec();
+                    set_base_offset(&mut b, base);
+                    log.extend_from_slice(&b);
+                    *next += u64::from(h.record_count);
+                    parts.push(ProducePartitionResult {
+                        partition: pp.partition,
+                        result: Ok(base),
+                        log_start_offset: Some(0),
+                    });
+                }
+                topics.push(ProduceTopicResult {
+                    name: t.name,
+                    partitions: parts,
+                });
+            }
+            ResponseBody::Produce(ProduceResponse { topics })
+        }
+        RequestBody::ListOffsets(l) => ResponseBody::ListOffsets(ListOffsetsResponse {
+            topics: l
+                .topics
+                .into_iter()
+                .map(|t| ListOffsetsTopicResult {
+                    name: t.name,
+                    partitions: t
+                        .partitions
+                        .into_iter()
+                        .map(|p| {
+                            let end = logs.borrow().get(&p.partition).map_or(0, |l| l.1);
+                            let o = match p.spec {
+                                OffsetSpec::Earliest => 0,
+                                _ => end,
+                            };
+                            ListOffsetsPartitionResult {
+                                partition: p.partition,
+                                result: Ok((o, -1)),
+                            }
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }),
+        RequestBody::Fetch(f) => ResponseBody::Fetch(FetchResponse {
+            topics: f
+                .topics
+                .into_iter()
+                .map(|t| FetchTopicResult {
+                    name: t.name,
+                    partitions: t
+                        .partitions
+                        .into_iter()
+                        .map(|p| {
+                            let logs = logs.borrow();
+                            let (log, end) = logs.get(&p.partition).cloned().unwrap_or_default();
+                            if p.fetch_offset > end {
+                                return FetchPartitionResult {
+                                    partition: p.partition,
+                                    error: Some(WireError::new(
+                                        ErrorCode::OffsetOutOfRange,
+                                        "past end",
+                                    )),
+                                    high_watermark: Some(end),
+                                    log_start_offset: Some(0),
+                                    log_end_offset: Some(end),
+                                    records: Bytes::new(),
+                                };
+                            }
+                            // Serve from the batch containing fetch_offset, max one batch.
+                            let mut records = Bytes::new();
+                            for item in crate::protocol::batch::batches(&log) {
+                                let (h, raw) = item.expect("valid log");
+                                if h.last_offset() >= p.fetch_offset {
+                                    records = Bytes::copy_from_slice(raw);
+                                    break;
+                                }
+                            }
+                            FetchPartitionResult {
+                                partition: p.partition,
+                                error: None,
+                                high_watermark: Some(end),
+                                log_start_offset: Some(0),
+                                log_end_offset: Some(end),
+                                records,
+                            }
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }),
+        RequestBody::CreateTopic(c) => {
+            ResponseBody::CreateTopic(CreateTopicResponse { name: c.name })
+        }
+        RequestBody::DeleteTopic(_) => return None, // never answered: exercises timeouts
+        RequestBody::ApiVersions(_) => {
+            return Some(Response::error(cid, ErrorCode::UnsupportedVersion, "nope"))
+        }
+    };
+    Some(Response::ok(cid, body))
+}
+
+/// Serves one connection; closes it after `max_requests` requests.
+fn spawn_broker(listener: TcpListener, logs: Logs, max_requests: usize) {
+    glommio::spawn_local(async move {
+        loop {
+            let Ok(s) = listener.accept().await else {
+                return;
+            };
+            let (mut r, mut w) = split(s);
+            let mut served = 0;
+            while let Ok(Some(frame)) = read_frame(&mut r, 64 << 20).await {
+                if served == max_requests {
+                    break;
+                }
+                served += 1;
+                let req = decode_request(&frame, &DecodeLimits::default()).expect("valid request");
+                if let Some(resp) = handle(&logs, req) {
+                    write_frame(&mut w, &encode_response(&resp))
+                        .await
+                        .expect("write");
+                }
+            }
+            let _ = w.shutdown_both();
+        }
+    })
+    .detach();
+}
+
+fn run(
+    test: impl FnOnce(ClientConfig) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
+        + Send
+        + 'static,
+    max_requests: usize,
+) {
+    LocalExecutorBuilder::default()
+        .io_memory(512 * 1024)
+        .spawn(move || async move {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            spawn_broker(
+                listener,
+                Rc::new(RefCell::new(HashMap::new())),
+                max_requests,
+            );
+            let config = ClientConfig {
+                bootstrap: addr.to_string(),
+                request_timeout_ms: 2_000,
+                ..ClientConfig::default()
+            };
+            test(config).await;
+        })
+        .expect("executor")
+        .join()
+        .expect("join");
+}
+
+#[test]
+fn produce_then_consume_in_order() {
+    run(
+        |client| {
+            Box::pin(async move {
+                let producer = Producer::connect(ProducerConfig {
+                    client: client.clone(),
+                    batch_bytes: 2048,
+                    linger_ms: 1,
+                    ..ProducerConfig::default()
+                })
+                .await
+                .expect("connect");
+                let mut futs = Vec::new();
+                for i in 0..600u32 {
+                    let rec =
+                        ProducerRecord::new("t", format!("v{i}")).with_key(format!("k{}", i % 17));
+                    futs.push((i, producer.send(rec).await.expect("send")));
+                }
+                producer.flush().await.expect("flush");
+                let mut last: HashMap<u32, u64> = HashMap::new();
+                for (i, f) in futs {
+                    let md = f.await.expect("delivered");
+                    assert_eq!(
+                        md.partition,
+                        partition_for_key(format!("k{}", i % 17).as_bytes(), PARTITIONS)
+                    );
+                    if let Some(prev) = last.insert(md.partition, md.offset) {
+                        assert_eq!(md.offset, prev + 1, "offsets follow send order");
+                    } else {
+                        assert_eq!(md.offset, 0);
+                    }
+                }
+                let e = producer
+                    .send(ProducerRecord::new("nope", "x"))
+                    .await
+                    .err()
+                    .expect("unknown topic");
+                assert_eq!(e.wire_code(), Some(ErrorCode::UnknownTopicOrPartition));
+                producer.close().await.expect("close");
+
+                let mut consumer = Consumer::connect(ConsumerConfig {
+                    client,
+                    max_wait_ms: 10,
+                    ..ConsumerConfig::default()
+                })
+                .await
+                .expect("connect");
+                consumer
+                    .assign("t", &[], SeekTo::Earliest)
+                    .await
+                    .expect("assign");
+                let mut got: HashMap<u32, Vec<String>> = HashMap::new();
+                let mut n = 0;
+                for _ in 0..10_000 {
+                    if n == 600 {
+                        break;
+                    }
+                    for r in consumer.poll().await.expect("poll") {
+                        n += 1;
+                        got.entry(r.partition).or_default().push(
+                            String::from_utf8_lossy(r.value.as_deref().expect("v")).into_owned(),
+                        );
+                    }
+                }
+                assert_eq!(n, 600);
+                for (p, values) in got {
+                    let expected: Vec<String> = (0..600u32)
+                        .filter(|i| {
+                            partition_for_key(format!("k{}", i % 17).as_bytes(), PARTITIONS) == p
+                        })
+                        .map(|i| format!("v{i}"))
+                        .collect();
+                    assert_eq!(values, expected);
+                    assert_eq!(consumer.position("t", p), Some(expected.len() as u64));
+                }
+                // Seeking: latest, an explicit offset, and past the end.
+                assert_eq!(
+                    consumer
+                        .seek("t", 0, SeekTo::Offset(1))
+                        .await
+                        .expect("seek"),
+                    1
+                );
+                let end = consumer.seek("t", 1, SeekTo::Latest).await.expect("seek");
+                assert_eq!(consumer.position("t", 1), Some(end));
+                consumer
+                    .seek("t", 2, SeekTo::Offset(1_000_000))
+                    .await
+                    .expect("seek");
+                let e = consumer.poll().await.expect_err("out of range");
+                assert_eq!(e.wire_code(), Some(ErrorCode::OffsetOutOfRange));
+                assert_eq!(
+                    consumer.position("t", 0),
+                    Some(1),
+                    "failed poll moves nothing"
+                );
+                let e = consumer
+                    .assign("nope", &[], SeekTo::Earliest)
+                    .await
+                    .expect_err("unknown");
+                assert_eq!(e.wire_code(), Some(ErrorCode::UnknownTopicOrPartition));
+            })
+        },
+        usize::MAX,
+    );
+}
+
+#[test]
+fn timeout_broker_error_and_connection_loss() {
+    run(
+        |client| {
+            Box::pin(async move {
+                let admin = Admin::connect(client).await.expect("connect");
+                // DeleteTopic is never answered by the mock.
+                let e = admin.delete_topic("t").await.expect_err("timeout");
+                assert!(matches!(e, ClientError::Timeout(_)), "{e}");
+                admin.create_topic("x", 1, &[]).await.expect("create");
+                let info = admin.describe_topic("t").await.expect("describe");
+                assert_eq!(info.partitions.len(), PARTITIONS as usize);
+                // The mock closes after 3 requests: the 4th fails, and so does the next.
+                let e = admin.list_topics().await.expect_err("closed");
+                assert!(matches!(e, ClientError::Closed | ClientError::Io(_)), "{e}");
+                let e = admin.describe_topic("t").await.expect_err("still closed");
+                assert!(matches!(e, ClientError::Closed | ClientError::Io(_)), "{e}");
+            })
+        },
+        3,
+    );
+}

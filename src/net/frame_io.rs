@@ -1,0 +1,195 @@
+//! Reading and writing one length-prefixed frame (see `protocol::frame`).
+//!
+//! Invariants: the declared length is checked against `max_frame_bytes`
+//! before the payload buffer is allocated; EOF exactly at a frame boundary is
+//! a clean close (`Ok(None)`), EOF anywhere else is `UnexpectedEof`;
+//! `write_frame` hands prefix and payload to the socket as one vectored write
+//! (one syscall, one segment for small frames with TCP_NODELAY).
+
+use std::io::{self, IoSlice};
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::protocol::frame::{check_length, length_prefix, FrameError, LENGTH_PREFIX_BYTES};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameIoError {
+    /// The peer declared a frame above the limit (or an empty one). The
+    /// stream is no longer in sync: close it after reporting.
+    #[error(transparent)]
+    TooLarge(FrameError),
+    #[error("connection closed in the middle of a frame ({read_bytes} of {expected_bytes} bytes)")]
+    UnexpectedEof {
+        read_bytes: usize,
+        expected_bytes: usize,
+    },
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Reads until `buf` is full. Returns the bytes read (less than `buf.len()`
+/// only at EOF).
+async fn read_full<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]).await {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Reads one frame. `Ok(None)` is a clean EOF before the first byte of a frame.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_frame_bytes: u32,
+) -> Result<Option<Bytes>, FrameIoError> {
+    let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
+    let n = read_full(reader, &mut prefix).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if n < LENGTH_PREFIX_BYTES {
+        return Err(FrameIoError::UnexpectedEof {
+            read_bytes: n,
+            expected_bytes: LENGTH_PREFIX_BYTES,
+        });
+    }
+    let len = check_length(prefix, max_frame_bytes).map_err(FrameIoError::TooLarge)?;
+    let mut buf = BytesMut::zeroed(len);
+    let n = read_full(reader, &mut buf).await?;
+    if n < len {
+        return Err(FrameIoError::UnexpectedEof {
+            read_bytes: LENGTH_PREFIX_BYTES + n,
+            expected_bytes: LENGTH_PREFIX_BYTES + len,
+        });
+    }
+    Ok(Some(buf.freeze()))
+}
+
+/// Writes one frame: the length prefix and `payload`, vectored.
+pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, payload: &[u8]) -> io::Result<()> {
+    if u32::try_from(payload.len()).is_err() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("frame of {} bytes does not fit a u32 length", payload.len()),
+        ));
+    }
+    let prefix = length_prefix(payload.len());
+    let total = LENGTH_PREFIX_BYTES + payload.len();
+    let mut written = 0;
+    while written < total {
+        let n = if written < LENGTH_PREFIX_BYTES {
+            let bufs = [IoSlice::new(&prefix[written..]), IoSlice::new(payload)];
+            writer.write_vectored(&bufs).await
+        } else {
+            writer
+                .write(&payload[written - LENGTH_PREFIX_BYTES..])
+                .await
+        };
+        match n {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    writer.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::split::split;
+    use glommio::net::{TcpListener, TcpStream};
+    use glommio::LocalExecutorBuilder;
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+        LocalExecutorBuilder::default()
+            .spawn(move || async move { f().await })
+            .expect("executor")
+            .join()
+            .expect("join");
+    }
+
+    #[test]
+    fn frames_over_loopback() {
+        run(|| async {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let server = glommio::spawn_local(async move {
+                let s = listener.accept().await.expect("accept");
+                let (mut r, mut w) = split(s);
+                // Echo frames back until clean EOF.
+                let mut count = 0;
+                while let Some(f) = read_frame(&mut r, 1 << 20).await.expect("read") {
+                    write_frame(&mut w, &f).await.expect("write");
+                    count += 1;
+                }
+                count
+            });
+            let c = TcpStream::connect(addr).await.expect("connect");
+            c.set_nodelay(true).expect("nodelay");
+            let (mut r, mut w) = split(c);
+            let big = vec![7u8; 300_000];
+            let payloads: Vec<Vec<u8>> = vec![b"hello".to_vec(), big, vec![1]];
+            for p in &payloads {
+                write_frame(&mut w, p).await.expect("write");
+            }
+            for p in &payloads {
+                let f = read_frame(&mut r, 1 << 20)
+                    .await
+                    .expect("read")
+                    .expect("frame");
+                assert_eq!(&f[..], &p[..]);
+            }
+            w.close().await.expect("close");
+            assert_eq!(read_frame(&mut r, 1 << 20).await.expect("eof"), None);
+            assert_eq!(server.await, 3);
+        });
+    }
+
+    #[test]
+    fn too_large_and_truncated() {
+        run(|| async {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let server = glommio::spawn_local(async move {
+                let s = listener.accept().await.expect("accept");
+                let (mut r, _w) = split(s);
+                let e = read_frame(&mut r, 16).await.expect_err("too large");
+                assert!(matches!(
+                    e,
+                    FrameIoError::TooLarge(FrameError::TooLarge {
+                        declared_bytes: 1000,
+                        max_frame_bytes: 16
+                    })
+                ));
+                let s = listener.accept().await.expect("accept");
+                let (mut r, _w) = split(s);
+                let e = read_frame(&mut r, 16).await.expect_err("truncated");
+                assert!(matches!(
+                    e,
+                    FrameIoError::UnexpectedEof {
+                        read_bytes: 6,
+                        expected_bytes: 14
+                    }
+                ));
+            });
+            let c = TcpStream::connect(addr).await.expect("connect");
+            let (_r, mut w) = split(c);
+            w.write_all(&1000u32.to_le_bytes()).await.expect("write");
+            let c = TcpStream::connect(addr).await.expect("connect");
+            let (_r2, mut w2) = split(c);
+            w2.write_all(&10u32.to_le_bytes()).await.expect("write");
+            w2.write_all(b"ab").await.expect("write");
+            w2.close().await.expect("close");
+            server.await;
+            drop(w);
+        });
+    }
+}

@@ -1,0 +1,218 @@
+//! One client connection: a reader loop that frames, decodes and dispatches
+//! requests in arrival order, and a writer task that sends responses as they
+//! complete (pipelining: responses carry the correlation id and may overtake
+//! each other).
+//!
+//! Owns: per-connection backpressure (at most `max_in_flight_per_connection`
+//! requests between "frame read" and "response queued"; beyond that the
+//! reader stops reading), framing and decode errors, and connection close.
+//!
+//! Invariants: nothing a client sends can panic the shard or affect another
+//! connection; a frame above `max_frame_bytes` is refused before its payload
+//! is allocated, answered with MessageTooLarge (correlation id 0, naming both
+//! sizes), and the connection is closed; a well-framed but undecodable
+//! request is answered (InvalidRequest / UnsupportedVersion) and the
+//! connection continues.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::net::TcpStream;
+use glommio::sync::{Semaphore, StaticPermit};
+
+use crate::net::frame_io::{read_frame, write_frame, FrameIoError};
+use crate::net::split::{split, ReadHalf, WriteHalf};
+use crate::protocol::codec::{self, DecodeLimits};
+use crate::protocol::frame::FrameError;
+use crate::protocol::messages::{Request, Response};
+use crate::protocol::ErrorCode;
+use crate::shard::Shard;
+
+use super::handlers;
+
+/// How long a connection being closed for a framing error keeps draining
+/// input, so the close is a FIN (the error response arrives) rather than a
+/// reset, in ms.
+const CLOSE_DRAIN_MS: u64 = 1_000;
+/// Most bytes drained on such a close.
+const CLOSE_DRAIN_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// What the writer task is asked to send.
+pub enum Outgoing {
+    /// A response, with the in-flight permit of its request: the permit is
+    /// released once the response is written, so a client that does not read
+    /// its responses stops the broker reading its requests.
+    Frame(Vec<u8>, Option<StaticPermit>),
+    /// Send this, then shut the socket's write side and stop.
+    FrameThenClose(Vec<u8>),
+}
+
+/// Hands responses to the connection's writer.
+#[derive(Clone)]
+pub struct Responder {
+    tx: Rc<LocalSender<Outgoing>>,
+}
+
+impl Responder {
+    /// Queues a response. A connection that has gone away drops it.
+    pub fn send(&self, resp: &Response, permit: Option<StaticPermit>) {
+        let bytes = codec::encode_response(resp);
+        let _ = self.tx.try_send(Outgoing::Frame(bytes, permit));
+    }
+
+    fn send_then_close(&self, resp: &Response) {
+        let bytes = codec::encode_response(resp);
+        let _ = self.tx.try_send(Outgoing::FrameThenClose(bytes));
+    }
+}
+
+pub fn decode_limits(shard: &Shard) -> DecodeLimits {
+    let l = &shard.config.limits;
+    DecodeLimits {
+        max_tables: l.max_flatbuffer_tables as usize,
+        max_depth: l.max_flatbuffer_depth as usize,
+        max_apparent_size_bytes: (l.max_frame_bytes as usize).saturating_mul(2),
+    }
+}
+
+/// Serves one connection until the client closes it or it breaks.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    tracing::debug!(shard = shard.id, %peer, "connection opened");
+    let (mut reader, writer) = split(stream);
+    let (tx, rx) = local_channel::new_unbounded::<Outgoing>();
+    let writer_task = glommio::spawn_local(write_loop(writer, rx));
+    let responder = Responder { tx: Rc::new(tx) };
+
+    let limits = &shard.config.limits;
+    let max_frame_bytes = limits.max_frame_bytes;
+    let decode = decode_limits(&shard);
+    let in_flight = Rc::new(Semaphore::new(limits.max_in_flight_per_connection as u64));
+
+    loop {
+        let permit = match in_flight.acquire_static_permit(1).await {
+            Ok(p) => p,
+            Err(_) => break,
+        };
+        let frame = match read_frame(&mut reader, max_frame_bytes).await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(FrameIoError::TooLarge(FrameError::TooLarge {
+                declared_bytes,
+                max_frame_bytes,
+            })) => {
+                tracing::warn!(
+                    shard = shard.id,
+                    %peer,
+                    "closing: frame of {declared_bytes} bytes exceeds max_frame_bytes ({max_frame_bytes})"
+                );
+                responder.send_then_close(&Response::error(
+                    0,
+                    ErrorCode::MessageTooLarge,
+                    format!(
+                        "request frame of {declared_bytes} bytes exceeds max_frame_bytes ({max_frame_bytes}); closing the connection"
+                    ),
+                ));
+                drain(&mut reader).await;
+                break;
+            }
+            Err(FrameIoError::TooLarge(FrameError::Empty)) => {
+                // Four zero bytes: still in sync with the framing.
+                responder.send(
+                    &Response::error(0, ErrorCode::InvalidRequest, "empty frame (length 0)"),
+                    Some(permit),
+                );
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(shard = shard.id, %peer, "connection ended: {e}");
+                break;
+            }
+        };
+        match codec::decode_request(&frame, &decode) {
+            Ok(req) => dispatch(&shard, req, permit, &responder).await,
+            Err(e) => {
+                tracing::debug!(shard = shard.id, %peer, "undecodable request: {e}");
+                responder.send(
+                    &Response {
+                        correlation_id: e.correlation_id,
+                        error: Some(e.error),
+                        body: None,
+                    },
+                    Some(permit),
+                );
+            }
+        }
+    }
+    drop(responder);
+    // Responses still in flight are written before the socket closes.
+    writer_task.await;
+    tracing::debug!(shard = shard.id, %peer, "connection closed");
+}
+
+/// Hands a request to its handler. Produce appends (and forwards) here,
+/// before the next frame is read, so requests on one connection append in
+/// arrival order; everything else completes in a spawned task.
+async fn dispatch(shard: &Rc<Shard>, req: Request, permit: StaticPermit, responder: &Responder) {
+    let Request {
+        correlation_id,
+        body,
+        ..
+    } = req;
+    let pending = handlers::start(shard, correlation_id, body).await;
+    let responder = responder.clone();
+    glommio::spawn_local(async move {
+        let resp = pending.finish().await;
+        responder.send(&resp, Some(permit));
+    })
+    .detach();
+}
+
+async fn write_loop(mut writer: WriteHalf, rx: local_channel::LocalReceiver<Outgoing>) {
+    while let Some(msg) = rx.recv().await {
+        let (bytes, close, permit) = match msg {
+            Outgoing::Frame(b, permit) => (b, false, permit),
+            Outgoing::FrameThenClose(b) => (b, true, None),
+        };
+        let written = write_frame(&mut writer, &bytes).await;
+        drop(permit);
+        if let Err(e) = written {
+            tracing::debug!("write failed: {e}");
+            break;
+        }
+        if close {
+            let _ = writer.flush().await;
+            let _ = writer.close().await;
+            break;
+        }
+    }
+    let _ = writer.flush().await;
+}
+
+/// Reads and discards input for a short while (bounded in time and bytes).
+async fn drain(reader: &mut ReadHalf) {
+    let deadline = Instant::now() + Duration::from_millis(CLOSE_DRAIN_MS);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut drained = 0usize;
+    while drained < CLOSE_DRAIN_MAX_BYTES {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        let read = futures_lite::future::or(async { Some(reader.read(&mut buf).await) }, async {
+            glommio::timer::sleep(deadline - now).await;
+            None
+        })
+        .await;
+        match read {
+            Some(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Process-level startup: the data-dir lock, RLIMIT_MEMLOCK, signal
+//! blocking and the choice of CPUs for the shards.
+//!
+//! Owns: `<data_dir>/.lock` (an exclusive flock held for the broker's
+//! lifetime), the shard count and the shard → CPU placement.
+//!
+//! Invariants: runs on the main thread before any executor exists (so the
+//! blocked signal mask is inherited by every shard thread); nothing here
+//! panics: every failure is a [`ShardError::Startup`] with a message naming
+//! what went wrong, except raising RLIMIT_MEMLOCK, which is best effort.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use super::ShardError;
+
+/// An exclusive flock on `<data_dir>/.lock`, released when dropped (or when
+/// the process exits).
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+}
+
+/// Creates `data_dir` if needed and takes its lock.
+pub fn lock_data_dir(data_dir: &Path) -> Result<DataDirLock, ShardError> {
+    fs::create_dir_all(data_dir).map_err(|e| {
+        ShardError::Startup(format!(
+            "cannot create data dir {}: {e}",
+            data_dir.display()
+        ))
+    })?;
+    let path = data_dir.join(".lock");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| ShardError::Startup(format!("cannot open {}: {e}", path.display())))?;
+    // SAFETY: flock on a descriptor we own; no memory is passed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(ShardError::Startup(
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                format!(
+                    "data dir {} is in use by another broker (lock {} is held)",
+                    data_dir.display(),
+                    path.display()
+                )
+            } else {
+                format!("cannot lock {}: {err}", path.display())
+            },
+        ));
+    }
+    Ok(DataDirLock { _file: file })
+}
+
+/// Raises RLIMIT_MEMLOCK as far as allowed (io_uring registers DMA memory
+/// against it). Failure is only a warning: small `io_memory_bytes` fit the
+/// default limit.
+pub fn raise_memlock(needed_bytes: u64) {
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with valid pointers to stack values.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut cur) != 0 {
+            tracing::warn!(
+                "cannot read RLIMIT_MEMLOCK: {}",
+                std::io::Error::last_os_error()
+            );
+            return;
+        }
+        let unlimited = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) == 0 {
+            return;
+        }
+        if cur.rlim_cur < cur.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: cur.rlim_max,
+                rlim_max: cur.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) == 0 {
+                cur = raised;
+            }
+        }
+    }
+    if cur.rlim_cur != libc::RLIM_INFINITY && cur.rlim_cur < needed_bytes {
+        tracing::warn!(
+            "RLIMIT_MEMLOCK is {} bytes, below the {needed_bytes} bytes the shards' io_memory needs; \
+             raise it (ulimit -l) or lower shard.io_memory_bytes",
+            cur.rlim_cur
+        );
+    }
+}
+
+/// Blocks SIGINT and SIGTERM on the calling thread; threads spawned after
+/// inherit the mask, and shard 0 reads them from a signalfd.
+pub fn block_signals() -> Result<(), ShardError> {
+    glommio::signal::block(&[libc::SIGINT, libc::SIGTERM])
+        .map_err(|e| ShardError::Startup(format!("cannot block SIGINT/SIGTERM: {e}")))
+}
+
+/// The CPU each shard is pinned to: `requested` shards (None or 0: one per
+/// CPU this process may run on), placed round-robin over those CPUs.
+pub fn shard_cpus(requested: Option<usize>) -> Result<Vec<usize>, ShardError> {
+    let mut cpus: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    cpus.sort_unstable();
+    cpus.dedup();
+    if cpus.is_empty() {
+        return Err(ShardError::Startup(
+            "cannot determine the CPUs this process may run on".into(),
+        ));
+    }
+    let n = match requested {
+        Some(n) if n > 0 => n,
+        _ => cpus.len(),
+    };
+    if n > cpus.len() {
+        tracing::warn!("{n} shards on {} CPUs: some shards share a CPU", cpus.len());
+    }
+    Ok((0..n).map(|i| cpus[i % cpus.len()]).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_fails_with_clear_message() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = lock_data_dir(dir.path()).expect("first lock");
+        let err = lock_data_dir(dir.path()).expect_err("second lock must fail");
+        assert!(
+            err.to_string().contains("in use by another broker"),
+            "{err}"
+        );
+        drop(first);
+        lock_data_dir(dir.path()).expect("lock after release");
+    }
+
+    #[test]
+    fn cpus_for_shards() {
+        let all = shard_cpus(None).expect("cpus");
+        assert!(!all.is_empty());
+        assert_eq!(shard_cpus(Some(0)).expect("cpus"), all);
+        let three = shard_cpus(Some(3)).expect("cpus");
+        assert_eq!(three.len(), 3);
+        assert_eq!(three[0], all[0]);
+    }
+}

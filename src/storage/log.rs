@@ -1,0 +1,160 @@
+//! A partition's log: the ordered set of segments (base offset → segment),
+//! recovery at open, and rolling to a new segment.
+//!
+//! Recovery: every `{base:020}.log` is a segment; all but the last are sealed
+//! (indexes loaded, or rebuilt when missing/stale); the last is active (fully
+//! scanned, torn tail truncated). An empty directory gets a segment at 0.
+//! Files that are not ours are ignored with a warning.
+//!
+//! Invariants: segments are contiguous — each one's base offset equals the
+//! previous one's next offset (a gap found at recovery is logged); only the
+//! last segment is written to.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use tracing::{info, warn};
+
+use super::file::{sync_dir, FaultInjector};
+use super::segment::Segment;
+use super::{parse_segment_file_name, StorageError};
+
+pub struct Log {
+    dir: PathBuf,
+    index_interval_bytes: u32,
+    faults: Rc<FaultInjector>,
+    segments: RefCell<BTreeMap<u64, Rc<Segment>>>,
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir` and recovers it.
+    pub async fn open(
+        dir: &Path,
+        index_interval_bytes: u32,
+        faults: Rc<FaultInjector>,
+    ) -> Result<Log, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create dir", dir, e))?;
+        let mut bases = Vec::new();
+        let rd = std::fs::read_dir(dir).map_err(|e| StorageError::io("list dir", dir, e))?;
+        for entry in rd {
+            let entry = entry.map_err(|e| StorageError::io("list dir", dir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            match parse_segment_file_name(&name) {
+                Some((base, "log")) => bases.push(base),
+                Some((_, "index" | "timeindex")) => {}
+                _ => {
+                    warn!(dir = %dir.display(), file = %name, "ignoring stray file in partition directory")
+                }
+            }
+        }
+        bases.sort_unstable();
+        let mut segments = BTreeMap::new();
+        if bases.is_empty() {
+            let seg = Segment::create(dir, 0, index_interval_bytes, faults.clone()).await?;
+            sync_dir(dir).await?;
+            segments.insert(0, Rc::new(seg));
+        } else {
+            let last = bases.len() - 1;
+            let mut prev_next: Option<u64> = None;
+            for (i, base) in bases.into_iter().enumerate() {
+                let seg = if i == last {
+                    Segment::open_active(dir, base, index_interval_bytes, faults.clone()).await?
+                } else {
+                    Segment::open_sealed(dir, base, index_interval_bytes, faults.clone()).await?
+                };
+                if let Some(p) = prev_next {
+                    if p != base {
+                        warn!(dir = %dir.display(), expected = p, found = base,
+                            "segments are not contiguous: offsets in between are missing");
+                    }
+                }
+                prev_next = Some(seg.next_offset());
+                segments.insert(base, Rc::new(seg));
+            }
+            info!(dir = %dir.display(), segments = segments.len(),
+                next_offset = prev_next.unwrap_or(0), "recovered log");
+        }
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            index_interval_bytes,
+            faults,
+            segments: RefCell::new(segments),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn faults(&self) -> &Rc<FaultInjector> {
+        &self.faults
+    }
+
+    /// The segment being written (always exists).
+    pub fn active(&self) -> Rc<Segment> {
+        let segs = self.segments.borrow();
+        match segs.last_key_value() {
+            Some((_, s)) => s.clone(),
+            None => unreachable!("a log always has an active segment"),
+        }
+    }
+
+    /// The segment that holds `offset` (greatest base offset <= `offset`).
+    pub fn segment_for(&self, offset: u64) -> Option<Rc<Segment>> {
+        self.segments
+            .borrow()
+            .range(..=offset)
+            .next_back()
+            .map(|(_, s)| s.clone())
+    }
+
+    /// All segments in offset order (a snapshot).
+    pub fn segments(&self) -> Vec<Rc<Segment>> {
+        self.segments.borrow().values().cloned().collect()
+    }
+
+    pub fn start_offset(&self) -> u64 {
+        self.segments
+            .borrow()
+            .first_key_value()
+            .map(|(b, _)| *b)
+            .unwrap_or(0)
+    }
+
+    pub fn next_offset(&self) -> u64 {
+        self.active().next_offset()
+    }
+
+    /// Syncs and seals the active segment and starts a new one at its next
+    /// offset (directory fsynced so the new file survives a crash).
+    pub async fn roll(&self) -> Result<Rc<Segment>, StorageError> {
+        let old = self.active();
+        old.fdatasync().await?;
+        old.persist_indexes().await?;
+        let base = old.next_offset();
+        let seg = Rc::new(
+            Segment::create(
+                &self.dir,
+                base,
+                self.index_interval_bytes,
+                self.faults.clone(),
+            )
+            .await?,
+        );
+        sync_dir(&self.dir).await?;
+        old.mark_sealed();
+        self.segments.borrow_mut().insert(base, seg.clone());
+        info!(file = %seg.log_path().display(), "rolled to a new segment");
+        Ok(seg)
+    }
+
+    /// Syncs the active segment and persists its indexes.
+    pub async fn close(&self) -> Result<(), StorageError> {
+        let active = self.active();
+        active.fdatasync().await?;
+        active.persist_indexes().await
+    }
+}
