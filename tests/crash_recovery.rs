@@ -113,6 +113,11 @@ fn kill_9_while_producing_loses_nothing_acknowledged() {
     let records =
         run_client(move || async move { consume_all(cfg, topic, Duration::from_secs(120)).await });
     assert_contiguous(&records);
+    let total: usize = records.values().map(Vec::len).sum();
+    eprintln!(
+        "{} records acknowledged before the kill; {total} present after restart",
+        acked.len()
+    );
     for (p, off, value) in &acked {
         let recs = &records[p];
         let r = recs.get(*off as usize).unwrap_or_else(|| {

@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -162,7 +162,11 @@ fn one_record_batch(value: &[u8]) -> Bytes {
 
 /// A well-behaved client that produces and reads back in a loop until told
 /// to stop; returns how many round trips succeeded.
-fn spawn_healthy_client(broker: &Broker, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+fn spawn_healthy_client(
+    broker: &Broker,
+    stop: Arc<AtomicBool>,
+    progress: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<u64> {
     let pcfg = broker.producer_config();
     let ccfg = broker.consumer_config();
     std::thread::spawn(move || {
@@ -197,10 +201,28 @@ fn spawn_healthy_client(broker: &Broker, stop: Arc<AtomicBool>) -> std::thread::
                 let r = got.expect("healthy record read back");
                 assert_eq!((r.offset, value_str(&r)), (done, value));
                 done += 1;
+                progress.store(done, Ordering::SeqCst);
             }
             done
         })
     })
+}
+
+/// Waits (bounded) until the healthy client has completed more than `past`
+/// round trips; returns the count seen.
+fn wait_for_progress(progress: &AtomicU64, past: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = progress.load(Ordering::SeqCst);
+        if n > past {
+            return n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the healthy client is stuck at {n} round trips"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[test]
@@ -216,7 +238,10 @@ fn malformed_and_oversized_frames_leave_the_broker_serving() {
     let addr = broker.addr();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let healthy = spawn_healthy_client(&broker, stop.clone());
+    let progress = Arc::new(AtomicU64::new(0));
+    let healthy = spawn_healthy_client(&broker, stop.clone(), progress.clone());
+    // Let the healthy client get going, so the abuse below overlaps it.
+    let before = wait_for_progress(&progress, 0);
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
 
     // 1. A length prefix above max_frame_bytes: MessageTooLarge, then close.
@@ -308,9 +333,11 @@ fn malformed_and_oversized_frames_leave_the_broker_serving() {
     // The broker still serves new connections and the healthy client.
     let mut s = connect(addr);
     assert_usable(&mut s, 400);
+    // The healthy client kept going through all of it.
+    let after = wait_for_progress(&progress, before + 10);
     stop.store(true, Ordering::SeqCst);
     let round_trips = healthy.join().expect("healthy client succeeded throughout");
-    assert!(round_trips > 0, "the healthy client made progress");
+    assert!(round_trips >= after, "the healthy client made progress");
 
     let mut broker = broker;
     assert!(broker.is_running(), "broker process is alive");
