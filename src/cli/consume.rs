@@ -72,6 +72,19 @@ fn write_out(buf: &[u8]) -> CliResult {
     }
 }
 
+/// Whether stdout is a pipe or socket whose reader has gone away (so a
+/// follower idling on an empty topic still notices `| head` exiting).
+fn stdout_closed() -> bool {
+    let mut fds = [libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    }];
+    // SAFETY: one valid pollfd, zero timeout; poll only writes `revents`.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
+    n > 0 && fds[0].revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
 pub(crate) async fn run(client: ClientConfig, args: ConsumeArgs) -> CliResult {
     let start = if args.from_beginning {
         SeekTo::Earliest
@@ -112,6 +125,8 @@ pub(crate) async fn run(client: ClientConfig, args: ConsumeArgs) -> CliResult {
         }
         if !buf.is_empty() {
             write_out(&buf)?;
+        } else if stdout_closed() {
+            return Err(CliError::Quiet);
         }
         if args.count.is_some_and(|c| printed >= c) {
             return Ok(());

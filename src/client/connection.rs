@@ -159,6 +159,16 @@ impl Connection {
     /// future for the response body. Broker request-level errors become
     /// `ClientError::Broker`.
     pub fn start(&self, body: RequestBody) -> Result<ResponseFuture, ClientError> {
+        self.start_with_timeout(body, self.shared.request_timeout_ms)
+    }
+
+    /// As [`Connection::start`], with its own timeout (e.g. a long poll's
+    /// `max_wait_ms` on top of the request timeout).
+    pub fn start_with_timeout(
+        &self,
+        body: RequestBody,
+        timeout_ms: u64,
+    ) -> Result<ResponseFuture, ClientError> {
         if let Some(f) = self.shared.failed.borrow().as_ref() {
             return Err(f.to_error());
         }
@@ -186,13 +196,12 @@ impl Connection {
                 .unwrap_or(Failure::Closed);
             return Err(f.to_error());
         }
-        let timeout = Duration::from_millis(self.shared.request_timeout_ms);
         Ok(ResponseFuture {
             id,
             shared: Rc::downgrade(&self.shared),
             reply: reply_rx,
-            timer: Box::pin(glommio::timer::sleep(timeout)),
-            timeout_ms: self.shared.request_timeout_ms,
+            timer: Box::pin(glommio::timer::sleep(Duration::from_millis(timeout_ms))),
+            timeout_ms,
         })
     }
 
@@ -289,7 +298,7 @@ impl Future for ResponseFuture {
                 s.pending.borrow_mut().remove(&self.id);
             }
             return Poll::Ready(Err(ClientError::Timeout(format!(
-                "no response within request_timeout_ms ({} ms)",
+                "no response within {} ms",
                 self.timeout_ms
             ))));
         }

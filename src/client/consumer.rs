@@ -241,7 +241,13 @@ impl Consumer {
             max_bytes: total.max(self.config.max_partition_bytes),
             topics,
         });
-        let resp = match self.conn.request(body).await? {
+        // The broker may hold a fetch for max_wait_ms before answering.
+        let timeout_ms = self
+            .config
+            .client
+            .request_timeout_ms
+            .saturating_add(u64::from(self.config.max_wait_ms));
+        let resp = match self.conn.start_with_timeout(body, timeout_ms)?.await? {
             ResponseBody::Fetch(r) => r,
             other => return Err(unexpected("Fetch", &other)),
         };

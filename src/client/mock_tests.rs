@@ -345,3 +345,43 @@ fn timeout_broker_error_and_connection_loss() {
         3,
     );
 }
+
+#[test]
+fn linger_zero_still_batches_records_sent_together() {
+    run(
+        |client| {
+            Box::pin(async move {
+                let producer = Producer::connect(ProducerConfig {
+                    client: client.clone(),
+                    linger_ms: 0,
+                    ..ProducerConfig::default()
+                })
+                .await
+                .expect("connect");
+                let mut futs = Vec::new();
+                for i in 0..100u32 {
+                    let rec = ProducerRecord::new("t", format!("v{i}")).with_partition(0);
+                    futs.push(producer.send(rec).await.expect("send"));
+                }
+                for (i, f) in futs.into_iter().enumerate() {
+                    assert_eq!(f.await.expect("delivered").offset, i as u64);
+                }
+                producer.close().await.expect("close"); // the mock serves one connection at a time
+                let mut consumer = Consumer::connect(ConsumerConfig {
+                    client,
+                    max_wait_ms: 10,
+                    ..ConsumerConfig::default()
+                })
+                .await
+                .expect("connect");
+                consumer
+                    .assign("t", &[0], SeekTo::Earliest)
+                    .await
+                    .expect("assign");
+                // The mock serves one batch per fetch: all 100 records in one.
+                assert_eq!(consumer.poll().await.expect("poll").len(), 100);
+            })
+        },
+        usize::MAX,
+    );
+}

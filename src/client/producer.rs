@@ -384,8 +384,16 @@ impl Producer {
         if let Some(generation) = appended.opened_generation {
             let inner = self.inner.clone();
             let linger = Duration::from_millis(self.inner.config.linger_ms);
+            // glommio polls a spawned task once right away: with linger 0
+            // a zero sleep would be ready at once and seal every record
+            // alone. Yield first, so records sent in the same run of the
+            // caller share the batch.
             glommio::spawn_local(async move {
-                glommio::timer::sleep(linger).await;
+                if linger.is_zero() {
+                    futures_lite::future::yield_now().await;
+                } else {
+                    glommio::timer::sleep(linger).await;
+                }
                 let sealed = inner
                     .accumulator
                     .borrow_mut()

@@ -200,6 +200,12 @@ impl Drop for Partition {
         if let Some(w) = self.writer_waker.get_mut().take() {
             w.wake();
         }
+        // Dropped without close: whatever is still queued will never be
+        // written; tell its waiters instead of leaving them hanging.
+        for p in self.queue.get_mut().drain(..) {
+            p.slot
+                .complete(Err(PartitionError::Closed(self.tp.clone())));
+        }
     }
 }
 
@@ -504,7 +510,10 @@ impl Partition {
         let mut cur = seg
             .cursor(seg.position_for_offset(offset), seg.log_bytes(), None)
             .with_read_bytes(read_bytes);
-        let mut out = BytesMut::new();
+        // Batches read so far; adjacent ones from one read are merged back
+        // into a single slice of that read's buffer (no copy).
+        let mut pieces: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
         loop {
             match cur.next().await.map_err(PartitionError::from_storage)? {
                 Next::Batch(h, b) => {
@@ -514,14 +523,15 @@ impl Partition {
                     if h.base_offset >= hw {
                         break;
                     }
-                    if out.is_empty() && h.base_offset > offset {
+                    if total == 0 && h.base_offset > offset {
                         return Err(missing(&seg));
                     }
-                    if !out.is_empty() && out.len() + b.len() > max_bytes as usize {
+                    if total > 0 && total + b.len() > max_bytes as usize {
                         break;
                     }
-                    out.extend_from_slice(&b);
-                    if out.len() >= max_bytes as usize {
+                    total += b.len();
+                    pieces.push(b);
+                    if total >= max_bytes as usize {
                         break;
                     }
                 }
@@ -535,10 +545,20 @@ impl Partition {
                 }
             }
         }
-        if out.is_empty() {
+        if total == 0 {
             return Err(missing(&seg));
         }
-        Ok(data(out.freeze()))
+        let records = match cur.buffered(&pieces) {
+            Some(b) => b,
+            None => {
+                let mut out = BytesMut::with_capacity(total);
+                for p in &pieces {
+                    out.extend_from_slice(p);
+                }
+                out.freeze()
+            }
+        };
+        Ok(data(records))
     }
 
     /// Resolves when the high watermark passes `offset` or at `deadline`.

@@ -40,3 +40,22 @@ pub fn check_length(
 pub fn length_prefix(len: usize) -> [u8; LENGTH_PREFIX_BYTES] {
     (len as u32).to_le_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_checks() {
+        assert_eq!(check_length(length_prefix(10), 10), Ok(10));
+        assert_eq!(check_length([0; 4], 10), Err(FrameError::Empty));
+        assert_eq!(
+            check_length(11u32.to_le_bytes(), 10),
+            Err(FrameError::TooLarge {
+                declared_bytes: 11,
+                max_frame_bytes: 10
+            })
+        );
+        assert_eq!(check_length([0xff; 4], u32::MAX), Ok(u32::MAX as usize));
+    }
+}

@@ -5,7 +5,8 @@
 //! consumer always progresses), and the wait: when fewer than `min_bytes`
 //! are available the request waits until any requested partition gets new
 //! data (on its owner shard, local or over the mesh) or until `max_wait_ms`
-//! (capped by `limits.max_fetch_wait_ms`), then fetches again.
+//! (capped by `limits.max_fetch_wait_ms`), then fetches only what is new
+//! (from the offset after the last batch gathered) and adds it.
 //!
 //! Invariants: a fetch returns as soon as data arrives, not at its deadline;
 //! it never waits past the deadline; a partition error ends the wait at once
@@ -36,10 +37,15 @@ fn first_batch(records: &Bytes) -> Bytes {
 }
 
 /// Trims the results in request order so their records add up to at most
-/// `budget_bytes`, except that the first non-empty partition keeps at least
-/// one batch. Returns the total kept.
-fn apply_budget(results: &mut [PartResult<FetchData>], budget_bytes: usize) -> usize {
-    let mut used = 0usize;
+/// `budget_bytes - already_used`, except that when nothing was used yet the
+/// first non-empty partition keeps at least one batch. Returns the bytes
+/// kept.
+fn apply_budget(
+    results: &mut [PartResult<FetchData>],
+    budget_bytes: usize,
+    already_used: usize,
+) -> usize {
+    let mut used = already_used;
     for d in results.iter_mut().flatten() {
         if d.records.is_empty() {
             continue;
@@ -52,7 +58,24 @@ fn apply_budget(results: &mut [PartResult<FetchData>], budget_bytes: usize) -> u
         used += kept.len();
         d.records = kept;
     }
-    used
+    used - already_used
+}
+
+/// The offset after the last whole batch in `records`.
+fn next_offset_after(records: &Bytes) -> Option<u64> {
+    batch::batches(records)
+        .filter_map(Result::ok)
+        .last()
+        .map(|(h, _)| h.next_offset())
+}
+
+/// What one partition has gathered so far.
+struct Gathered {
+    chunks: Vec<Bytes>,
+    bytes: usize,
+    next_offset: u64,
+    /// The latest offsets (records left empty) or the error.
+    last: Option<PartResult<FetchData>>,
 }
 
 pub async fn handle(
@@ -83,16 +106,63 @@ pub async fn handle(
             })
         })
         .collect();
+    let mut gathered: Vec<Gathered> = items
+        .iter()
+        .map(|it| Gathered {
+            chunks: Vec::new(),
+            bytes: 0,
+            next_offset: it.offset,
+            last: None,
+        })
+        .collect();
 
-    let mut results;
+    // Each round fetches only what is new since the previous one (from the
+    // offset after the last batch gathered), so waiting for min_bytes never
+    // re-reads data.
+    let mut total = 0usize;
     let mut rounds = 0;
     loop {
         rounds += 1;
-        results = shard.fetch_many(items.clone(), budget_bytes).await;
-        let total = apply_budget(&mut results, budget_bytes as usize);
-        let any_error = results.iter().any(|r| r.is_err());
+        let mut index = Vec::new();
+        let mut round_items = Vec::new();
+        for (i, (it, g)) in items.iter().zip(&gathered).enumerate() {
+            let room = (it.max_bytes as usize).saturating_sub(g.bytes);
+            if rounds > 1 && room == 0 {
+                continue;
+            }
+            index.push(i);
+            round_items.push(FetchItem {
+                offset: g.next_offset,
+                max_bytes: room.min(u32::MAX as usize) as u32,
+                ..it.clone()
+            });
+        }
+        let remaining = (budget_bytes as usize).saturating_sub(total);
+        let mut results = shard
+            .fetch_many(round_items, remaining.min(u32::MAX as usize) as u32)
+            .await;
+        total += apply_budget(&mut results, budget_bytes as usize, total);
+        let mut any_error = false;
+        for (i, r) in index.into_iter().zip(results) {
+            let g = &mut gathered[i];
+            match r {
+                Ok(mut d) => {
+                    if !d.records.is_empty() {
+                        g.next_offset = next_offset_after(&d.records).unwrap_or(g.next_offset);
+                        g.bytes += d.records.len();
+                        g.chunks.push(std::mem::take(&mut d.records));
+                    }
+                    g.last = Some(Ok(d));
+                }
+                Err(e) => {
+                    any_error = true;
+                    g.last = Some(Err(e));
+                }
+            }
+        }
         if items.is_empty()
             || total >= req.min_bytes as usize
+            || total >= budget_bytes as usize
             || any_error
             || rounds >= MAX_ROUNDS
             || Instant::now() >= deadline
@@ -103,19 +173,20 @@ pub async fn handle(
         // Wait for any partition to move past what we just saw.
         let waits: Vec<WaitItem> = items
             .iter()
-            .zip(&results)
-            .filter_map(|(it, r)| {
-                r.as_ref().ok().map(|d| WaitItem {
+            .zip(&gathered)
+            .filter_map(|(it, g)| match &g.last {
+                Some(Ok(d)) => Some(WaitItem {
                     topic: it.topic.clone(),
                     partition: it.partition,
-                    offset: d.high_watermark.max(it.offset),
-                })
+                    offset: d.high_watermark.max(g.next_offset),
+                }),
+                _ => None,
             })
             .collect();
         shard.wait_any(waits, deadline).await;
     }
 
-    let mut results = results.into_iter();
+    let mut gathered = gathered.into_iter();
     let topics = req
         .topics
         .into_iter()
@@ -124,7 +195,7 @@ pub async fn handle(
             partitions: t
                 .partitions
                 .into_iter()
-                .map(|p| partition_result(p.partition, results.next()))
+                .map(|p| partition_result(p.partition, gathered.next()))
                 .collect(),
         })
         .collect();
@@ -134,21 +205,31 @@ pub async fn handle(
     )
 }
 
-fn partition_result(partition: u32, r: Option<PartResult<FetchData>>) -> FetchPartitionResult {
-    match r {
+/// The records of all chunks as one buffer (no copy for a single chunk).
+fn join_chunks(chunks: Vec<Bytes>) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.into_iter().next().unwrap_or_default(),
+        _ => Bytes::from(chunks.concat()),
+    }
+}
+
+fn partition_result(partition: u32, g: Option<Gathered>) -> FetchPartitionResult {
+    let missing = || WireError::new(crate::protocol::ErrorCode::Internal, "missing result");
+    let Some(g) = g else {
+        return error_result(partition, missing());
+    };
+    match g.last {
         Some(Ok(d)) => FetchPartitionResult {
             partition,
             error: None,
             high_watermark: Some(d.high_watermark),
             log_start_offset: Some(d.log_start_offset),
             log_end_offset: Some(d.log_end_offset),
-            records: d.records,
+            records: join_chunks(g.chunks),
         },
         Some(Err(e)) => error_result(partition, e),
-        None => error_result(
-            partition,
-            WireError::new(crate::protocol::ErrorCode::Internal, "missing result"),
-        ),
+        None => error_result(partition, missing()),
     }
 }
 
@@ -197,7 +278,7 @@ mod tests {
             data(a.clone()),
         ];
         // budget smaller than one batch: the first non-empty keeps one batch
-        let used = apply_budget(&mut results, 10);
+        let used = apply_budget(&mut results, 10, 0);
         assert_eq!(used, a.len());
         assert_eq!(
             results[2].as_ref().map(|d| d.records.len()).ok(),
@@ -206,10 +287,15 @@ mod tests {
         assert_eq!(results[3].as_ref().map(|d| d.records.len()).ok(), Some(0));
 
         let mut results = vec![data(two.clone()), data(a.clone())];
-        let used = apply_budget(&mut results, two.len() + a.len());
+        let used = apply_budget(&mut results, two.len() + a.len(), 0);
         assert_eq!(used, two.len() + a.len());
         let mut results = vec![data(two.clone()), data(a.clone())];
-        let used = apply_budget(&mut results, two.len() + a.len() - 1);
+        let used = apply_budget(&mut results, two.len() + a.len() - 1, 0);
         assert_eq!(used, two.len());
+        // with bytes already used, no first-batch exception
+        let mut results = vec![data(a.clone())];
+        assert_eq!(apply_budget(&mut results, a.len() + 5, 10), 0);
+        assert_eq!(next_offset_after(&a), Some(1));
+        assert_eq!(next_offset_after(&Bytes::new()), None);
     }
 }

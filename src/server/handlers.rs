@@ -10,6 +10,7 @@
 //! results keep the request's topic and partition order.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use crate::protocol::messages::*;
 use crate::protocol::{CorrelationId, ErrorCode, WireError};
@@ -28,6 +29,8 @@ pub enum Pending {
         /// or the immediate error), in request order.
         layout: Vec<TopicLayout>,
         in_flight: ProduceInFlight,
+        /// Longest wait for acknowledgement, in ms (0: no limit).
+        timeout_ms: u32,
     },
     Later(LocalBoxFuture<'static, Response>),
 }
@@ -40,9 +43,29 @@ impl Pending {
                 correlation_id,
                 layout,
                 in_flight,
+                timeout_ms,
             } => {
-                let mut results: Vec<Option<PartResult>> =
-                    in_flight.finish().await.into_iter().map(Some).collect();
+                let finished = if timeout_ms == 0 {
+                    Some(in_flight.finish().await)
+                } else {
+                    futures_lite::future::or(async { Some(in_flight.finish().await) }, async {
+                        glommio::timer::sleep(Duration::from_millis(timeout_ms as u64)).await;
+                        None
+                    })
+                    .await
+                };
+                let finished = finished.unwrap_or_else(|| {
+                    let e = WireError::new(
+                        ErrorCode::RequestTimedOut,
+                        format!(
+                            "not acknowledged within timeout_ms ({timeout_ms}); the batch may still be stored"
+                        ),
+                    );
+                    (0..layout.iter().map(|(_, p)| p.len()).sum::<usize>())
+                        .map(|_| Err(e.clone()))
+                        .collect()
+                });
+                let mut results: Vec<Option<PartResult>> = finished.into_iter().map(Some).collect();
                 let topics = layout
                     .into_iter()
                     .map(|(name, parts)| ProduceTopicResult {
@@ -207,6 +230,7 @@ async fn produce(shard: &Rc<Shard>, correlation_id: CorrelationId, req: ProduceR
     }
     let in_flight = shard.produce_dispatch(req.acks, items).await;
     Pending::Produce {
+        timeout_ms: req.timeout_ms,
         correlation_id,
         layout,
         in_flight,

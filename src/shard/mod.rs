@@ -20,6 +20,8 @@ pub mod ops;
 pub mod registry;
 pub mod route;
 pub mod startup;
+#[cfg(test)]
+mod tests;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};

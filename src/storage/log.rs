@@ -35,7 +35,14 @@ impl Log {
         index_interval_bytes: u32,
         faults: Rc<FaultInjector>,
     ) -> Result<Log, StorageError> {
+        let existed = dir.is_dir();
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create dir", dir, e))?;
+        if !existed {
+            // Make the new partition directory's own entry durable.
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent).await?;
+            }
+        }
         let mut bases = Vec::new();
         let rd = std::fs::read_dir(dir).map_err(|e| StorageError::io("list dir", dir, e))?;
         for entry in rd {

@@ -92,6 +92,25 @@ impl<'a> Cursor<'a> {
         self.pos
     }
 
+    /// If `pieces` (batches this cursor returned, in order) are one
+    /// contiguous run of its current read buffer, that run as one slice.
+    pub fn buffered(&self, pieces: &[Bytes]) -> Option<Bytes> {
+        let first = pieces.first()?;
+        let base = self.buf.as_ptr() as usize;
+        let start = (first.as_ptr() as usize).checked_sub(base)?;
+        let mut end = start;
+        for p in pieces {
+            if p.as_ptr() as usize != base + end {
+                return None;
+            }
+            end += p.len();
+        }
+        if end > self.buf.len() {
+            return None;
+        }
+        Some(self.buf.slice(start..end))
+    }
+
     /// Sets the minimum size of each read, in bytes (default 256 KiB).
     pub fn with_read_bytes(mut self, read_bytes: usize) -> Self {
         self.read_bytes = read_bytes.max(HEADER_BYTES);

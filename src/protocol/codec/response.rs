@@ -1,0 +1,456 @@
+//! Responses: broker encodes, client decodes (see the parent module's invariants).
+
+use bytes::Bytes;
+use flatbuffers::{FlatBufferBuilder, WIPOffset};
+
+use super::*;
+
+// ------------------------------------------------------------------ responses
+
+/// Decodes a broker response (the client side). Errors carry
+/// `ErrorCode::CorruptData` and the correlation id when readable.
+pub fn decode_response(frame: &Bytes, limits: &DecodeLimits) -> Result<Response, DecodeError> {
+    let opts = limits.verifier_options();
+    let root = match flatbuffers::root_with_opts::<fb::Response>(&opts, frame) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(decode_err(
+                peek_correlation_id(frame).unwrap_or(0),
+                ErrorCode::CorruptData,
+                format!("response does not verify as a FlatBuffer: {e}"),
+            ))
+        }
+    };
+    let cid = root.correlation_id();
+    let error = wire_error(root.error_code(), root.error_message());
+    let body = decode_response_body(frame, &root)
+        .map_err(|m| decode_err(cid, ErrorCode::CorruptData, m))?;
+    Ok(Response {
+        correlation_id: cid,
+        error,
+        body,
+    })
+}
+
+fn decode_response_body(frame: &Bytes, root: &fb::Response<'_>) -> R<Option<ResponseBody>> {
+    const MISSING: &str = "missing body";
+    let t = root.body_type();
+    Ok(Some(match t {
+        fb::ResponseBody::NONE => return Ok(None),
+        fb::ResponseBody::ApiVersionsResponse => {
+            let b = root.body_as_api_versions_response().ok_or(MISSING)?;
+            let apis = map_vec(b.apis(), |a| {
+                Ok(api_from_wire(a.api()).map(|api| ApiVersionRange {
+                    api,
+                    min_version: a.min_version(),
+                    max_version: a.max_version(),
+                }))
+            })?
+            .into_iter()
+            .flatten()
+            .collect();
+            ResponseBody::ApiVersions(ApiVersionsResponse {
+                apis,
+                broker_software: b.broker_software().unwrap_or_default().to_string(),
+                node_id: b.node_id(),
+                shard_count: u32::try_from(b.shard_count())
+                    .map_err(|_| format!("shard_count {} is negative", b.shard_count()))?,
+            })
+        }
+        fb::ResponseBody::CreateTopicResponse => {
+            let b = root.body_as_create_topic_response().ok_or(MISSING)?;
+            ResponseBody::CreateTopic(CreateTopicResponse {
+                name: b.name().unwrap_or_default().to_string(),
+            })
+        }
+        fb::ResponseBody::DeleteTopicResponse => {
+            let b = root.body_as_delete_topic_response().ok_or(MISSING)?;
+            ResponseBody::DeleteTopic(DeleteTopicResponse {
+                name: b.name().unwrap_or_default().to_string(),
+            })
+        }
+        fb::ResponseBody::MetadataResponse => {
+            let b = root.body_as_metadata_response().ok_or(MISSING)?;
+            let brokers = map_vec(b.brokers(), |br| {
+                Ok(BrokerInfo {
+                    node_id: br.node_id(),
+                    host: br.host().unwrap_or_default().to_string(),
+                    port: u16::try_from(br.port())
+                        .map_err(|_| format!("broker port {} is out of range", br.port()))?,
+                })
+            })?;
+            let topics = map_vec(b.topics(), |t| {
+                let ctx = format!("metadata: topic '{}'", t.name());
+                let partitions = map_vec(t.partitions(), |p| {
+                    let ctx = format!("{ctx} partition {}", p.partition());
+                    Ok(PartitionInfo {
+                        partition: partition_from_wire(p.partition(), &ctx)?,
+                        leader_node: p.leader_node(),
+                        leader_shard: usize::try_from(p.leader_shard())
+                            .map_err(|_| format!("{ctx}: leader_shard is negative"))?,
+                        log_start_offset: offset_from_wire(
+                            p.log_start_offset(),
+                            "log_start_offset",
+                            &ctx,
+                        )?,
+                        log_end_offset: offset_from_wire(
+                            p.log_end_offset(),
+                            "log_end_offset",
+                            &ctx,
+                        )?,
+                        high_watermark: offset_from_wire(
+                            p.high_watermark(),
+                            "high_watermark",
+                            &ctx,
+                        )?,
+                    })
+                })?;
+                Ok(TopicInfo {
+                    name: t.name().to_string(),
+                    error: wire_error(t.error_code(), t.error_message()),
+                    partitions,
+                    configs: configs_from_wire(t.configs())?,
+                })
+            })?;
+            ResponseBody::Metadata(MetadataResponse { brokers, topics })
+        }
+        fb::ResponseBody::ProduceResponse => {
+            let b = root.body_as_produce_response().ok_or(MISSING)?;
+            let topics = map_vec(b.topics(), |t| {
+                let ctx = format!("produce: topic '{}'", t.name());
+                let partitions = map_vec(t.partitions(), |p| {
+                    let partition = partition_from_wire(p.partition(), &ctx)?;
+                    let ctx = format!("{ctx} partition {partition}");
+                    let result = match wire_error(p.error_code(), p.error_message()) {
+                        Some(e) => Err(e),
+                        None => Ok(offset_from_wire(p.base_offset(), "base_offset", &ctx)?),
+                    };
+                    Ok(ProducePartitionResult {
+                        partition,
+                        result,
+                        log_start_offset: opt_offset_from_wire(
+                            p.log_start_offset(),
+                            "log_start_offset",
+                            &ctx,
+                        )?,
+                    })
+                })?;
+                Ok(ProduceTopicResult {
+                    name: t.name().to_string(),
+                    partitions,
+                })
+            })?;
+            ResponseBody::Produce(ProduceResponse { topics })
+        }
+        fb::ResponseBody::FetchResponse => {
+            let b = root.body_as_fetch_response().ok_or(MISSING)?;
+            let topics = map_vec(b.topics(), |t| {
+                let ctx = format!("fetch: topic '{}'", t.name());
+                let partitions = map_vec(t.partitions(), |p| {
+                    let partition = partition_from_wire(p.partition(), &ctx)?;
+                    let ctx = format!("{ctx} partition {partition}");
+                    Ok(FetchPartitionResult {
+                        partition,
+                        error: wire_error(p.error_code(), p.error_message()),
+                        high_watermark: opt_offset_from_wire(
+                            p.high_watermark(),
+                            "high_watermark",
+                            &ctx,
+                        )?,
+                        log_start_offset: opt_offset_from_wire(
+                            p.log_start_offset(),
+                            "log_start_offset",
+                            &ctx,
+                        )?,
+                        log_end_offset: opt_offset_from_wire(
+                            p.log_end_offset(),
+                            "log_end_offset",
+                            &ctx,
+                        )?,
+                        records: bytes_of(frame, p.records()),
+                    })
+                })?;
+                Ok(FetchTopicResult {
+                    name: t.name().to_string(),
+                    partitions,
+                })
+            })?;
+            ResponseBody::Fetch(FetchResponse { topics })
+        }
+        fb::ResponseBody::ListOffsetsResponse => {
+            let b = root.body_as_list_offsets_response().ok_or(MISSING)?;
+            let topics = map_vec(b.topics(), |t| {
+                let ctx = format!("list_offsets: topic '{}'", t.name());
+                let partitions = map_vec(t.partitions(), |p| {
+                    let partition = partition_from_wire(p.partition(), &ctx)?;
+                    let ctx = format!("{ctx} partition {partition}");
+                    let result = match wire_error(p.error_code(), p.error_message()) {
+                        Some(e) => Err(e),
+                        None => Ok((offset_from_wire(p.offset(), "offset", &ctx)?, p.timestamp())),
+                    };
+                    Ok(ListOffsetsPartitionResult { partition, result })
+                })?;
+                Ok(ListOffsetsTopicResult {
+                    name: t.name().to_string(),
+                    partitions,
+                })
+            })?;
+            ResponseBody::ListOffsets(ListOffsetsResponse { topics })
+        }
+        other => return Err(format!("unknown response type {}", other.0)),
+    }))
+}
+
+pub fn encode_response(resp: &Response) -> Vec<u8> {
+    let hint = match &resp.body {
+        Some(ResponseBody::Fetch(f)) => f
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| p.records.len() + 96)
+            .sum::<usize>(),
+        _ => 0,
+    };
+    let mut fbb = FlatBufferBuilder::with_capacity(256 + hint);
+    let body = resp
+        .body
+        .as_ref()
+        .map(|b| encode_response_body(&mut fbb, b));
+    let (error_code, error_message) = error_to_wire(&mut fbb, resp.error.as_ref());
+    let root = fb::Response::create(
+        &mut fbb,
+        &fb::ResponseArgs {
+            correlation_id: resp.correlation_id,
+            error_code,
+            error_message,
+            body_type: body.map(|b| b.0).unwrap_or(fb::ResponseBody::NONE),
+            body: body.map(|b| b.1),
+        },
+    );
+    fbb.finish(root, None);
+    fbb.finished_data().to_vec()
+}
+
+fn encode_response_body(
+    fbb: &mut FlatBufferBuilder<'_>,
+    body: &ResponseBody,
+) -> (fb::ResponseBody, WIPOffset<flatbuffers::UnionWIPOffset>) {
+    match body {
+        ResponseBody::ApiVersions(r) => {
+            let apis: Vec<_> = r
+                .apis
+                .iter()
+                .map(|a| {
+                    fb::ApiVersionRange::create(
+                        fbb,
+                        &fb::ApiVersionRangeArgs {
+                            api: api_to_wire(a.api),
+                            min_version: a.min_version,
+                            max_version: a.max_version,
+                        },
+                    )
+                })
+                .collect();
+            let apis = Some(fbb.create_vector(&apis));
+            let broker_software = Some(fbb.create_string(&r.broker_software));
+            let o = fb::ApiVersionsResponse::create(
+                fbb,
+                &fb::ApiVersionsResponseArgs {
+                    apis,
+                    broker_software,
+                    node_id: r.node_id,
+                    shard_count: i32::try_from(r.shard_count).unwrap_or(i32::MAX),
+                },
+            );
+            (fb::ResponseBody::ApiVersionsResponse, o.as_union_value())
+        }
+        ResponseBody::CreateTopic(r) => {
+            let name = Some(fbb.create_string(&r.name));
+            let o = fb::CreateTopicResponse::create(fbb, &fb::CreateTopicResponseArgs { name });
+            (fb::ResponseBody::CreateTopicResponse, o.as_union_value())
+        }
+        ResponseBody::DeleteTopic(r) => {
+            let name = Some(fbb.create_string(&r.name));
+            let o = fb::DeleteTopicResponse::create(fbb, &fb::DeleteTopicResponseArgs { name });
+            (fb::ResponseBody::DeleteTopicResponse, o.as_union_value())
+        }
+        ResponseBody::Metadata(r) => {
+            let brokers: Vec<_> = r
+                .brokers
+                .iter()
+                .map(|b| {
+                    let host = Some(fbb.create_string(&b.host));
+                    fb::BrokerInfo::create(
+                        fbb,
+                        &fb::BrokerInfoArgs {
+                            node_id: b.node_id,
+                            host,
+                            port: i32::from(b.port),
+                        },
+                    )
+                })
+                .collect();
+            let brokers = Some(fbb.create_vector(&brokers));
+            let topics: Vec<_> = r
+                .topics
+                .iter()
+                .map(|t| {
+                    let parts: Vec<_> = t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            fb::PartitionInfo::create(
+                                fbb,
+                                &fb::PartitionInfoArgs {
+                                    partition: partition_to_wire(p.partition),
+                                    leader_node: p.leader_node,
+                                    leader_shard: i32::try_from(p.leader_shard).unwrap_or(i32::MAX),
+                                    log_start_offset: offset_to_wire(p.log_start_offset),
+                                    log_end_offset: offset_to_wire(p.log_end_offset),
+                                    high_watermark: offset_to_wire(p.high_watermark),
+                                },
+                            )
+                        })
+                        .collect();
+                    let partitions = Some(fbb.create_vector(&parts));
+                    let configs = configs_to_wire(fbb, &t.configs);
+                    let (error_code, error_message) = error_to_wire(fbb, t.error.as_ref());
+                    let name = Some(fbb.create_string(&t.name));
+                    fb::TopicInfo::create(
+                        fbb,
+                        &fb::TopicInfoArgs {
+                            name,
+                            error_code,
+                            error_message,
+                            partitions,
+                            configs,
+                        },
+                    )
+                })
+                .collect();
+            let topics = Some(fbb.create_vector(&topics));
+            let o =
+                fb::MetadataResponse::create(fbb, &fb::MetadataResponseArgs { brokers, topics });
+            (fb::ResponseBody::MetadataResponse, o.as_union_value())
+        }
+        ResponseBody::Produce(r) => {
+            let topics: Vec<_> = r
+                .topics
+                .iter()
+                .map(|t| {
+                    let parts: Vec<_> = t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let (error_code, error_message) =
+                                error_to_wire(fbb, p.result.as_ref().err());
+                            fb::ProducePartitionResult::create(
+                                fbb,
+                                &fb::ProducePartitionResultArgs {
+                                    partition: partition_to_wire(p.partition),
+                                    error_code,
+                                    error_message,
+                                    base_offset: p
+                                        .result
+                                        .as_ref()
+                                        .map(|o| offset_to_wire(*o))
+                                        .unwrap_or(-1),
+                                    log_start_offset: opt_offset_to_wire(p.log_start_offset),
+                                },
+                            )
+                        })
+                        .collect();
+                    let partitions = Some(fbb.create_vector(&parts));
+                    let name = Some(fbb.create_string(&t.name));
+                    fb::ProduceTopicResult::create(
+                        fbb,
+                        &fb::ProduceTopicResultArgs { name, partitions },
+                    )
+                })
+                .collect();
+            let topics = Some(fbb.create_vector(&topics));
+            let o = fb::ProduceResponse::create(fbb, &fb::ProduceResponseArgs { topics });
+            (fb::ResponseBody::ProduceResponse, o.as_union_value())
+        }
+        ResponseBody::Fetch(r) => {
+            let topics: Vec<_> = r
+                .topics
+                .iter()
+                .map(|t| {
+                    let parts: Vec<_> = t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let records = if p.records.is_empty() {
+                                None
+                            } else {
+                                Some(fbb.create_vector(&p.records[..]))
+                            };
+                            let (error_code, error_message) = error_to_wire(fbb, p.error.as_ref());
+                            fb::FetchPartitionResult::create(
+                                fbb,
+                                &fb::FetchPartitionResultArgs {
+                                    partition: partition_to_wire(p.partition),
+                                    error_code,
+                                    error_message,
+                                    high_watermark: opt_offset_to_wire(p.high_watermark),
+                                    log_start_offset: opt_offset_to_wire(p.log_start_offset),
+                                    log_end_offset: opt_offset_to_wire(p.log_end_offset),
+                                    records,
+                                },
+                            )
+                        })
+                        .collect();
+                    let partitions = Some(fbb.create_vector(&parts));
+                    let name = Some(fbb.create_string(&t.name));
+                    fb::FetchTopicResult::create(
+                        fbb,
+                        &fb::FetchTopicResultArgs { name, partitions },
+                    )
+                })
+                .collect();
+            let topics = Some(fbb.create_vector(&topics));
+            let o = fb::FetchResponse::create(fbb, &fb::FetchResponseArgs { topics });
+            (fb::ResponseBody::FetchResponse, o.as_union_value())
+        }
+        ResponseBody::ListOffsets(r) => {
+            let topics: Vec<_> = r
+                .topics
+                .iter()
+                .map(|t| {
+                    let parts: Vec<_> = t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let (error_code, error_message) =
+                                error_to_wire(fbb, p.result.as_ref().err());
+                            let (offset, timestamp) = match &p.result {
+                                Ok((o, ts)) => (offset_to_wire(*o), *ts),
+                                Err(_) => (-1, -1),
+                            };
+                            fb::ListOffsetsPartitionResult::create(
+                                fbb,
+                                &fb::ListOffsetsPartitionResultArgs {
+                                    partition: partition_to_wire(p.partition),
+                                    error_code,
+                                    error_message,
+                                    offset,
+                                    timestamp,
+                                },
+                            )
+                        })
+                        .collect();
+                    let partitions = Some(fbb.create_vector(&parts));
+                    let name = Some(fbb.create_string(&t.name));
+                    fb::ListOffsetsTopicResult::create(
+                        fbb,
+                        &fb::ListOffsetsTopicResultArgs { name, partitions },
+                    )
+                })
+                .collect();
+            let topics = Some(fbb.create_vector(&topics));
+            let o = fb::ListOffsetsResponse::create(fbb, &fb::ListOffsetsResponseArgs { topics });
+            (fb::ResponseBody::ListOffsetsResponse, o.as_union_value())
+        }
+    }
+}
