@@ -56,6 +56,17 @@ impl Default for BrokerOptions {
     }
 }
 
+/// Where test data dirs go: `CORELOG_TEST_TMPDIR`, else cargo's per-target
+/// scratch dir (on the build disk: /tmp may be tmpfs, which can refuse
+/// O_DIRECT).
+pub fn test_tmp_root() -> PathBuf {
+    let root = std::env::var_os("CORELOG_TEST_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    std::fs::create_dir_all(&root).unwrap_or_else(|e| panic!("create {}: {e}", root.display()));
+    root
+}
+
 /// Two shards, or one on a single-CPU machine.
 pub fn default_shards() -> usize {
     thread::available_parallelism()
@@ -85,7 +96,7 @@ impl Broker {
     pub fn start_with(opts: BrokerOptions) -> Broker {
         let root = tempfile::Builder::new()
             .prefix("corelog-test-")
-            .tempdir()
+            .tempdir_in(test_tmp_root())
             .expect("create temp dir");
         let data_dir = root.path().join("data");
         std::fs::create_dir_all(&data_dir).expect("create data dir");
