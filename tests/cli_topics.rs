@@ -160,3 +160,28 @@ fn topic_errors_exit_non_zero_with_a_clear_message() {
         "only the valid topic exists"
     );
 }
+
+/// `corelog serve` run from a directory with a relative data dir (the
+/// embedded default is `./corelog-data`) must create, serve and recover
+/// topics just like an absolute one.
+#[test]
+fn relative_data_dir_works() {
+    let mut broker = Broker::start_with(common::BrokerOptions {
+        relative_data_dir: true,
+        ..common::BrokerOptions::default()
+    });
+    broker.cli_ok(&["topic", "create", "rel", "--partitions", "2"], "");
+    broker.cli_ok(
+        &["produce", "rel", "--key-separator", ":"],
+        "a:1\nb:2\nc:3\n",
+    );
+    assert!(
+        broker.data_dir().join("topics/rel/0").is_dir(),
+        "partition directory under the relative data dir"
+    );
+    broker.restart();
+    let out = broker.cli_ok(&["consume", "rel", "--from-beginning", "--count", "3"], "");
+    let mut values: Vec<&str> = out.stdout.lines().collect();
+    values.sort_unstable();
+    assert_eq!(values, ["1", "2", "3"]);
+}

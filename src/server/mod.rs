@@ -48,6 +48,15 @@ pub fn run(config: BrokerConfig) -> Result<(), ServerError> {
         .validate()
         .map_err(|e| ServerError::Startup(e.to_string()))?;
     let _lock = startup::lock_data_dir(&config.data_dir)?;
+    // glommio opens files through io_uring relative to no directory: every
+    // path below must be absolute, so resolve the data dir once, here.
+    let mut config = config;
+    config.data_dir = std::fs::canonicalize(&config.data_dir).map_err(|e| {
+        ServerError::Startup(format!(
+            "cannot resolve data dir {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
     let cpus = startup::shard_cpus(config.shards)?;
     let shards = cpus.len();
     startup::raise_memlock(shards as u64 * config.shard.io_memory_bytes);

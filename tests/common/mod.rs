@@ -45,6 +45,10 @@ pub struct BrokerOptions {
     /// Extra TOML written to a config file passed as `--config` (the flags
     /// still override data dir, listen address and shard count).
     pub config_toml: Option<String>,
+    /// Run the broker with its working directory set to the test's temp root
+    /// and `--data-dir data` (relative), as a user running `corelog serve` in
+    /// a directory would.
+    pub relative_data_dir: bool,
 }
 
 impl Default for BrokerOptions {
@@ -52,6 +56,7 @@ impl Default for BrokerOptions {
         Self {
             shards: default_shards(),
             config_toml: None,
+            relative_data_dir: false,
         }
     }
 }
@@ -180,9 +185,13 @@ impl Broker {
             std::fs::write(&path, toml).expect("write config");
             cmd.arg("--config").arg(path);
         }
-        cmd.arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--listen")
+        if self.opts.relative_data_dir {
+            let root = self.data_dir.parent().expect("data dir has a parent");
+            cmd.current_dir(root).arg("--data-dir").arg("data");
+        } else {
+            cmd.arg("--data-dir").arg(&self.data_dir);
+        }
+        cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--shards")
             .arg(self.opts.shards.to_string())
