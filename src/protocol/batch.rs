@@ -197,8 +197,10 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
             last_offset_delta: h.last_offset_delta,
         });
     }
-    for (n, r) in (0u32..).zip(RecordIter::new(&batch[HEADER_BYTES..], h.record_count)) {
-        if r?.offset_delta != n {
+    let mut iter = RecordIter::new(&batch[HEADER_BYTES..], h.record_count);
+    let deltas = std::iter::from_fn(|| iter.next_offset_delta());
+    for (n, delta) in (0u32..).zip(deltas) {
+        if delta? != n {
             return Err(BatchError::MalformedRecord {
                 index: n,
                 reason: "offset_delta is not the record's position",
@@ -291,8 +293,22 @@ fn read_bytes<'a>(buf: &'a [u8], pos: &mut usize, len: i32) -> Option<Option<&'a
     Some(Some(s))
 }
 
+/// The fixed fields of one record, as `RecordIter::walk` reads them.
+struct RecordFields<'a> {
+    attributes: i8,
+    timestamp_delta: i64,
+    offset_delta: u32,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+}
+
 impl<'a> RecordIter<'a> {
-    fn parse_one(&mut self) -> Result<Record<'a>, &'static str> {
+    /// Reads the next record's framing and fields, handing each header to
+    /// `on_header` (so validation can check headers without allocating).
+    fn walk(
+        &mut self,
+        mut on_header: impl FnMut(usize, &'a [u8], Option<&'a [u8]>),
+    ) -> Result<RecordFields<'a>, &'static str> {
         let buf = self.buf;
         let mut pos = self.pos;
         let len = read_varint(buf, &mut pos).ok_or("bad length varint")?;
@@ -310,11 +326,10 @@ impl<'a> RecordIter<'a> {
         let value = read_bytes(rec, &mut pos, vlen).ok_or("bad value")?;
         let hcount = read_varint(rec, &mut pos).ok_or("bad header count")?;
         let hcount = usize::try_from(hcount).map_err(|_| "negative header count")?;
-        // Every header takes at least 2 bytes: bound the allocation by input.
+        // Every header takes at least 2 bytes: bound the count by input.
         if hcount > (end - pos) / 2 {
             return Err("header count exceeds record size");
         }
-        let mut headers = Vec::with_capacity(hcount);
         for _ in 0..hcount {
             let hk = read_varint(rec, &mut pos).ok_or("bad header key length")?;
             if hk < 0 {
@@ -325,27 +340,31 @@ impl<'a> RecordIter<'a> {
                 .unwrap_or_default();
             let hv = read_varint(rec, &mut pos).ok_or("bad header value length")?;
             let v = read_bytes(rec, &mut pos, hv).ok_or("bad header value")?;
-            headers.push((k, v));
+            on_header(hcount, k, v);
         }
         if pos != end {
             return Err("record length disagrees with its fields");
         }
         self.pos = end;
-        Ok(Record {
+        Ok(RecordFields {
             attributes,
             timestamp_delta,
             offset_delta,
             key,
             value,
-            headers,
         })
     }
-}
 
-impl<'a> Iterator for RecordIter<'a> {
-    type Item = Result<Record<'a>, BatchError>;
+    /// Advances over one record like `next`, returning only its offset delta:
+    /// checks the same framing but allocates nothing (used by `validate`).
+    fn next_offset_delta(&mut self) -> Option<Result<u32, BatchError>> {
+        self.step(|it| it.walk(|_, _, _| ()).map(|f| f.offset_delta))
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    fn step<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<T, &'static str>,
+    ) -> Option<Result<T, BatchError>> {
         if self.remaining == 0 {
             if self.pos != self.buf.len() {
                 self.pos = self.buf.len();
@@ -356,7 +375,7 @@ impl<'a> Iterator for RecordIter<'a> {
             }
             return None;
         }
-        match self.parse_one() {
+        match read(self) {
             Ok(r) => {
                 self.remaining -= 1;
                 self.index += 1;
@@ -369,6 +388,28 @@ impl<'a> Iterator for RecordIter<'a> {
                 Some(Err(BatchError::MalformedRecord { index, reason }))
             }
         }
+    }
+}
+
+impl<'a> Iterator for RecordIter<'a> {
+    type Item = Result<Record<'a>, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.step(|it| {
+            let mut headers = Vec::new();
+            let f = it.walk(|count, k, v| {
+                headers.reserve_exact(count.saturating_sub(headers.len()));
+                headers.push((k, v));
+            })?;
+            Ok(Record {
+                attributes: f.attributes,
+                timestamp_delta: f.timestamp_delta,
+                offset_delta: f.offset_delta,
+                key: f.key,
+                value: f.value,
+                headers,
+            })
+        })
     }
 }
 
