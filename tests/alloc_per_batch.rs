@@ -3,6 +3,9 @@
 //! request decode, batch validation, and a partition append + fetch of one
 //! batch, and checks that a batch of 10,000 records costs no more allocations
 //! than a batch of 10 (plus a small constant). Deterministic: counts, no time.
+//!
+//! Counts are per thread (the test thread, or the glommio executor thread in
+//! the partition test): allocations on helper threads are not seen.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
