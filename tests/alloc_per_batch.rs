@@ -69,10 +69,14 @@ fn count<T>(f: impl FnOnce() -> T) -> (u64, T) {
 
 /// Small records, so 10,000 of them stay well under the batch limit.
 fn batch(records: u32) -> Bytes {
-    let mut b = BatchBuilder::with_capacity(records as usize * 32);
+    batch_with_headers(records, &[])
+}
+
+fn batch_with_headers(records: u32, headers: &[(&[u8], Option<&[u8]>)]) -> Bytes {
+    let mut b = BatchBuilder::with_capacity(records as usize * 48);
     for i in 0..records {
         let v = i.to_le_bytes();
-        b.push(1_700_000_000_000 + i as i64, Some(b"k"), Some(&v), &[]);
+        b.push(1_700_000_000_000 + i as i64, Some(b"k"), Some(&v), headers);
     }
     b.finish()
 }
@@ -129,6 +133,27 @@ fn decode_request_allocates_per_batch() {
         counts[i] = n;
     }
     assert_flat("codec::decode_request", counts[0], counts[1], SLACK);
+}
+
+#[test]
+fn validate_allocates_per_batch_even_with_headers() {
+    let headers: &[(&[u8], Option<&[u8]>)] = &[(b"trace", Some(b"abc")), (b"src", None)];
+    let batches = [
+        batch_with_headers(FEW, headers),
+        batch_with_headers(MANY, headers),
+    ];
+    let mut counts = [0u64; 2];
+    for (i, b) in batches.iter().enumerate() {
+        let (n, r) = count(|| batch::validate(b));
+        assert_eq!(r.expect("valid").record_count, [FEW, MANY][i]);
+        counts[i] = n;
+    }
+    assert_flat(
+        "batch::validate (2 headers/record)",
+        counts[0],
+        counts[1],
+        SLACK,
+    );
 }
 
 #[test]
