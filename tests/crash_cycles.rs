@@ -34,6 +34,10 @@ use rand::{Rng, SeedableRng};
 
 /// Default number of kill/restart cycles.
 const DEFAULT_CYCLES: u32 = 50;
+/// Records each producer sends per second at most (bounds the checker's
+/// memory and the verification time; still several segment rolls per second
+/// per partition with 64 KiB segments).
+const RECORDS_PER_SEC_PER_PRODUCER: f64 = 2500.0;
 /// The whole test gives up (fails) past this.
 const RUN_LIMIT: Duration = Duration::from_secs(900);
 
@@ -357,7 +361,13 @@ async fn produce(
             let failed = Rc::new(RefCell::new(false));
             let mut window = VecDeque::new();
             let mut seq = 0u64;
+            let began = Instant::now();
             while !*failed.borrow() && Instant::now() < stop && seq < 1_000_000 {
+                let allowed = began.elapsed().as_secs_f64() * RECORDS_PER_SEC_PER_PRODUCER;
+                if seq as f64 > allowed + 64.0 {
+                    glommio::timer::sleep(Duration::from_millis(2)).await;
+                    continue;
+                }
                 let p = partition_of(parts, pid, seq);
                 let v = payload(topic, pid, seq);
                 let rec = common::record(topic, Some(p), None, &v);
