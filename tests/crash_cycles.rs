@@ -561,4 +561,12 @@ fn crash_cycles_lose_nothing_acknowledged() {
         checker.acked_total > 0,
         "nothing was acknowledged in {cycles} cycles"
     );
+    let t = Instant::now();
+    drop(checker);
+    let checker_drop = t.elapsed();
+    drop(broker);
+    eprintln!(
+        "crash_cycles: cleanup took {checker_drop:.1?} (checker) + {:.1?} (data dir)",
+        t.elapsed() - checker_drop
+    );
 }
