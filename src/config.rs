@@ -83,6 +83,14 @@ pub struct Limits {
     pub max_flatbuffer_tables: u32,
     /// Deepest nesting one FlatBuffer may have (verifier limit).
     pub max_flatbuffer_depth: u32,
+    /// A connection with no request being handled and no bytes read or
+    /// response written for this long is closed, in ms (Kafka's
+    /// `connections.max.idle.ms`). A client that never reads its responses
+    /// makes no progress and is closed after this too.
+    pub connection_idle_timeout_ms: u64,
+    /// A client that started sending a frame must finish it within this, in
+    /// ms; otherwise the connection is closed (half-sent frames hold memory).
+    pub frame_read_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -96,6 +104,8 @@ impl Default for Limits {
             max_in_flight_per_connection: 128,
             max_flatbuffer_tables: 1_000_000,
             max_flatbuffer_depth: 64,
+            connection_idle_timeout_ms: 600_000,
+            frame_read_timeout_ms: 30_000,
         }
     }
 }
@@ -359,6 +369,11 @@ impl BrokerConfig {
                     .into(),
             ));
         }
+        if l.connection_idle_timeout_ms == 0 || l.frame_read_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.connection_idle_timeout_ms and frame_read_timeout_ms must be > 0".into(),
+            ));
+        }
         if self.shard.mesh_channel_capacity == 0 || self.shard.ring_depth == 0 {
             return Err(ConfigError::Invalid(
                 "shard.mesh_channel_capacity and shard.ring_depth must be > 0".into(),
@@ -395,6 +410,23 @@ mod tests {
         assert!(c.topic_defaults.flush.is_always());
         assert!(BrokerConfig::from_toml("[topic_defaults]\nflush = \"never\"\n").is_err());
         assert!(BrokerConfig::from_toml("bogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn connection_timeouts() {
+        let d = Limits::default();
+        assert_eq!(d.connection_idle_timeout_ms, 600_000);
+        assert_eq!(d.frame_read_timeout_ms, 30_000);
+        let c = BrokerConfig::from_toml(
+            "[limits]\nconnection_idle_timeout_ms = 300\nframe_read_timeout_ms = 200\n",
+        )
+        .expect("timeouts");
+        assert_eq!(c.limits.connection_idle_timeout_ms, 300);
+        assert_eq!(c.limits.frame_read_timeout_ms, 200);
+        assert!(c.validate().is_ok());
+        // from_toml validates: zero timeouts are refused.
+        assert!(BrokerConfig::from_toml("[limits]\nconnection_idle_timeout_ms = 0\n").is_err());
+        assert!(BrokerConfig::from_toml("[limits]\nframe_read_timeout_ms = 0\n").is_err());
     }
 
     #[test]

@@ -5,7 +5,16 @@
 //!
 //! Owns: per-connection backpressure (at most `max_in_flight_per_connection`
 //! requests between "frame read" and "response queued"; beyond that the
-//! reader stops reading), framing and decode errors, and connection close.
+//! reader stops reading), framing and decode errors, connection timeouts and
+//! connection close.
+//!
+//! Timeouts (a watchdog raced against the reader loop, then against the
+//! writer draining): a connection with no request being handled that has
+//! read no byte and written no response for `connection_idle_timeout_ms` is
+//! closed, which includes a client that never reads its responses (its
+//! writes make no progress); a frame whose first byte arrived must be
+//! complete within `frame_read_timeout_ms`. A stalled client only ever
+//! blocks its own reader and writer tasks, never the shard.
 //!
 //! Invariants: nothing a client sends can panic the shard or affect another
 //! connection; a frame above `max_frame_bytes` is refused before its payload
@@ -14,10 +23,13 @@
 //! request is answered (InvalidRequest / UnsupportedVersion) and the
 //! connection continues.
 
+use std::cell::Cell;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
@@ -77,7 +89,9 @@ pub fn decode_limits(shard: &Shard) -> DecodeLimits {
     }
 }
 
-/// Serves one connection until the client closes it or it breaks.
+/// Serves one connection until the client closes it, it breaks, or it times
+/// out (idle for `connection_idle_timeout_ms`, or a frame started and not
+/// finished within `frame_read_timeout_ms`).
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let peer = stream
@@ -85,14 +99,180 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     tracing::debug!(shard = shard.id, %peer, "connection opened");
-    let (mut reader, writer) = split(stream);
+    let (reader, writer) = split(stream);
     let (tx, rx) = local_channel::new_unbounded::<Outgoing>();
-    let writer_task = glommio::spawn_local(write_loop(writer, rx));
+    let activity = Rc::new(Activity::new());
+    let writer_task = glommio::spawn_local(write_loop(writer, rx, activity.clone()));
     let responder = Responder { tx: Rc::new(tx) };
+    let timeouts = Timeouts {
+        idle: Duration::from_millis(shard.config.limits.connection_idle_timeout_ms),
+        frame: Duration::from_millis(shard.config.limits.frame_read_timeout_ms),
+    };
 
+    let timed_out = futures_lite::future::or(
+        async {
+            read_loop(&shard, reader, &responder, &activity, &peer).await;
+            None
+        },
+        async { Some(watchdog(&activity, timeouts).await) },
+    )
+    .await;
+    drop(responder);
+    let timed_out = match timed_out {
+        Some(t) => Some(t),
+        // Responses still in flight are written before the socket closes,
+        // unless the client stops reading them for the idle timeout.
+        None => {
+            futures_lite::future::or(
+                async {
+                    writer_task.await;
+                    None
+                },
+                async { Some(watchdog(&activity, timeouts).await) },
+            )
+            .await
+        }
+    };
+    // On a timeout the writer task (if still running) was dropped above,
+    // which cancels it; the socket closes once both halves are gone.
+    match timed_out {
+        Some(TimedOut::Idle) => tracing::info!(
+            shard = shard.id,
+            %peer,
+            "closing connection: idle (no request handled, nothing read or written) for connection_idle_timeout_ms ({} ms)",
+            timeouts.idle.as_millis()
+        ),
+        Some(TimedOut::Frame) => tracing::info!(
+            shard = shard.id,
+            %peer,
+            "closing connection: a frame was started but not finished within frame_read_timeout_ms ({} ms)",
+            timeouts.frame.as_millis()
+        ),
+        None => tracing::debug!(shard = shard.id, %peer, "connection closed"),
+    }
+}
+
+/// The two connection timeouts.
+#[derive(Clone, Copy)]
+struct Timeouts {
+    idle: Duration,
+    frame: Duration,
+}
+
+/// Why the watchdog closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimedOut {
+    Idle,
+    Frame,
+}
+
+/// What the watchdog looks at: progress of one connection.
+struct Activity {
+    /// Last time a byte was read, a response was written, or a request
+    /// finished.
+    last: Cell<Instant>,
+    /// When the first byte of the frame being read arrived (None between
+    /// frames).
+    frame_started: Cell<Option<Instant>>,
+    /// Requests dispatched whose response is not yet queued (a connection
+    /// with requests being handled, e.g. long polls, is not idle).
+    busy: Cell<usize>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            last: Cell::new(Instant::now()),
+            frame_started: Cell::new(None),
+            busy: Cell::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last.set(Instant::now());
+    }
+}
+
+/// Decrements `Activity::busy` (and counts as activity) when a request's
+/// response has been queued or its task is dropped.
+struct BusyGuard(Rc<Activity>);
+
+impl BusyGuard {
+    fn new(activity: &Rc<Activity>) -> Self {
+        activity.busy.set(activity.busy.get() + 1);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.busy.set(self.0.busy.get().saturating_sub(1));
+        self.0.touch();
+    }
+}
+
+/// Resolves once the connection has timed out; never otherwise.
+async fn watchdog(activity: &Activity, t: Timeouts) -> TimedOut {
+    loop {
+        let now = Instant::now();
+        let mut next = now + t.idle;
+        if let Some(started) = activity.frame_started.get() {
+            let due = started + t.frame;
+            if now >= due {
+                return TimedOut::Frame;
+            }
+            next = next.min(due);
+        } else if activity.busy.get() == 0 {
+            let due = activity.last.get() + t.idle;
+            if now >= due {
+                return TimedOut::Idle;
+            }
+            next = next.min(due);
+        }
+        let wait = next
+            .saturating_duration_since(now)
+            .max(Duration::from_millis(1));
+        glommio::timer::sleep(wait).await;
+    }
+}
+
+/// A `ReadHalf` that records progress in `Activity`.
+struct TrackedRead<'a> {
+    inner: &'a mut ReadHalf,
+    activity: &'a Activity,
+}
+
+impl AsyncRead for TrackedRead<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut *self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = res {
+            if n > 0 {
+                let now = Instant::now();
+                self.activity.last.set(now);
+                if self.activity.frame_started.get().is_none() {
+                    self.activity.frame_started.set(Some(now));
+                }
+            }
+        }
+        res
+    }
+}
+
+/// Reads, decodes and dispatches requests until EOF or a framing error.
+async fn read_loop(
+    shard: &Rc<Shard>,
+    mut reader: ReadHalf,
+    responder: &Responder,
+    activity: &Rc<Activity>,
+    peer: &str,
+) {
     let limits = &shard.config.limits;
     let max_frame_bytes = limits.max_frame_bytes;
-    let decode = decode_limits(&shard);
+    let decode = decode_limits(shard);
     let in_flight = Rc::new(Semaphore::new(limits.max_in_flight_per_connection as u64));
 
     loop {
@@ -100,7 +280,16 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             Ok(p) => p,
             Err(_) => break,
         };
-        let frame = match read_frame(&mut reader, max_frame_bytes).await {
+        let read = read_frame(
+            &mut TrackedRead {
+                inner: &mut reader,
+                activity,
+            },
+            max_frame_bytes,
+        )
+        .await;
+        activity.frame_started.set(None);
+        let frame = match read {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(FrameIoError::TooLarge(FrameError::TooLarge {
@@ -136,7 +325,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
         };
         match codec::decode_request(&frame, &decode) {
-            Ok(req) => dispatch(&shard, req, permit, &responder).await,
+            Ok(req) => dispatch(shard, req, permit, responder, activity).await,
             Err(e) => {
                 tracing::debug!(shard = shard.id, %peer, "undecodable request: {e}");
                 responder.send(
@@ -150,16 +339,19 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
         }
     }
-    drop(responder);
-    // Responses still in flight are written before the socket closes.
-    writer_task.await;
-    tracing::debug!(shard = shard.id, %peer, "connection closed");
 }
 
 /// Hands a request to its handler. Produce appends (and forwards) here,
 /// before the next frame is read, so requests on one connection append in
 /// arrival order; everything else completes in a spawned task.
-async fn dispatch(shard: &Rc<Shard>, req: Request, permit: StaticPermit, responder: &Responder) {
+async fn dispatch(
+    shard: &Rc<Shard>,
+    req: Request,
+    permit: StaticPermit,
+    responder: &Responder,
+    activity: &Rc<Activity>,
+) {
+    let busy = BusyGuard::new(activity);
     let Request {
         correlation_id,
         body,
@@ -170,11 +362,16 @@ async fn dispatch(shard: &Rc<Shard>, req: Request, permit: StaticPermit, respond
     glommio::spawn_local(async move {
         let resp = pending.finish().await;
         responder.send(&resp, Some(permit));
+        drop(busy);
     })
     .detach();
 }
 
-async fn write_loop(mut writer: WriteHalf, rx: local_channel::LocalReceiver<Outgoing>) {
+async fn write_loop(
+    mut writer: WriteHalf,
+    rx: local_channel::LocalReceiver<Outgoing>,
+    activity: Rc<Activity>,
+) {
     while let Some(msg) = rx.recv().await {
         let (bytes, close, permit) = match msg {
             Outgoing::Frame(b, permit) => (b, false, permit),
@@ -186,6 +383,7 @@ async fn write_loop(mut writer: WriteHalf, rx: local_channel::LocalReceiver<Outg
             tracing::debug!("write failed: {e}");
             break;
         }
+        activity.touch();
         if close {
             let _ = writer.flush().await;
             let _ = writer.close().await;
