@@ -249,6 +249,7 @@ fn stalled_clients_do_not_stall_the_shard() {
             "[limits]\nconnection_idle_timeout_ms = 600000\nframe_read_timeout_ms = 600000\n"
                 .into(),
         ),
+        ..BrokerOptions::default()
     });
     broker.create_topic("big", 1);
     broker.create_topic("healthy", 1);
@@ -276,6 +277,7 @@ fn stalled_clients_are_cut_off_after_the_timeouts() {
         config_toml: Some(
             "[limits]\nconnection_idle_timeout_ms = 1000\nframe_read_timeout_ms = 500\n".into(),
         ),
+        ..BrokerOptions::default()
     });
     broker.create_topic("big", 1);
     broker.create_topic("healthy", 1);
