@@ -110,6 +110,8 @@ pub struct ShardTuning {
     pub ring_depth: u32,
     /// Capacity of each cross-shard channel, in messages.
     pub mesh_channel_capacity: u32,
+    /// How often each partition checks for segments to delete by retention, in ms.
+    pub retention_check_interval_ms: u64,
 }
 
 impl Default for ShardTuning {
@@ -118,6 +120,7 @@ impl Default for ShardTuning {
             io_memory_bytes: 2 * MIB,
             ring_depth: 128,
             mesh_channel_capacity: 1024,
+            retention_check_interval_ms: 5000,
         }
     }
 }
@@ -359,9 +362,12 @@ impl BrokerConfig {
                     .into(),
             ));
         }
-        if self.shard.mesh_channel_capacity == 0 || self.shard.ring_depth == 0 {
+        if self.shard.mesh_channel_capacity == 0
+            || self.shard.ring_depth == 0
+            || self.shard.retention_check_interval_ms == 0
+        {
             return Err(ConfigError::Invalid(
-                "shard.mesh_channel_capacity and shard.ring_depth must be > 0".into(),
+                "shard.mesh_channel_capacity, shard.ring_depth and shard.retention_check_interval_ms must be > 0".into(),
             ));
         }
         Ok(())

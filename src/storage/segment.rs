@@ -228,6 +228,15 @@ impl Segment {
         self.file.path()
     }
 
+    /// The segment's log, offset index and time index paths.
+    pub fn file_paths(&self) -> [PathBuf; 3] {
+        [
+            self.path_for("log"),
+            self.path_for("index"),
+            self.path_for("timeindex"),
+        ]
+    }
+
     async fn open_file(
         dir: &Path,
         base_offset: u64,
