@@ -194,12 +194,12 @@ pub(super) async fn retention_loop(weak: Weak<Partition>) {
         None => return,
     };
     loop {
+        // First pass one interval after open, not during recovery.
+        glommio::timer::sleep(every).await;
         let Some(p) = weak.upgrade() else { return };
         if p.closing.get() {
             return;
         }
         p.delete_expired().await;
-        drop(p);
-        glommio::timer::sleep(every).await;
     }
 }

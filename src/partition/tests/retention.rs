@@ -212,3 +212,41 @@ fn set_config_takes_effect_on_a_live_partition() {
         p.close().await.expect("close");
     });
 }
+
+#[test]
+fn preallocation_keeps_the_file_size_logical() {
+    use std::os::unix::fs::MetadataExt;
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = open(dir.path(), &cfg(1 << 30)).await;
+        fill_at(&p, 1, now_ms()).await;
+        let log = files(dir.path(), "log").pop().expect("segment");
+        let md = std::fs::metadata(&log).expect("stat");
+        // The size is the written pages only; the reservation is past EOF.
+        assert_eq!(
+            md.len(),
+            4096,
+            "KEEP_SIZE preallocation must not grow the file"
+        );
+        let reserved = md.blocks() * 512;
+        assert!(
+            reserved == 4096 || reserved >= crate::storage::segment::PREALLOCATE_STEP_BYTES,
+            "reserved {reserved} bytes"
+        );
+        p.close().await.expect("close");
+        drop(p);
+        // Recovery sees the same logical log (crash-style: indexes removed).
+        for f in files(dir.path(), "index")
+            .into_iter()
+            .chain(files(dir.path(), "timeindex"))
+        {
+            std::fs::remove_file(f).expect("rm index");
+        }
+        let p = open(dir.path(), &cfg(1 << 30)).await;
+        assert_eq!(p.high_watermark(), 5);
+        assert_eq!(read_all(&p).await.len(), 5);
+        fill_at(&p, 1, now_ms()).await;
+        assert_eq!(read_all(&p).await.len(), 10);
+        p.close().await.expect("close");
+    });
+}

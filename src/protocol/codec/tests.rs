@@ -45,18 +45,6 @@ fn all_requests() -> Vec<Request> {
         req(RequestBody::DeleteTopic(DeleteTopicRequest {
             name: "orders".into(),
         })),
-        req(RequestBody::DeleteRecords(DeleteRecordsRequest {
-            topic: "orders".into(),
-            partition: 2,
-            before_offset: 1234,
-        })),
-        req(RequestBody::AlterTopicConfig(AlterTopicConfigRequest {
-            name: "orders".into(),
-            configs: vec![ConfigEntry {
-                key: "retention_ms".into(),
-                value: "1000".into(),
-            }],
-        })),
         req(RequestBody::Metadata(MetadataRequest::default())),
         req(RequestBody::Metadata(MetadataRequest {
             topics: vec!["a".into(), "b".into()],
@@ -113,6 +101,18 @@ fn all_requests() -> Vec<Request> {
                         spec: OffsetSpec::Timestamp(1_700_000_000_000),
                     },
                 ],
+            }],
+        })),
+        req(RequestBody::DeleteRecords(DeleteRecordsRequest {
+            topic: "orders".into(),
+            partition: 2,
+            before_offset: 1234,
+        })),
+        req(RequestBody::AlterTopicConfig(AlterTopicConfigRequest {
+            name: "orders".into(),
+            configs: vec![ConfigEntry {
+                key: "retention_ms".into(),
+                value: "1000".into(),
             }],
         })),
     ]
