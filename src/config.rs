@@ -171,9 +171,10 @@ pub struct TopicConfig {
     /// Bytes of log between two entries of the sparse offset and time indexes.
     pub index_interval_bytes: u32,
     pub flush: FlushPolicy,
-    /// Sealed segments older than this are deleted, in ms (issue 3 enforces it).
+    /// Sealed segments whose newest record is older than this are deleted, in ms.
     pub retention_ms: u64,
-    /// Per-partition size bound in bytes; absent means unlimited (issue 3).
+    /// Per-partition size bound in bytes (whole sealed segments are deleted
+    /// while the rest still holds at least this much); absent means unlimited.
     pub retention_bytes: Option<u64>,
 }
 
