@@ -250,3 +250,25 @@ fn preallocation_keeps_the_file_size_logical() {
         p.close().await.expect("close");
     });
 }
+
+#[test]
+fn bad_or_too_large_checkpoint_is_handled_at_open() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = open(dir.path(), &cfg(4096)).await;
+        fill_at(&p, 4, now_ms()).await;
+        let hw = p.high_watermark();
+        p.close().await.expect("close");
+        drop(p);
+        let ckpt = dir.path().join("log-start-offset");
+        std::fs::write(&ckpt, format!("{}\n", hw + 100)).expect("write");
+        let p = open(dir.path(), &cfg(4096)).await;
+        assert_eq!(p.log_start_offset(), hw, "capped at the log end");
+        p.close().await.expect("close");
+        drop(p);
+        std::fs::write(&ckpt, "garbage").expect("write");
+        let p = open(dir.path(), &cfg(4096)).await;
+        assert_eq!(p.log_start_offset(), 0, "unreadable checkpoint ignored");
+        p.close().await.expect("close");
+    });
+}
