@@ -120,6 +120,8 @@ pub struct ShardTuning {
     pub ring_depth: u32,
     /// Capacity of each cross-shard channel, in messages.
     pub mesh_channel_capacity: u32,
+    /// How often each partition checks for segments to delete by retention, in ms.
+    pub retention_check_interval_ms: u64,
 }
 
 impl Default for ShardTuning {
@@ -128,6 +130,7 @@ impl Default for ShardTuning {
             io_memory_bytes: 2 * MIB,
             ring_depth: 128,
             mesh_channel_capacity: 1024,
+            retention_check_interval_ms: 5000,
         }
     }
 }
@@ -178,9 +181,10 @@ pub struct TopicConfig {
     /// Bytes of log between two entries of the sparse offset and time indexes.
     pub index_interval_bytes: u32,
     pub flush: FlushPolicy,
-    /// Sealed segments older than this are deleted, in ms (issue 3 enforces it).
+    /// Sealed segments whose newest record is older than this are deleted, in ms.
     pub retention_ms: u64,
-    /// Per-partition size bound in bytes; absent means unlimited (issue 3).
+    /// Per-partition size bound in bytes (whole sealed segments are deleted
+    /// while the rest still holds at least this much); absent means unlimited.
     pub retention_bytes: Option<u64>,
 }
 
@@ -374,9 +378,12 @@ impl BrokerConfig {
                 "limits.connection_idle_timeout_ms and frame_read_timeout_ms must be > 0".into(),
             ));
         }
-        if self.shard.mesh_channel_capacity == 0 || self.shard.ring_depth == 0 {
+        if self.shard.mesh_channel_capacity == 0
+            || self.shard.ring_depth == 0
+            || self.shard.retention_check_interval_ms == 0
+        {
             return Err(ConfigError::Invalid(
-                "shard.mesh_channel_capacity and shard.ring_depth must be > 0".into(),
+                "shard.mesh_channel_capacity, shard.ring_depth and shard.retention_check_interval_ms must be > 0".into(),
             ));
         }
         Ok(())

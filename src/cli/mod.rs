@@ -93,6 +93,22 @@ enum TopicCommand {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Change settings of a live topic (persisted; survive restarts).
+    Alter {
+        name: String,
+        /// Topic setting to change, repeatable (at least one).
+        #[arg(long = "config", value_name = "KEY=VALUE", required = true)]
+        configs: Vec<String>,
+    },
+    /// Advance a partition's log start: records below OFFSET are deleted.
+    DeleteRecords {
+        name: String,
+        #[arg(long, value_name = "N")]
+        partition: u32,
+        /// New log start; must not be above the high watermark.
+        #[arg(long, value_name = "OFFSET")]
+        before: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

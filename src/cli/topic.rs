@@ -1,4 +1,4 @@
-//! `corelog topic create|delete|list|describe`.
+//! `corelog topic create|delete|list|describe|alter|delete-records`.
 //!
 //! Invariant: `describe --format json` prints exactly
 //! {"name","partitions":[{"partition","leader_node","leader_shard",
@@ -13,7 +13,7 @@ use crate::protocol::messages::TopicInfo;
 
 pub(crate) async fn run(client: ClientConfig, cmd: TopicCommand) -> CliResult {
     // Check what can be checked locally before connecting.
-    if let TopicCommand::Create { configs, .. } = &cmd {
+    if let TopicCommand::Create { configs, .. } | TopicCommand::Alter { configs, .. } = &cmd {
         parse_configs(configs)?;
     }
     let admin = Admin::connect(client).await?;
@@ -41,6 +41,20 @@ pub(crate) async fn run(client: ClientConfig, cmd: TopicCommand) -> CliResult {
                 }
                 Format::Json => println!("{}", json!(names)),
             }
+        }
+        TopicCommand::Alter { name, configs } => {
+            let configs = parse_configs(&configs)?;
+            admin.alter_topic_config(&name, &configs).await?;
+            let changes: Vec<String> = configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            eprintln!("altered topic {name}: {}", changes.join(" "));
+        }
+        TopicCommand::DeleteRecords {
+            name,
+            partition,
+            before,
+        } => {
+            let start = admin.delete_records(&name, partition, before).await?;
+            eprintln!("{name}/{partition}: log start offset is now {start}");
         }
         TopicCommand::Describe { name, format } => {
             let info = admin.describe_topic(&name).await?;

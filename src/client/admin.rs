@@ -1,4 +1,5 @@
-//! Topic administration: create, delete, list, describe.
+//! Topic administration: create, delete, list, describe, alter config,
+//! delete records.
 //!
 //! Invariant: a per-topic error in a metadata answer is returned as
 //! `ClientError::Broker`, never as an empty description.
@@ -6,9 +7,10 @@
 use super::connection::Connection;
 use super::{ClientConfig, ClientError};
 use crate::protocol::messages::{
-    ConfigEntry, CreateTopicRequest, DeleteTopicRequest, MetadataRequest, MetadataResponse,
-    RequestBody, ResponseBody, TopicInfo,
+    AlterTopicConfigRequest, ConfigEntry, CreateTopicRequest, DeleteRecordsRequest,
+    DeleteTopicRequest, MetadataRequest, MetadataResponse, RequestBody, ResponseBody, TopicInfo,
 };
+use crate::protocol::Offset;
 use crate::protocol::{ErrorCode, WireError};
 
 /// Administrative client over one connection.
@@ -58,6 +60,49 @@ impl Admin {
         }
     }
 
+    /// Advances `topic`/`partition`'s log start to `before` (records below it
+    /// are no longer served) and returns the new log start.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        before: Offset,
+    ) -> Result<Offset, ClientError> {
+        let body = RequestBody::DeleteRecords(DeleteRecordsRequest {
+            topic: topic.to_string(),
+            partition,
+            before_offset: before,
+        });
+        match self.conn.request(body).await? {
+            ResponseBody::DeleteRecords(r) => Ok(r.log_start_offset),
+            other => Err(unexpected("DeleteRecords", &other)),
+        }
+    }
+
+    /// Changes settings of a live topic; returns its full config afterwards.
+    pub async fn alter_topic_config(
+        &self,
+        topic: &str,
+        configs: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, ClientError> {
+        let body = RequestBody::AlterTopicConfig(AlterTopicConfigRequest {
+            name: topic.to_string(),
+            configs: configs
+                .iter()
+                .map(|(k, v)| ConfigEntry {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+        });
+        match self.conn.request(body).await? {
+            ResponseBody::AlterTopicConfig(r) => {
+                Ok(r.configs.into_iter().map(|c| (c.key, c.value)).collect())
+            }
+            other => Err(unexpected("AlterTopicConfig", &other)),
+        }
+    }
+
     /// Every topic name, sorted.
     pub async fn list_topics(&self) -> Result<Vec<String>, ClientError> {
         let md = metadata(&self.conn, &[]).await?;
@@ -86,6 +131,8 @@ pub(crate) fn unexpected(wanted: &str, got: &ResponseBody) -> ClientError {
         ResponseBody::Produce(_) => "Produce",
         ResponseBody::Fetch(_) => "Fetch",
         ResponseBody::ListOffsets(_) => "ListOffsets",
+        ResponseBody::DeleteRecords(_) => "DeleteRecords",
+        ResponseBody::AlterTopicConfig(_) => "AlterTopicConfig",
     };
     ClientError::Protocol(format!("expected a {wanted} response, got {kind}"))
 }

@@ -153,6 +153,7 @@ fn handle(logs: &Logs, req: Request) -> Option<Response> {
             ResponseBody::CreateTopic(CreateTopicResponse { name: c.name })
         }
         RequestBody::DeleteTopic(_) => return None, // never answered: exercises timeouts
+        RequestBody::DeleteRecords(_) | RequestBody::AlterTopicConfig(_) => return None,
         RequestBody::ApiVersions(_) => {
             return Some(Response::error(cid, ErrorCode::UnsupportedVersion, "nope"))
         }

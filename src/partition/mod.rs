@@ -164,6 +164,8 @@ pub struct FetchData {
 #[derive(Debug, Clone, Copy)]
 pub struct PartitionLimits {
     pub max_batch_bytes: u32,
+    /// How often the retention task checks for expired segments, in ms.
+    pub retention_check_interval_ms: u64,
 }
 
 /// A validated batch waiting for the writer.
@@ -176,8 +178,14 @@ struct Pending {
 
 pub struct Partition {
     tp: TopicPartition,
-    config: TopicConfig,
+    /// Live topic settings; `set_config` replaces them (never borrowed across an await).
+    config: RefCell<TopicConfig>,
     limits: PartitionLimits,
+    /// True while the flush=interval sync task runs.
+    sync_running: Cell<bool>,
+    /// Serializes writes of the log-start checkpoint file.
+    checkpoint_busy: Cell<bool>,
+    checkpoint_waiters: WaitList,
     log: Log,
     log_start: Cell<Offset>,
     log_end: Cell<Offset>,
@@ -284,12 +292,16 @@ impl Partition {
             .await
             .map_err(PartitionError::from_storage)?;
         let next = log.next_offset();
+        let log_start = retention::recover_log_start(&tp, &log).await?;
         let p = Rc::new(Partition {
             tp,
-            log_start: Cell::new(log.start_offset()),
+            log_start: Cell::new(log_start),
+            sync_running: Cell::new(false),
+            checkpoint_busy: Cell::new(false),
+            checkpoint_waiters: WaitList::default(),
             log_end: Cell::new(next),
             high_watermark: Cell::new(next),
-            config,
+            config: RefCell::new(config),
             limits,
             log,
             queue: RefCell::new(VecDeque::new()),
@@ -305,13 +317,8 @@ impl Partition {
         });
         p.check_invariants();
         glommio::spawn_local(writer_loop(Rc::downgrade(&p))).detach();
-        if let Some(ms) = p.config.flush.interval_ms() {
-            glommio::spawn_local(sync_loop(
-                Rc::downgrade(&p),
-                Duration::from_millis(ms.max(1)),
-            ))
-            .detach();
-        }
+        p.start_sync_loop();
+        glommio::spawn_local(retention::retention_loop(Rc::downgrade(&p))).detach();
         Ok(p)
     }
 
@@ -368,12 +375,16 @@ impl Partition {
             return false;
         }
         let len = first.bytes.len() as u64;
-        seg.log_bytes() + len > self.config.segment_bytes
+        let (segment_bytes, segment_ms) = {
+            let c = self.config.borrow();
+            (c.segment_bytes, c.segment_ms)
+        };
+        seg.log_bytes() + len > segment_bytes
             || seg.log_bytes() + len > u32::MAX as u64
             || first.last_offset - seg.base_offset() > u32::MAX as u64
             || seg
                 .first_append()
-                .is_some_and(|t| t.elapsed() >= Duration::from_millis(self.config.segment_ms))
+                .is_some_and(|t| t.elapsed() >= Duration::from_millis(segment_ms))
     }
 
     /// Fails every queued batch and rewinds the log end to what is written.
@@ -403,6 +414,7 @@ impl Partition {
             self.fdatasyncs.set(self.fdatasyncs.get() + 1);
         }
         let seg = self.log.active();
+        let segment_bytes = self.config.borrow().segment_bytes;
         let mut group = Vec::new();
         {
             let mut q = self.queue.borrow_mut();
@@ -411,7 +423,7 @@ impl Partition {
             while let Some(p) = q.front() {
                 let len = p.bytes.len() as u64;
                 if !group.is_empty()
-                    && (seg_bytes + len > self.config.segment_bytes
+                    && (seg_bytes + len > segment_bytes
                         || group_bytes + len > MAX_GROUP_WRITE_BYTES
                         || p.last_offset - seg.base_offset() > u32::MAX as u64)
                 {
@@ -434,13 +446,14 @@ impl Partition {
         let mark = seg.mark();
         let mut res = seg.append(&items).await;
         self.group_writes.set(self.group_writes.get() + 1);
-        if res.is_ok() && self.config.flush.is_always() {
+        let always = self.config.borrow().flush.is_always();
+        if res.is_ok() && always {
             res = seg.fdatasync().await;
             self.fdatasyncs.set(self.fdatasyncs.get() + 1);
         }
         match res {
             Ok(()) => {
-                if !self.config.flush.is_always() {
+                if !always {
                     self.dirty.set(true);
                 }
                 debug_assert_eq!(seg.next_offset(), last + 1, "offsets not contiguous");
@@ -505,7 +518,7 @@ impl Partition {
         };
         // Read about what the fetch returns plus one index interval of skip.
         let read_bytes = (max_bytes as usize)
-            .saturating_add(self.config.index_interval_bytes as usize)
+            .saturating_add(self.config.borrow().index_interval_bytes as usize)
             .clamp(4096, MAX_FETCH_READ_BYTES);
         let mut cur = seg
             .cursor(seg.position_for_offset(offset), seg.log_bytes(), None)
@@ -604,6 +617,9 @@ impl Partition {
                             if off >= hw {
                                 return Ok((hw, -1));
                             }
+                            if off < self.log_start.get() {
+                                continue;
+                            }
                             if ts >= t {
                                 return Ok((off, ts));
                             }
@@ -633,7 +649,23 @@ impl Partition {
         self.high_watermark.get()
     }
     pub fn config(&self) -> TopicConfig {
-        self.config.clone()
+        self.config.borrow().clone()
+    }
+
+    /// Applies new topic settings to the live partition: the writer (segment
+    /// roll, flush policy), the flush timer and the retention task use them
+    /// from their next step on. `index_interval_bytes` applies to segments
+    /// created after the next open.
+    pub fn set_config(self: &Rc<Self>, config: TopicConfig) {
+        *self.config.borrow_mut() = config;
+        self.start_sync_loop();
+    }
+
+    /// Starts the flush=interval sync task unless it runs or flush=always.
+    fn start_sync_loop(self: &Rc<Self>) {
+        if self.config.borrow().flush.interval_ms().is_some() && !self.sync_running.replace(true) {
+            glommio::spawn_local(sync_loop(Rc::downgrade(self))).detach();
+        }
     }
     pub fn topic_partition(&self) -> &TopicPartition {
         &self.tp
@@ -700,13 +732,22 @@ async fn writer_loop(weak: Weak<Partition>) {
     }
 }
 
-/// flush=interval: fdatasyncs the active segment every `every` if written to.
-async fn sync_loop(weak: Weak<Partition>, every: Duration) {
+/// flush=interval: fdatasyncs the active segment every interval_ms if
+/// written to. Ends (after a last sync) once the policy is no longer interval.
+async fn sync_loop(weak: Weak<Partition>) {
     loop {
-        glommio::timer::sleep(every).await;
+        let every = match weak.upgrade() {
+            Some(p) => p.config.borrow().flush.interval_ms(),
+            None => return,
+        };
+        glommio::timer::sleep(Duration::from_millis(every.unwrap_or(1).max(1))).await;
         let Some(p) = weak.upgrade() else { return };
         if p.closed.get() {
             return;
+        }
+        let stop = p.config.borrow().flush.interval_ms().is_none();
+        if stop {
+            p.sync_running.set(false);
         }
         if p.dirty.replace(false) {
             match p.log.active().fdatasync().await {
@@ -717,8 +758,13 @@ async fn sync_loop(weak: Weak<Partition>, every: Duration) {
                 }
             }
         }
+        if stop {
+            return;
+        }
     }
 }
+
+mod retention;
 
 #[cfg(test)]
 mod tests;

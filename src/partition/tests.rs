@@ -34,6 +34,7 @@ fn cfg(segment_bytes: u64) -> TopicConfig {
 
 const LIMITS: PartitionLimits = PartitionLimits {
     max_batch_bytes: 1 << 20,
+    retention_check_interval_ms: 3_600_000,
 };
 
 async fn open(dir: &Path, c: &TopicConfig) -> Rc<Partition> {
@@ -650,3 +651,5 @@ fn reopen_after_clean_close_then_crash_keeps_new_appends() {
         );
     });
 }
+
+mod retention;

@@ -181,6 +181,8 @@ fn api_to_wire(a: ApiKey) -> fb::ApiKey {
         ApiKey::Produce => fb::ApiKey::Produce,
         ApiKey::Fetch => fb::ApiKey::Fetch,
         ApiKey::ListOffsets => fb::ApiKey::ListOffsets,
+        ApiKey::DeleteRecords => fb::ApiKey::DeleteRecords,
+        ApiKey::AlterTopicConfig => fb::ApiKey::AlterTopicConfig,
     }
 }
 
@@ -193,6 +195,8 @@ fn api_from_wire(a: fb::ApiKey) -> Option<ApiKey> {
         fb::ApiKey::Produce => ApiKey::Produce,
         fb::ApiKey::Fetch => ApiKey::Fetch,
         fb::ApiKey::ListOffsets => ApiKey::ListOffsets,
+        fb::ApiKey::DeleteRecords => ApiKey::DeleteRecords,
+        fb::ApiKey::AlterTopicConfig => ApiKey::AlterTopicConfig,
         _ => return None,
     })
 }

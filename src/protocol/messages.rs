@@ -48,6 +48,23 @@ pub enum RequestBody {
     Produce(ProduceRequest),
     Fetch(FetchRequest),
     ListOffsets(ListOffsetsRequest),
+    DeleteRecords(DeleteRecordsRequest),
+    AlterTopicConfig(AlterTopicConfigRequest),
+}
+
+/// Advance one partition's log start to `before_offset` (durably).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeleteRecordsRequest {
+    pub topic: String,
+    pub partition: PartitionId,
+    pub before_offset: Offset,
+}
+
+/// Change settings of a live topic (`key=value`, as in CreateTopic).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlterTopicConfigRequest {
+    pub name: String,
+    pub configs: Vec<ConfigEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -203,6 +220,23 @@ pub enum ResponseBody {
     Produce(ProduceResponse),
     Fetch(FetchResponse),
     ListOffsets(ListOffsetsResponse),
+    DeleteRecords(DeleteRecordsResponse),
+    AlterTopicConfig(AlterTopicConfigResponse),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeleteRecordsResponse {
+    pub topic: String,
+    pub partition: PartitionId,
+    /// The partition's log start after the request.
+    pub log_start_offset: Offset,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlterTopicConfigResponse {
+    pub name: String,
+    /// The topic's full configuration after the change.
+    pub configs: Vec<ConfigEntry>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +248,8 @@ pub enum ApiKey {
     Produce,
     Fetch,
     ListOffsets,
+    DeleteRecords,
+    AlterTopicConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

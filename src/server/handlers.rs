@@ -149,6 +149,83 @@ pub async fn start(shard: &Rc<Shard>, correlation_id: CorrelationId, body: Reque
         RequestBody::ListOffsets(req) => Pending::Later(Box::pin(async move {
             list_offsets(&s, correlation_id, req).await
         })),
+        RequestBody::DeleteRecords(req) => Pending::Later(Box::pin(async move {
+            delete_records(&s, correlation_id, req).await
+        })),
+        RequestBody::AlterTopicConfig(req) => Pending::Later(Box::pin(async move {
+            let name = req.name.clone();
+            let reply = s
+                .call(
+                    0,
+                    ShardRequest::AlterTopicConfig {
+                        name: req.name,
+                        configs: req.configs,
+                    },
+                )
+                .await;
+            // Shard 0 answers only after every shard has the new table entry.
+            let configs = s
+                .topic(&name)
+                .map(|m| {
+                    m.config
+                        .entries()
+                        .into_iter()
+                        .map(|(key, value)| ConfigEntry { key, value })
+                        .collect()
+                })
+                .unwrap_or_default();
+            admin_response(correlation_id, reply, |_| {
+                ResponseBody::AlterTopicConfig(AlterTopicConfigResponse { name, configs })
+            })
+        })),
+    }
+}
+
+/// DeleteRecords: runs on the partition's owner.
+async fn delete_records(
+    s: &Rc<Shard>,
+    correlation_id: CorrelationId,
+    req: DeleteRecordsRequest,
+) -> Response {
+    let owner = match s.owner_of(&req.topic, req.partition) {
+        Ok(o) => o,
+        Err(e) => {
+            return Response {
+                correlation_id,
+                error: Some(e),
+                body: None,
+            }
+        }
+    };
+    let reply = s
+        .call(
+            owner,
+            ShardRequest::DeleteRecords {
+                topic: req.topic.clone(),
+                partition: req.partition,
+                before: req.before_offset,
+            },
+        )
+        .await;
+    match reply {
+        ShardReply::LogStart(Ok(log_start_offset)) => Response::ok(
+            correlation_id,
+            ResponseBody::DeleteRecords(DeleteRecordsResponse {
+                topic: req.topic,
+                partition: req.partition,
+                log_start_offset,
+            }),
+        ),
+        ShardReply::LogStart(Err(e)) | ShardReply::Done(Err(e)) => Response {
+            correlation_id,
+            error: Some(e),
+            body: None,
+        },
+        other => Response::error(
+            correlation_id,
+            ErrorCode::Internal,
+            format!("unexpected reply {other:?}"),
+        ),
     }
 }
 
@@ -181,6 +258,8 @@ fn api_versions(shard: &Shard, correlation_id: CorrelationId) -> Response {
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
+        ApiKey::DeleteRecords,
+        ApiKey::AlterTopicConfig,
     ]
     .into_iter()
     .map(|api| ApiVersionRange {

@@ -215,6 +215,65 @@ impl Shard {
         Ok(())
     }
 
+    /// Shard 0: changes a live topic's settings. Persists topic.json first,
+    /// then every shard takes the new table entry and owners apply the new
+    /// config to their partitions. Other shards forward here.
+    pub async fn alter_topic_config(
+        self: &Rc<Self>,
+        name: String,
+        configs: Vec<ConfigEntry>,
+    ) -> Result<(), WireError> {
+        if self.id != 0 {
+            return Err(WireError::new(
+                ErrorCode::Internal,
+                "alter topic reached a shard that is not the metadata owner",
+            ));
+        }
+        let Some(meta) = self.topic(&name) else {
+            return Err(WireError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("unknown topic '{name}'"),
+            ));
+        };
+        let Some(_guard) = self.begin_admin(&name) else {
+            return Err(WireError::new(
+                ErrorCode::InvalidRequest,
+                format!("topic '{name}' is being created, altered or deleted"),
+            ));
+        };
+        let mut config = meta.config.clone();
+        for c in &configs {
+            config
+                .set(&c.key, &c.value)
+                .map_err(|e| WireError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        }
+        config
+            .validate()
+            .map_err(|e| WireError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        let mut new_meta = (*meta).clone();
+        new_meta.config = config;
+        let data_dir = self.config.data_dir.clone();
+        let shard_count = self.count;
+        let disk_meta = new_meta.clone();
+        glommio::executor()
+            .spawn_blocking(move || registry::write_topic_file(&data_dir, &disk_meta, shard_count))
+            .await
+            .map_err(|e| {
+                tracing::error!("alter topic {name}: {e}");
+                WireError::new(ErrorCode::StorageError, format!("cannot alter topic: {e}"))
+            })?;
+        self.call_all(|| ShardRequest::UpsertTopic {
+            meta: new_meta.clone(),
+        })
+        .await?;
+        let changes: Vec<String> = configs
+            .iter()
+            .map(|c| format!("{}={}", c.key, c.value))
+            .collect();
+        tracing::info!("altered topic {name}: {}", changes.join(" "));
+        Ok(())
+    }
+
     /// The owner of a topic partition according to this shard's table.
     pub fn owner_of(&self, topic: &str, partition: u32) -> Result<ShardId, WireError> {
         self.topics

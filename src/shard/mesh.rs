@@ -120,12 +120,24 @@ pub enum ShardRequest {
     DeleteTopic {
         name: String,
     },
+    /// To the owner: advance a partition's log start (delete-records).
+    DeleteRecords {
+        topic: String,
+        partition: PartitionId,
+        before: Offset,
+    },
+    /// To shard 0 (the metadata owner): change a live topic's settings.
+    AlterTopicConfig {
+        name: String,
+        configs: Vec<ConfigEntry>,
+    },
     /// From shard 0 to an owner: open (creating) these partitions of a new topic.
     OpenPartitions {
         meta: TopicMeta,
         partitions: Vec<PartitionId>,
     },
-    /// From shard 0 to every shard: the topic exists (table change).
+    /// From shard 0 to every shard: the topic exists or changed (table
+    /// change; owners apply `meta.config` to their live partitions).
     UpsertTopic {
         meta: TopicMeta,
     },
@@ -142,6 +154,8 @@ pub enum ShardReply {
     Waited,
     ListOffsets(Vec<PartResult<(Offset, i64)>>),
     PartitionInfo(Vec<PartResult<PartitionOffsets>>),
+    /// The partition's log start after a delete-records.
+    LogStart(PartResult<Offset>),
     /// Outcome of an admin or table operation.
     Done(Result<(), WireError>),
 }

@@ -124,7 +124,29 @@ impl Shard {
                 ShardRequest::OpenPartitions { meta, partitions } => {
                     ShardReply::Done(self.open_partitions(&meta, &partitions).await)
                 }
+                ShardRequest::DeleteRecords {
+                    topic,
+                    partition,
+                    before,
+                } => ShardReply::LogStart(match self.partition(&topic, partition) {
+                    Ok(p) => p.delete_records(before).await.map_err(|e| e.to_wire()),
+                    Err(e) => Err(e),
+                }),
+                ShardRequest::AlterTopicConfig { name, configs } => {
+                    ShardReply::Done(self.alter_topic_config(name, configs).await)
+                }
                 ShardRequest::UpsertTopic { meta } => {
+                    let owned: Vec<Rc<Partition>> = self
+                        .partitions
+                        .borrow()
+                        .get(&meta.name)
+                        .map(|t| t.values().cloned().collect())
+                        .unwrap_or_default();
+                    for p in owned {
+                        if p.config() != meta.config {
+                            p.set_config(meta.config.clone());
+                        }
+                    }
                     self.topics
                         .borrow_mut()
                         .insert(meta.name.clone(), Rc::new(meta));
@@ -246,6 +268,7 @@ impl Shard {
     fn limits(&self) -> PartitionLimits {
         PartitionLimits {
             max_batch_bytes: self.config.limits.max_batch_bytes,
+            retention_check_interval_ms: self.config.shard.retention_check_interval_ms,
         }
     }
 

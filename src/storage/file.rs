@@ -168,6 +168,16 @@ impl LogFile {
             .map_err(|e| StorageError::io("truncate", &self.path, e.into()))
     }
 
+    /// Reserves blocks for `[0, len)` without changing the file size
+    /// (fallocate with FALLOC_FL_KEEP_SIZE), so later writes there do not
+    /// allocate. The logical/physical size seen by recovery is unchanged.
+    pub async fn pre_allocate(&self, len: u64) -> Result<(), StorageError> {
+        self.file
+            .pre_allocate(len, true)
+            .await
+            .map_err(|e| StorageError::io("fallocate", &self.path, e.into()))
+    }
+
     /// Physical size in bytes.
     pub async fn size(&self) -> Result<u64, StorageError> {
         self.file

@@ -21,6 +21,12 @@ use super::file::{sync_dir, FaultInjector};
 use super::segment::Segment;
 use super::{parse_segment_file_name, StorageError};
 
+/// Name of the partition's durable log-start checkpoint (owned by
+/// `partition::retention`; listed here so recovery does not call it stray).
+pub const LOG_START_CHECKPOINT: &str = "log-start-offset";
+/// Temporary name the checkpoint is written under before the rename.
+pub const LOG_START_CHECKPOINT_TMP: &str = "log-start-offset.tmp";
+
 pub struct Log {
     dir: PathBuf,
     index_interval_bytes: u32,
@@ -52,6 +58,7 @@ impl Log {
             match parse_segment_file_name(&name) {
                 Some((base, "log")) => bases.push(base),
                 Some((_, "index" | "timeindex")) => {}
+                _ if name == LOG_START_CHECKPOINT || name == LOG_START_CHECKPOINT_TMP => {}
                 _ => {
                     warn!(dir = %dir.display(), file = %name, "ignoring stray file in partition directory")
                 }
@@ -156,6 +163,47 @@ impl Log {
         self.segments.borrow_mut().insert(base, seg.clone());
         info!(file = %seg.log_path().display(), "rolled to a new segment");
         Ok(seg)
+    }
+
+    /// Removes from the log (not from disk) the sealed segments at its head
+    /// that `expired` selects, stopping at the first one it rejects; the
+    /// active segment is never removed. `expired` sees each segment in
+    /// offset order. Returns the removed segments (oldest first).
+    pub fn remove_head(&self, mut expired: impl FnMut(&Segment) -> bool) -> Vec<Rc<Segment>> {
+        let mut segs = self.segments.borrow_mut();
+        let mut out = Vec::new();
+        while segs.len() > 1 {
+            let Some((&base, seg)) = segs.first_key_value() else {
+                break;
+            };
+            if !seg.is_sealed() || !expired(seg) {
+                break;
+            }
+            if let Some(seg) = segs.remove(&base) {
+                out.push(seg);
+            }
+        }
+        out
+    }
+
+    /// Deletes the files of segments already removed with
+    /// [`Log::remove_head`], then fsyncs the directory.
+    pub async fn delete_files(&self, removed: &[Rc<Segment>]) -> Result<(), StorageError> {
+        let paths: Vec<PathBuf> = removed.iter().flat_map(|s| s.file_paths()).collect();
+        // unlink is blocking file-system work: keep it off the reactor.
+        glommio::executor()
+            .spawn_blocking(move || {
+                for path in paths {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(StorageError::io("delete", &path, e)),
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        sync_dir(&self.dir).await
     }
 
     /// Syncs the active segment and persists its indexes.

@@ -11,7 +11,7 @@
 //! contiguous in offset from `base_offset` to `next_offset`; index entries
 //! point at batch starts below `log_bytes`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
@@ -26,6 +26,11 @@ use crate::protocol::batch::{self, BatchHeader, HEADER_BYTES};
 
 /// Bytes read per I/O when scanning a segment.
 const SCAN_READ_BYTES: usize = 256 * 1024;
+
+/// Step in which the active segment's blocks are reserved ahead of the
+/// writes, in bytes (fallocate KEEP_SIZE; at most this much is left reserved
+/// past the end of a sealed segment).
+pub const PREALLOCATE_STEP_BYTES: u64 = 1024 * 1024;
 
 /// Mutable state of a segment (borrowed only in synchronous sections).
 #[derive(Debug)]
@@ -62,6 +67,9 @@ pub struct Segment {
     file: LogFile,
     faults: Rc<FaultInjector>,
     st: RefCell<SegState>,
+    /// Blocks are reserved up to here (u64::MAX: the file system refused,
+    /// do not try again for this segment).
+    preallocated_bytes: Cell<u64>,
 }
 
 /// Result of reading the next batch with a [`Cursor`].
@@ -228,6 +236,15 @@ impl Segment {
         self.file.path()
     }
 
+    /// The segment's log, offset index and time index paths.
+    pub fn file_paths(&self) -> [PathBuf; 3] {
+        [
+            self.path_for("log"),
+            self.path_for("index"),
+            self.path_for("timeindex"),
+        ]
+    }
+
     async fn open_file(
         dir: &Path,
         base_offset: u64,
@@ -244,6 +261,7 @@ impl Segment {
             file,
             faults,
             st: RefCell::new(empty_state(base_offset)),
+            preallocated_bytes: Cell::new(0),
         })
     }
 
@@ -521,6 +539,7 @@ impl Segment {
             (start, buf, new_tail, new_log_bytes, metas)
         };
         let written_end = start + buf.len() as u64;
+        self.preallocate_for(written_end).await;
         self.file.write_at(buf, start).await?;
         let mut st = self.st.borrow_mut();
         for (pos, h) in &metas {
@@ -538,6 +557,22 @@ impl Segment {
         st.tail = new_tail;
         st.first_append.get_or_insert_with(Instant::now);
         Ok(())
+    }
+
+    /// Reserves blocks ahead of a write ending at `end` (best effort: a file
+    /// system without fallocate just allocates on write).
+    async fn preallocate_for(&self, end: u64) {
+        if end <= self.preallocated_bytes.get() {
+            return;
+        }
+        let target = super::align_up(end) + PREALLOCATE_STEP_BYTES;
+        match self.file.pre_allocate(target).await {
+            Ok(()) => self.preallocated_bytes.set(target),
+            Err(e) => {
+                tracing::debug!(error = %e, "preallocation not available; allocating on write");
+                self.preallocated_bytes.set(u64::MAX);
+            }
+        }
     }
 
     pub fn mark(&self) -> Mark {
@@ -571,6 +606,10 @@ impl Segment {
         }
         if let Err(e) = self.file.truncate(m.log_bytes).await {
             warn!(error = %e, "could not truncate after a failed write");
+        }
+        // The truncate may have released reserved blocks: reserve again.
+        if self.preallocated_bytes.get() != u64::MAX {
+            self.preallocated_bytes.set(0);
         }
     }
 

@@ -71,6 +71,26 @@ fn decode_request_body(frame: &Bytes, root: &fb::Request<'_>) -> R<RequestBody> 
                 name: b.name().to_string(),
             })
         }
+        fb::RequestBody::DeleteRecordsRequest => {
+            let b = root.body_as_delete_records_request().ok_or(MISSING)?;
+            let ctx = format!(
+                "delete_records: topic '{}' partition {}",
+                b.topic(),
+                b.partition()
+            );
+            RequestBody::DeleteRecords(DeleteRecordsRequest {
+                topic: b.topic().to_string(),
+                partition: partition_from_wire(b.partition(), &ctx)?,
+                before_offset: offset_from_wire(b.before_offset(), "before_offset", &ctx)?,
+            })
+        }
+        fb::RequestBody::AlterTopicConfigRequest => {
+            let b = root.body_as_alter_topic_config_request().ok_or(MISSING)?;
+            RequestBody::AlterTopicConfig(AlterTopicConfigRequest {
+                name: b.name().to_string(),
+                configs: configs_from_wire(b.configs())?,
+            })
+        }
         fb::RequestBody::MetadataRequest => {
             let b = root.body_as_metadata_request().ok_or(MISSING)?;
             RequestBody::Metadata(MetadataRequest {
@@ -209,6 +229,27 @@ fn encode_request_body(
             let name = Some(fbb.create_string(&r.name));
             let o = fb::DeleteTopicRequest::create(fbb, &fb::DeleteTopicRequestArgs { name });
             (fb::RequestBody::DeleteTopicRequest, o.as_union_value())
+        }
+        RequestBody::DeleteRecords(r) => {
+            let topic = Some(fbb.create_string(&r.topic));
+            let o = fb::DeleteRecordsRequest::create(
+                fbb,
+                &fb::DeleteRecordsRequestArgs {
+                    topic,
+                    partition: partition_to_wire(r.partition),
+                    before_offset: offset_to_wire(r.before_offset),
+                },
+            );
+            (fb::RequestBody::DeleteRecordsRequest, o.as_union_value())
+        }
+        RequestBody::AlterTopicConfig(r) => {
+            let name = Some(fbb.create_string(&r.name));
+            let configs = configs_to_wire(fbb, &r.configs);
+            let o = fb::AlterTopicConfigRequest::create(
+                fbb,
+                &fb::AlterTopicConfigRequestArgs { name, configs },
+            );
+            (fb::RequestBody::AlterTopicConfigRequest, o.as_union_value())
         }
         RequestBody::Metadata(r) => {
             let topics = if r.topics.is_empty() {

@@ -69,6 +69,22 @@ fn decode_response_body(frame: &Bytes, root: &fb::Response<'_>) -> R<Option<Resp
                 name: b.name().unwrap_or_default().to_string(),
             })
         }
+        fb::ResponseBody::DeleteRecordsResponse => {
+            let b = root.body_as_delete_records_response().ok_or(MISSING)?;
+            let ctx = format!("delete_records: partition {}", b.partition());
+            ResponseBody::DeleteRecords(DeleteRecordsResponse {
+                topic: b.topic().unwrap_or_default().to_string(),
+                partition: partition_from_wire(b.partition(), &ctx)?,
+                log_start_offset: offset_from_wire(b.log_start_offset(), "log_start_offset", &ctx)?,
+            })
+        }
+        fb::ResponseBody::AlterTopicConfigResponse => {
+            let b = root.body_as_alter_topic_config_response().ok_or(MISSING)?;
+            ResponseBody::AlterTopicConfig(AlterTopicConfigResponse {
+                name: b.name().unwrap_or_default().to_string(),
+                configs: configs_from_wire(b.configs())?,
+            })
+        }
         fb::ResponseBody::MetadataResponse => {
             let b = root.body_as_metadata_response().ok_or(MISSING)?;
             let brokers = map_vec(b.brokers(), |br| {
@@ -273,6 +289,30 @@ fn encode_response_body(
             let name = Some(fbb.create_string(&r.name));
             let o = fb::DeleteTopicResponse::create(fbb, &fb::DeleteTopicResponseArgs { name });
             (fb::ResponseBody::DeleteTopicResponse, o.as_union_value())
+        }
+        ResponseBody::DeleteRecords(r) => {
+            let topic = Some(fbb.create_string(&r.topic));
+            let o = fb::DeleteRecordsResponse::create(
+                fbb,
+                &fb::DeleteRecordsResponseArgs {
+                    topic,
+                    partition: partition_to_wire(r.partition),
+                    log_start_offset: offset_to_wire(r.log_start_offset),
+                },
+            );
+            (fb::ResponseBody::DeleteRecordsResponse, o.as_union_value())
+        }
+        ResponseBody::AlterTopicConfig(r) => {
+            let name = Some(fbb.create_string(&r.name));
+            let configs = configs_to_wire(fbb, &r.configs);
+            let o = fb::AlterTopicConfigResponse::create(
+                fbb,
+                &fb::AlterTopicConfigResponseArgs { name, configs },
+            );
+            (
+                fb::ResponseBody::AlterTopicConfigResponse,
+                o.as_union_value(),
+            )
         }
         ResponseBody::Metadata(r) => {
             let brokers: Vec<_> = r

@@ -103,6 +103,18 @@ fn all_requests() -> Vec<Request> {
                 ],
             }],
         })),
+        req(RequestBody::DeleteRecords(DeleteRecordsRequest {
+            topic: "orders".into(),
+            partition: 2,
+            before_offset: 1234,
+        })),
+        req(RequestBody::AlterTopicConfig(AlterTopicConfigRequest {
+            name: "orders".into(),
+            configs: vec![ConfigEntry {
+                key: "retention_ms".into(),
+                value: "1000".into(),
+            }],
+        })),
     ]
 }
 
@@ -130,6 +142,24 @@ fn all_responses() -> Vec<Response> {
         Response::ok(
             3,
             ResponseBody::DeleteTopic(DeleteTopicResponse { name: "t".into() }),
+        ),
+        Response::ok(
+            3,
+            ResponseBody::DeleteRecords(DeleteRecordsResponse {
+                topic: "t".into(),
+                partition: 1,
+                log_start_offset: 77,
+            }),
+        ),
+        Response::ok(
+            3,
+            ResponseBody::AlterTopicConfig(AlterTopicConfigResponse {
+                name: "t".into(),
+                configs: vec![ConfigEntry {
+                    key: "retention_bytes".into(),
+                    value: "-1".into(),
+                }],
+            }),
         ),
         Response::ok(
             4,

@@ -153,10 +153,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_API_KEY: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_API_KEY: u16 = 6;
+pub const ENUM_MAX_API_KEY: u16 = 8;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_API_KEY: [ApiKey; 7] = [
+pub const ENUM_VALUES_API_KEY: [ApiKey; 9] = [
   ApiKey::ApiVersions,
   ApiKey::CreateTopic,
   ApiKey::DeleteTopic,
@@ -164,6 +164,8 @@ pub const ENUM_VALUES_API_KEY: [ApiKey; 7] = [
   ApiKey::Produce,
   ApiKey::Fetch,
   ApiKey::ListOffsets,
+  ApiKey::DeleteRecords,
+  ApiKey::AlterTopicConfig,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -178,9 +180,11 @@ impl ApiKey {
   pub const Produce: Self = Self(4);
   pub const Fetch: Self = Self(5);
   pub const ListOffsets: Self = Self(6);
+  pub const DeleteRecords: Self = Self(7);
+  pub const AlterTopicConfig: Self = Self(8);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 6;
+  pub const ENUM_MAX: u16 = 8;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::ApiVersions,
     Self::CreateTopic,
@@ -189,6 +193,8 @@ impl ApiKey {
     Self::Produce,
     Self::Fetch,
     Self::ListOffsets,
+    Self::DeleteRecords,
+    Self::AlterTopicConfig,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -200,6 +206,8 @@ impl ApiKey {
       Self::Produce => Some("Produce"),
       Self::Fetch => Some("Fetch"),
       Self::ListOffsets => Some("ListOffsets"),
+      Self::DeleteRecords => Some("DeleteRecords"),
+      Self::AlterTopicConfig => Some("AlterTopicConfig"),
       _ => None,
     }
   }
@@ -345,10 +353,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Acks {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 7;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 9;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 8] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 10] = [
   RequestBody::NONE,
   RequestBody::ApiVersionsRequest,
   RequestBody::CreateTopicRequest,
@@ -357,6 +365,8 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 8] = [
   RequestBody::ProduceRequest,
   RequestBody::FetchRequest,
   RequestBody::ListOffsetsRequest,
+  RequestBody::DeleteRecordsRequest,
+  RequestBody::AlterTopicConfigRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -372,9 +382,11 @@ impl RequestBody {
   pub const ProduceRequest: Self = Self(5);
   pub const FetchRequest: Self = Self(6);
   pub const ListOffsetsRequest: Self = Self(7);
+  pub const DeleteRecordsRequest: Self = Self(8);
+  pub const AlterTopicConfigRequest: Self = Self(9);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_MAX: u8 = 9;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ApiVersionsRequest,
@@ -384,6 +396,8 @@ impl RequestBody {
     Self::ProduceRequest,
     Self::FetchRequest,
     Self::ListOffsetsRequest,
+    Self::DeleteRecordsRequest,
+    Self::AlterTopicConfigRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -396,6 +410,8 @@ impl RequestBody {
       Self::ProduceRequest => Some("ProduceRequest"),
       Self::FetchRequest => Some("FetchRequest"),
       Self::ListOffsetsRequest => Some("ListOffsetsRequest"),
+      Self::DeleteRecordsRequest => Some("DeleteRecordsRequest"),
+      Self::AlterTopicConfigRequest => Some("AlterTopicConfigRequest"),
       _ => None,
     }
   }
@@ -455,10 +471,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 7;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 9;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 8] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 10] = [
   ResponseBody::NONE,
   ResponseBody::ApiVersionsResponse,
   ResponseBody::CreateTopicResponse,
@@ -467,6 +483,8 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 8] = [
   ResponseBody::ProduceResponse,
   ResponseBody::FetchResponse,
   ResponseBody::ListOffsetsResponse,
+  ResponseBody::DeleteRecordsResponse,
+  ResponseBody::AlterTopicConfigResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -482,9 +500,11 @@ impl ResponseBody {
   pub const ProduceResponse: Self = Self(5);
   pub const FetchResponse: Self = Self(6);
   pub const ListOffsetsResponse: Self = Self(7);
+  pub const DeleteRecordsResponse: Self = Self(8);
+  pub const AlterTopicConfigResponse: Self = Self(9);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_MAX: u8 = 9;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ApiVersionsResponse,
@@ -494,6 +514,8 @@ impl ResponseBody {
     Self::ProduceResponse,
     Self::FetchResponse,
     Self::ListOffsetsResponse,
+    Self::DeleteRecordsResponse,
+    Self::AlterTopicConfigResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -506,6 +528,8 @@ impl ResponseBody {
       Self::ProduceResponse => Some("ProduceResponse"),
       Self::FetchResponse => Some("FetchResponse"),
       Self::ListOffsetsResponse => Some("ListOffsetsResponse"),
+      Self::DeleteRecordsResponse => Some("DeleteRecordsResponse"),
+      Self::AlterTopicConfigResponse => Some("AlterTopicConfigResponse"),
       _ => None,
     }
   }
@@ -4382,6 +4406,494 @@ impl ::core::fmt::Debug for ListOffsetsResponse<'_> {
       ds.finish()
   }
 }
+pub enum DeleteRecordsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DeleteRecordsRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeleteRecordsRequest<'a> {
+  type Inner = DeleteRecordsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeleteRecordsRequest<'a> {
+  pub const VT_TOPIC: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_BEFORE_OFFSET: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeleteRecordsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeleteRecordsRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeleteRecordsRequest<'bldr>> {
+    let mut builder = DeleteRecordsRequestBuilder::new(_fbb);
+    builder.add_before_offset(args.before_offset);
+    builder.add_partition(args.partition);
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topic(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DeleteRecordsRequest::VT_TOPIC, None).unwrap()}
+  }
+  #[inline]
+  pub fn partition(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(DeleteRecordsRequest::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn before_offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(DeleteRecordsRequest::VT_BEFORE_OFFSET, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeleteRecordsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, true)?
+     .visit_field::<i32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<i64>("before_offset", Self::VT_BEFORE_OFFSET, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeleteRecordsRequestArgs<'a> {
+    pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub partition: i32,
+    pub before_offset: i64,
+}
+impl<'a> Default for DeleteRecordsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeleteRecordsRequestArgs {
+      topic: None, // required field
+      partition: 0,
+      before_offset: 0,
+    }
+  }
+}
+
+pub struct DeleteRecordsRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeleteRecordsRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeleteRecordsRequest::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: i32) {
+    self.fbb_.push_slot::<i32>(DeleteRecordsRequest::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_before_offset(&mut self, before_offset: i64) {
+    self.fbb_.push_slot::<i64>(DeleteRecordsRequest::VT_BEFORE_OFFSET, before_offset, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeleteRecordsRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeleteRecordsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeleteRecordsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DeleteRecordsRequest::VT_TOPIC,"topic");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeleteRecordsRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeleteRecordsRequest");
+      ds.field("topic", &self.topic());
+      ds.field("partition", &self.partition());
+      ds.field("before_offset", &self.before_offset());
+      ds.finish()
+  }
+}
+pub enum DeleteRecordsResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DeleteRecordsResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeleteRecordsResponse<'a> {
+  type Inner = DeleteRecordsResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeleteRecordsResponse<'a> {
+  pub const VT_TOPIC: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LOG_START_OFFSET: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeleteRecordsResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeleteRecordsResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeleteRecordsResponse<'bldr>> {
+    let mut builder = DeleteRecordsResponseBuilder::new(_fbb);
+    builder.add_log_start_offset(args.log_start_offset);
+    builder.add_partition(args.partition);
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DeleteRecordsResponse::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn partition(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(DeleteRecordsResponse::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn log_start_offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(DeleteRecordsResponse::VT_LOG_START_OFFSET, Some(-1)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeleteRecordsResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<i32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<i64>("log_start_offset", Self::VT_LOG_START_OFFSET, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeleteRecordsResponseArgs<'a> {
+    pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub partition: i32,
+    pub log_start_offset: i64,
+}
+impl<'a> Default for DeleteRecordsResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeleteRecordsResponseArgs {
+      topic: None,
+      partition: 0,
+      log_start_offset: -1,
+    }
+  }
+}
+
+pub struct DeleteRecordsResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeleteRecordsResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeleteRecordsResponse::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: i32) {
+    self.fbb_.push_slot::<i32>(DeleteRecordsResponse::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_log_start_offset(&mut self, log_start_offset: i64) {
+    self.fbb_.push_slot::<i64>(DeleteRecordsResponse::VT_LOG_START_OFFSET, log_start_offset, -1);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeleteRecordsResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeleteRecordsResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeleteRecordsResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeleteRecordsResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeleteRecordsResponse");
+      ds.field("topic", &self.topic());
+      ds.field("partition", &self.partition());
+      ds.field("log_start_offset", &self.log_start_offset());
+      ds.finish()
+  }
+}
+pub enum AlterTopicConfigRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AlterTopicConfigRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AlterTopicConfigRequest<'a> {
+  type Inner = AlterTopicConfigRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AlterTopicConfigRequest<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CONFIGS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AlterTopicConfigRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AlterTopicConfigRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AlterTopicConfigRequest<'bldr>> {
+    let mut builder = AlterTopicConfigRequestBuilder::new(_fbb);
+    if let Some(x) = args.configs { builder.add_configs(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AlterTopicConfigRequest::VT_NAME, None).unwrap()}
+  }
+  #[inline]
+  pub fn configs(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry>>>>(AlterTopicConfigRequest::VT_CONFIGS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AlterTopicConfigRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ConfigEntry>>>>("configs", Self::VT_CONFIGS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AlterTopicConfigRequestArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub configs: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry<'a>>>>>,
+}
+impl<'a> Default for AlterTopicConfigRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AlterTopicConfigRequestArgs {
+      name: None, // required field
+      configs: None,
+    }
+  }
+}
+
+pub struct AlterTopicConfigRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlterTopicConfigRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AlterTopicConfigRequest::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_configs(&mut self, configs: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ConfigEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AlterTopicConfigRequest::VT_CONFIGS, configs);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AlterTopicConfigRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AlterTopicConfigRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AlterTopicConfigRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, AlterTopicConfigRequest::VT_NAME,"name");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AlterTopicConfigRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AlterTopicConfigRequest");
+      ds.field("name", &self.name());
+      ds.field("configs", &self.configs());
+      ds.finish()
+  }
+}
+pub enum AlterTopicConfigResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AlterTopicConfigResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AlterTopicConfigResponse<'a> {
+  type Inner = AlterTopicConfigResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AlterTopicConfigResponse<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CONFIGS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AlterTopicConfigResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AlterTopicConfigResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AlterTopicConfigResponse<'bldr>> {
+    let mut builder = AlterTopicConfigResponseBuilder::new(_fbb);
+    if let Some(x) = args.configs { builder.add_configs(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AlterTopicConfigResponse::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn configs(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry>>>>(AlterTopicConfigResponse::VT_CONFIGS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AlterTopicConfigResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ConfigEntry>>>>("configs", Self::VT_CONFIGS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AlterTopicConfigResponseArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub configs: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry<'a>>>>>,
+}
+impl<'a> Default for AlterTopicConfigResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AlterTopicConfigResponseArgs {
+      name: None,
+      configs: None,
+    }
+  }
+}
+
+pub struct AlterTopicConfigResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlterTopicConfigResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AlterTopicConfigResponse::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_configs(&mut self, configs: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ConfigEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AlterTopicConfigResponse::VT_CONFIGS, configs);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AlterTopicConfigResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AlterTopicConfigResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AlterTopicConfigResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AlterTopicConfigResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AlterTopicConfigResponse");
+      ds.field("name", &self.name());
+      ds.field("configs", &self.configs());
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4563,6 +5075,36 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_delete_records_request(&self) -> Option<DeleteRecordsRequest<'a>> {
+    if self.body_type() == RequestBody::DeleteRecordsRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DeleteRecordsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_alter_topic_config_request(&self) -> Option<AlterTopicConfigRequest<'a>> {
+    if self.body_type() == RequestBody::AlterTopicConfigRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AlterTopicConfigRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -4583,6 +5125,8 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           RequestBody::ProduceRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ProduceRequest>>("RequestBody::ProduceRequest", pos),
           RequestBody::FetchRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<FetchRequest>>("RequestBody::FetchRequest", pos),
           RequestBody::ListOffsetsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListOffsetsRequest>>("RequestBody::ListOffsetsRequest", pos),
+          RequestBody::DeleteRecordsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeleteRecordsRequest>>("RequestBody::DeleteRecordsRequest", pos),
+          RequestBody::AlterTopicConfigRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterTopicConfigRequest>>("RequestBody::AlterTopicConfigRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -4702,6 +5246,20 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         RequestBody::ListOffsetsRequest => {
           if let Some(x) = self.body_as_list_offsets_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::DeleteRecordsRequest => {
+          if let Some(x) = self.body_as_delete_records_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::AlterTopicConfigRequest => {
+          if let Some(x) = self.body_as_alter_topic_config_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -4896,6 +5454,36 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_delete_records_response(&self) -> Option<DeleteRecordsResponse<'a>> {
+    if self.body_type() == ResponseBody::DeleteRecordsResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DeleteRecordsResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_alter_topic_config_response(&self) -> Option<AlterTopicConfigResponse<'a>> {
+    if self.body_type() == ResponseBody::AlterTopicConfigResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AlterTopicConfigResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Response<'_> {
@@ -4916,6 +5504,8 @@ impl ::flatbuffers::Verifiable for Response<'_> {
           ResponseBody::ProduceResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ProduceResponse>>("ResponseBody::ProduceResponse", pos),
           ResponseBody::FetchResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<FetchResponse>>("ResponseBody::FetchResponse", pos),
           ResponseBody::ListOffsetsResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListOffsetsResponse>>("ResponseBody::ListOffsetsResponse", pos),
+          ResponseBody::DeleteRecordsResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeleteRecordsResponse>>("ResponseBody::DeleteRecordsResponse", pos),
+          ResponseBody::AlterTopicConfigResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterTopicConfigResponse>>("ResponseBody::AlterTopicConfigResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -5035,6 +5625,20 @@ impl ::core::fmt::Debug for Response<'_> {
         },
         ResponseBody::ListOffsetsResponse => {
           if let Some(x) = self.body_as_list_offsets_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::DeleteRecordsResponse => {
+          if let Some(x) = self.body_as_delete_records_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::AlterTopicConfigResponse => {
+          if let Some(x) = self.body_as_alter_topic_config_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

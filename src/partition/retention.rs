@@ -1,0 +1,205 @@
+//! Retention and log-start management of one partition (docs/storage.md,
+//! "Retention").
+//!
+//! Owns: the periodic retention task (delete whole sealed segments older than
+//! `retention_ms` or beyond `retention_bytes`), `Partition::delete_records`
+//! (advance the log start on request), and the durable log-start checkpoint
+//! file `log-start-offset` (decimal offset + newline; written tmp + fsync +
+//! rename + fsync dir; read at open).
+//!
+//! Invariants: the active segment is never deleted; the in-memory log start is
+//! advanced before any file is deleted (no reader lands in a deleted file, and
+//! readers holding a removed segment keep reading its still-open file); the
+//! log start never moves backwards and never passes the high watermark; the
+//! checkpoint is written by one task at a time and never regresses.
+
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tracing::{info, warn};
+
+use super::{Partition, PartitionError};
+use crate::protocol::{Offset, TopicPartition};
+use crate::storage::log::{Log, LOG_START_CHECKPOINT, LOG_START_CHECKPOINT_TMP};
+use crate::storage::StorageError;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis().min(i64::MAX as u128) as i64)
+        .unwrap_or(0)
+}
+
+/// Reads the checkpoint (if any) and returns the log start to use at open:
+/// the larger of the first segment's base offset and the checkpoint, capped
+/// at the recovered log end.
+pub(super) async fn recover_log_start(
+    tp: &TopicPartition,
+    log: &Log,
+) -> Result<Offset, PartitionError> {
+    let first = log.start_offset();
+    let next = log.next_offset();
+    let path = log.dir().join(LOG_START_CHECKPOINT);
+    let read_path = path.clone();
+    let text = glommio::executor()
+        .spawn_blocking(move || match std::fs::read_to_string(&read_path) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(|e| PartitionError::from_storage(StorageError::io("read", &path, e)))?;
+    let Some(text) = text else {
+        return Ok(first);
+    };
+    let Ok(ckpt) = text.trim().parse::<Offset>() else {
+        warn!(%tp, file = %path.display(), "unreadable log-start checkpoint ignored");
+        return Ok(first);
+    };
+    if ckpt > next {
+        warn!(%tp, checkpoint = ckpt, log_end = next,
+            "log-start checkpoint is past the recovered log end; using the log end");
+        return Ok(first.max(next));
+    }
+    Ok(first.max(ckpt))
+}
+
+/// Writes `offset` durably as the checkpoint (blocking pool).
+async fn write_checkpoint(dir: PathBuf, offset: Offset) -> Result<(), StorageError> {
+    glommio::executor()
+        .spawn_blocking(move || write_checkpoint_sync(&dir, offset))
+        .await
+}
+
+fn write_checkpoint_sync(dir: &Path, offset: Offset) -> Result<(), StorageError> {
+    use std::io::Write;
+    let tmp = dir.join(LOG_START_CHECKPOINT_TMP);
+    let path = dir.join(LOG_START_CHECKPOINT);
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| StorageError::io("create", &tmp, e))?;
+        f.write_all(format!("{offset}\n").as_bytes())
+            .map_err(|e| StorageError::io("write", &tmp, e))?;
+        f.sync_all()
+            .map_err(|e| StorageError::io("fsync", &tmp, e))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(|e| StorageError::io("rename", &path, e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io("fsync dir", dir, e))
+}
+
+impl Partition {
+    /// Advances the log start to `before` (durably: the checkpoint is written
+    /// before this returns) and deletes the segments entirely below it.
+    /// `before` <= the current log start changes nothing. Returns the log
+    /// start. `before` above the high watermark is `OffsetOutOfRange`.
+    pub async fn delete_records(self: &Rc<Self>, before: Offset) -> Result<Offset, PartitionError> {
+        if self.closing.get() {
+            return Err(PartitionError::Closed(self.tp.clone()));
+        }
+        let hw = self.high_watermark.get();
+        if before > hw {
+            return Err(PartitionError::OffsetOutOfRange {
+                tp: self.tp.clone(),
+                offset: before,
+                log_start: self.log_start.get(),
+                log_end: hw,
+            });
+        }
+        if before > self.log_start.get() {
+            self.log_start.set(before);
+            self.check_invariants();
+            info!(tp = %self.tp, log_start = before, "log start advanced by delete-records");
+        }
+        self.persist_log_start().await?;
+        self.delete_expired().await;
+        Ok(self.log_start.get())
+    }
+
+    /// Makes the current in-memory log start durable (one writer at a time;
+    /// rewrites until the file holds the latest value).
+    async fn persist_log_start(&self) -> Result<(), PartitionError> {
+        self.checkpoint_waiters
+            .wait(|| !self.checkpoint_busy.get())
+            .await;
+        self.checkpoint_busy.set(true);
+        let res = async {
+            loop {
+                let target = self.log_start.get();
+                write_checkpoint(self.log.dir().to_path_buf(), target).await?;
+                if self.log_start.get() == target {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        self.checkpoint_busy.set(false);
+        self.checkpoint_waiters.wake_all();
+        res.map_err(PartitionError::from_storage)
+    }
+
+    /// One retention pass: removes the sealed segments at the head that lie
+    /// below the log start or are expired by time or size, advances the log
+    /// start past them, then deletes their files. Returns how many it deleted.
+    pub async fn delete_expired(&self) -> usize {
+        if self.closing.get() {
+            return 0;
+        }
+        let (retention_ms, retention_bytes) = {
+            let c = self.config.borrow();
+            (c.retention_ms, c.retention_bytes)
+        };
+        let cutoff = now_ms().saturating_sub(retention_ms.min(i64::MAX as u64) as i64);
+        let mut total: u64 = self.log.segments().iter().map(|s| s.log_bytes()).sum();
+        let log_start = self.log_start.get();
+        let removed = self.log.remove_head(|seg| {
+            let below_start = seg.next_offset() <= log_start;
+            // An empty segment's max timestamp is i64::MIN: expired by time.
+            let by_time = seg.max_timestamp() < cutoff;
+            let by_size = retention_bytes.is_some_and(|max| total - seg.log_bytes() >= max);
+            let expired = below_start || by_time || by_size;
+            if expired {
+                total -= seg.log_bytes();
+            }
+            expired
+        });
+        if removed.is_empty() {
+            return 0;
+        }
+        // 1. readers first: nothing below the new start is served any more.
+        let new_start = self.log.start_offset().max(self.log_start.get());
+        if new_start > self.log_start.get() {
+            self.log_start.set(new_start);
+            self.check_invariants();
+        }
+        for seg in &removed {
+            info!(tp = %self.tp, file = %seg.log_path().display(), base_offset = seg.base_offset(),
+                next_offset = seg.next_offset(), bytes = seg.log_bytes(),
+                max_timestamp = seg.max_timestamp(), log_start = new_start, "deleting segment (retention)");
+        }
+        // 2. then the files, and the directory entry removals made durable.
+        if let Err(e) = self.log.delete_files(&removed).await {
+            warn!(tp = %self.tp, error = %e, "deleting expired segment files failed");
+        }
+        removed.len()
+    }
+}
+
+/// Runs a retention pass every `retention_check_interval_ms` until the
+/// partition is closed or dropped.
+pub(super) async fn retention_loop(weak: Weak<Partition>) {
+    let every = match weak.upgrade() {
+        Some(p) => Duration::from_millis(p.limits.retention_check_interval_ms.max(1)),
+        None => return,
+    };
+    loop {
+        // First pass one interval after open, not during recovery.
+        glommio::timer::sleep(every).await;
+        let Some(p) = weak.upgrade() else { return };
+        if p.closing.get() {
+            return;
+        }
+        p.delete_expired().await;
+    }
+}
