@@ -4,7 +4,7 @@
 //! Invariant: a per-topic error in a metadata answer is returned as
 //! `ClientError::Broker`, never as an empty description.
 
-use super::connection::Connection;
+use super::connection::{Connection, ReconnectingConnection};
 use super::{ClientConfig, ClientError};
 use crate::protocol::messages::{
     AlterTopicConfigRequest, ConfigEntry, CreateTopicRequest, DeleteRecordsRequest,
@@ -15,13 +15,13 @@ use crate::protocol::{ErrorCode, WireError};
 
 /// Administrative client over one connection.
 pub struct Admin {
-    conn: Connection,
+    conn: ReconnectingConnection,
 }
 
 impl Admin {
     pub async fn connect(config: ClientConfig) -> Result<Admin, ClientError> {
         Ok(Admin {
-            conn: Connection::connect(&config).await?,
+            conn: ReconnectingConnection::connect(&config).await?,
         })
     }
 
@@ -44,7 +44,7 @@ impl Admin {
                 })
                 .collect(),
         });
-        match self.conn.request(body).await? {
+        match self.conn.get().await?.request(body).await? {
             ResponseBody::CreateTopic(_) => Ok(()),
             other => Err(unexpected("CreateTopic", &other)),
         }
@@ -54,7 +54,7 @@ impl Admin {
         let body = RequestBody::DeleteTopic(DeleteTopicRequest {
             name: name.to_string(),
         });
-        match self.conn.request(body).await? {
+        match self.conn.get().await?.request(body).await? {
             ResponseBody::DeleteTopic(_) => Ok(()),
             other => Err(unexpected("DeleteTopic", &other)),
         }
@@ -73,7 +73,7 @@ impl Admin {
             partition,
             before_offset: before,
         });
-        match self.conn.request(body).await? {
+        match self.conn.get().await?.request(body).await? {
             ResponseBody::DeleteRecords(r) => Ok(r.log_start_offset),
             other => Err(unexpected("DeleteRecords", &other)),
         }
@@ -95,7 +95,7 @@ impl Admin {
                 })
                 .collect(),
         });
-        match self.conn.request(body).await? {
+        match self.conn.get().await?.request(body).await? {
             ResponseBody::AlterTopicConfig(r) => {
                 Ok(r.configs.into_iter().map(|c| (c.key, c.value)).collect())
             }
@@ -105,7 +105,7 @@ impl Admin {
 
     /// Every topic name, sorted.
     pub async fn list_topics(&self) -> Result<Vec<String>, ClientError> {
-        let md = metadata(&self.conn, &[]).await?;
+        let md = metadata(&*self.conn.get().await?, &[]).await?;
         let mut names: Vec<String> = md.topics.into_iter().map(|t| t.name).collect();
         names.sort();
         Ok(names)
@@ -113,12 +113,12 @@ impl Admin {
 
     /// One topic's partitions and config.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo, ClientError> {
-        describe(&self.conn, name).await
+        describe(&*self.conn.get().await?, name).await
     }
 
     /// The raw metadata answer (empty `topics` = every topic).
     pub async fn metadata(&self, topics: &[String]) -> Result<MetadataResponse, ClientError> {
-        metadata(&self.conn, topics).await
+        metadata(&*self.conn.get().await?, topics).await
     }
 }
 

@@ -313,3 +313,48 @@ impl Drop for ResponseFuture {
         }
     }
 }
+
+/// A connection that is replaced by a fresh one when it has closed (the
+/// broker cut it after `connection_idle_timeout_ms`, or it restarted).
+///
+/// Invariant: a replacement happens only once the old connection has failed,
+/// and a failed connection has already failed every request it carried, so a
+/// reconnect never resends, duplicates or reorders anything.
+pub struct ReconnectingConnection {
+    config: ClientConfig,
+    current: RefCell<Rc<Connection>>,
+}
+
+impl ReconnectingConnection {
+    pub async fn connect(config: &ClientConfig) -> Result<Self, ClientError> {
+        let conn = Connection::connect(config).await?;
+        Ok(Self {
+            config: config.clone(),
+            current: RefCell::new(Rc::new(conn)),
+        })
+    }
+
+    /// The connection as it is now, closed or not (for callers that must not
+    /// wait, e.g. to fix the wire order of a request).
+    pub fn current(&self) -> Rc<Connection> {
+        self.current.borrow().clone()
+    }
+
+    /// A live connection: the current one, or a new one if it has closed.
+    pub async fn get(&self) -> Result<Rc<Connection>, ClientError> {
+        let conn = self.current();
+        if !conn.is_closed() {
+            return Ok(conn);
+        }
+        debug!(bootstrap = %self.config.bootstrap, "connection closed; reconnecting");
+        let fresh = Rc::new(Connection::connect(&self.config).await?);
+        // Another task may have reconnected while this one waited: keep
+        // theirs (ours carries no request yet, so dropping it loses nothing).
+        let now = self.current();
+        if !now.is_closed() {
+            return Ok(now);
+        }
+        *self.current.borrow_mut() = fresh.clone();
+        Ok(fresh)
+    }
+}

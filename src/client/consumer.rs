@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::admin::{describe, unexpected};
-use super::connection::Connection;
+use super::connection::ReconnectingConnection;
 use super::{ClientConfig, ClientError};
 use crate::protocol::batch::{batches, records, verify_crc};
 use crate::protocol::messages::{
@@ -73,7 +73,7 @@ pub struct ConsumerRecord {
 /// Reads assigned partitions over one connection.
 pub struct Consumer {
     config: ConsumerConfig,
-    conn: Connection,
+    conn: ReconnectingConnection,
     positions: BTreeMap<TopicPartition, u64>,
 }
 
@@ -82,7 +82,7 @@ const MAX_FETCH_BYTES: u32 = 64 * 1024 * 1024;
 
 impl Consumer {
     pub async fn connect(config: ConsumerConfig) -> Result<Consumer, ClientError> {
-        let conn = Connection::connect(&config.client).await?;
+        let conn = ReconnectingConnection::connect(&config.client).await?;
         Ok(Consumer {
             config,
             conn,
@@ -99,7 +99,7 @@ impl Consumer {
         partitions: &[u32],
         start: SeekTo,
     ) -> Result<(), ClientError> {
-        let info = describe(&self.conn, topic).await?;
+        let info = describe(&*self.conn.get().await?, topic).await?;
         let existing: Vec<u32> = info.partitions.iter().map(|p| p.partition).collect();
         let wanted: Vec<u32> = if partitions.is_empty() {
             existing.clone()
@@ -181,7 +181,7 @@ impl Consumer {
                     .collect(),
             }],
         });
-        let resp = match self.conn.request(body).await? {
+        let resp = match self.conn.get().await?.request(body).await? {
             ResponseBody::ListOffsets(r) => r,
             other => return Err(unexpected("ListOffsets", &other)),
         };
@@ -247,7 +247,13 @@ impl Consumer {
             .client
             .request_timeout_ms
             .saturating_add(u64::from(self.config.max_wait_ms));
-        let resp = match self.conn.start_with_timeout(body, timeout_ms)?.await? {
+        let resp = match self
+            .conn
+            .get()
+            .await?
+            .start_with_timeout(body, timeout_ms)?
+            .await?
+        {
             ResponseBody::Fetch(r) => r,
             other => return Err(unexpected("Fetch", &other)),
         };

@@ -24,7 +24,7 @@ use crate::protocol::ErrorCode;
 use crate::protocol::WireError;
 
 pub use admin::Admin;
-pub use connection::{Connection, ResponseFuture};
+pub use connection::{Connection, ReconnectingConnection, ResponseFuture};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};

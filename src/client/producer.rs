@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::admin::{describe, unexpected};
-use super::connection::{Connection, ResponseFuture};
+use super::connection::{ReconnectingConnection, ResponseFuture};
 use super::partitioner::partition_for_key;
 use super::sync::{oneshot, OneshotReceiver, OneshotSender, WorkCounter};
 use super::{ClientConfig, ClientError};
@@ -290,7 +290,7 @@ impl Accumulator {
 
 struct Inner {
     config: ProducerConfig,
-    conn: Connection,
+    conn: ReconnectingConnection,
     partition_counts: RefCell<HashMap<String, u32>>,
     accumulator: RefCell<Accumulator>,
     round_robin: Cell<u32>,
@@ -307,7 +307,7 @@ impl Producer {
         if config.batch_bytes == 0 {
             return Err(ClientError::Config("batch_bytes must be > 0".into()));
         }
-        let conn = Connection::connect(&config.client).await?;
+        let conn = ReconnectingConnection::connect(&config.client).await?;
         Ok(Producer {
             inner: Rc::new(Inner {
                 accumulator: RefCell::new(Accumulator::new(config.batch_bytes)),
@@ -325,7 +325,7 @@ impl Producer {
         if let Some(n) = self.inner.partition_counts.borrow().get(topic) {
             return Ok(*n);
         }
-        let info = describe(&self.inner.conn, topic).await?;
+        let info = describe(&*self.inner.conn.get().await?, topic).await?;
         let n = u32::try_from(info.partitions.len()).unwrap_or(u32::MAX);
         if n == 0 {
             return Err(ClientError::Broker(WireError::new(
@@ -343,6 +343,9 @@ impl Producer {
     /// Adds a record to its partition's batch. Returns once the record is
     /// queued; the future resolves when the broker answers for its batch.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
+        // A connection the broker closed (idle timeout, restart) is replaced
+        // here; batches it carried have already failed and are not resent.
+        self.inner.conn.get().await?;
         let count = self.partition_count(&record.topic).await?;
         let partition = match (record.partition, &record.key) {
             (Some(p), _) if p >= count => {
@@ -415,7 +418,7 @@ impl Producer {
             Inner::dispatch(&self.inner, batch);
         }
         self.inner.in_flight.idle().await;
-        if self.inner.conn.is_closed() {
+        if self.inner.conn.current().is_closed() {
             return Err(ClientError::Closed);
         }
         Ok(())
@@ -447,7 +450,7 @@ impl Inner {
                 }],
             }],
         });
-        let fut: ResponseFuture = match inner.conn.start(body) {
+        let fut: ResponseFuture = match inner.conn.current().start(body) {
             Ok(f) => f,
             Err(e) => return batch.fail(&e),
         };
