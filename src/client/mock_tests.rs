@@ -17,6 +17,8 @@ use crate::protocol::codec::{decode_request, encode_response, DecodeLimits};
 use crate::protocol::messages::*;
 
 const PARTITIONS: u32 = 3;
+/// A one-partition topic whose produces always fail with StorageFull.
+const FULL: &str = "full";
 
 /// Partition logs of topic "t": concatenated batches, and the next offset.
 type Logs = Rc<RefCell<HashMap<u32, (Vec<u8>, u64)>>>;
@@ -31,11 +33,11 @@ fn handle(logs: &Logs, req: Request) -> Option<Response> {
                 .iter()
                 .map(|name| TopicInfo {
                     name: name.clone(),
-                    error: (name != "t").then(|| {
+                    error: (name != "t" && name != FULL).then(|| {
                         WireError::new(ErrorCode::UnknownTopicOrPartition, "no such topic")
                     }),
-                    partitions: if name == "t" {
-                        (0..PARTITIONS)
+                    partitions: if name == "t" || name == FULL {
+                        (0..if name == FULL { 1 } else { PARTITIONS })
                             .map(|p| PartitionInfo {
                                 partition: p,
                                 leader_node: 0,
@@ -57,6 +59,14 @@ fn handle(logs: &Logs, req: Request) -> Option<Response> {
             for t in p.topics {
                 let mut parts = Vec::new();
                 for pp in t.partitions {
+                    if t.name == FULL {
+                        parts.push(ProducePartitionResult {
+                            partition: pp.partition,
+                            result: Err(WireError::new(ErrorCode::StorageFull, "disk full")),
+                            log_start_offset: None,
+                        });
+                        continue;
+                    }
                     let h = validate(&pp.batch).expect("client sends valid batches");
                     let mut logs = logs.borrow_mut();
                     let (log, next) = logs.entry(pp.partition).or_default();
@@ -161,8 +171,10 @@ fn handle(logs: &Logs, req: Request) -> Option<Response> {
     Some(Response::ok(cid, body))
 }
 
-/// Serves one connection; closes it after `max_requests` requests.
-fn spawn_broker(listener: TcpListener, logs: Logs, max_requests: usize) {
+/// Serves one connection at a time; closes it when request `max_requests + 1`
+/// arrives (unanswered), or right after answering request `max_requests`
+/// if `close_when_done`.
+fn spawn_broker(listener: TcpListener, logs: Logs, max_requests: usize, close_when_done: bool) {
     glommio::spawn_local(async move {
         loop {
             let Ok(s) = listener.accept().await else {
@@ -181,6 +193,9 @@ fn spawn_broker(listener: TcpListener, logs: Logs, max_requests: usize) {
                         .await
                         .expect("write");
                 }
+                if close_when_done && served == max_requests {
+                    break;
+                }
             }
             let _ = w.shutdown_both();
         }
@@ -188,12 +203,20 @@ fn spawn_broker(listener: TcpListener, logs: Logs, max_requests: usize) {
     .detach();
 }
 
+type TestFn = Box<
+    dyn FnOnce(ClientConfig) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send,
+>;
+
 fn run(
     test: impl FnOnce(ClientConfig) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
         + Send
         + 'static,
     max_requests: usize,
 ) {
+    run_with(Box::new(test), max_requests, false)
+}
+
+fn run_with(test: TestFn, max_requests: usize, close_when_done: bool) {
     LocalExecutorBuilder::default()
         .io_memory(512 * 1024)
         .spawn(move || async move {
@@ -203,6 +226,7 @@ fn run(
                 listener,
                 Rc::new(RefCell::new(HashMap::new())),
                 max_requests,
+                close_when_done,
             );
             let config = ClientConfig {
                 bootstrap: addr.to_string(),
@@ -386,5 +410,46 @@ fn linger_zero_still_batches_records_sent_together() {
             })
         },
         usize::MAX,
+    );
+}
+
+#[test]
+fn flush_reports_failures_since_the_last_flush_not_an_idle_close() {
+    run_with(
+        Box::new(|client| {
+            Box::pin(async move {
+                let producer = Producer::connect(ProducerConfig {
+                    client,
+                    linger_ms: 0,
+                    ..ProducerConfig::default()
+                })
+                .await
+                .expect("connect");
+                // Request 1: metadata; request 2: produce, acknowledged, after
+                // which the mock closes the connection (as an idle timeout would).
+                let f = producer
+                    .send(ProducerRecord::new("t", "a").with_partition(0))
+                    .await
+                    .expect("send");
+                assert_eq!(f.await.expect("acked").offset, 0);
+                producer
+                    .flush()
+                    .await
+                    .expect("everything acknowledged: a later close is not a failure");
+                // On a new connection: a batch the broker refuses fails its
+                // record and the next flush, and only that flush.
+                let f = producer
+                    .send(ProducerRecord::new(FULL, "b"))
+                    .await
+                    .expect("send");
+                let e = producer.flush().await.expect_err("refused batch");
+                assert_eq!(e.wire_code(), Some(ErrorCode::StorageFull), "{e}");
+                let e = f.await.expect_err("record failed");
+                assert_eq!(e.wire_code(), Some(ErrorCode::StorageFull), "{e}");
+                producer.flush().await.expect("nothing failed since");
+            })
+        }),
+        2,
+        true,
     );
 }

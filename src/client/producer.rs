@@ -295,6 +295,8 @@ struct Inner {
     accumulator: RefCell<Accumulator>,
     round_robin: Cell<u32>,
     in_flight: WorkCounter,
+    /// The first batch failure since the last `flush` (what it reports).
+    first_failure: RefCell<Option<ClientError>>,
 }
 
 /// Batching, pipelining producer over one connection.
@@ -316,6 +318,7 @@ impl Producer {
                 partition_counts: RefCell::new(HashMap::new()),
                 round_robin: Cell::new(0),
                 in_flight: WorkCounter::default(),
+                first_failure: RefCell::new(None),
             }),
         })
     }
@@ -411,17 +414,19 @@ impl Producer {
     }
 
     /// Sends every open batch now and waits until every request in flight
-    /// has been answered. Fails if the connection is gone.
+    /// has been answered. Fails with the first batch failure since the last
+    /// flush (each record's future has its own outcome); a connection the
+    /// broker closed after everything was acknowledged is not a failure.
     pub async fn flush(&self) -> Result<(), ClientError> {
         let sealed = self.inner.accumulator.borrow_mut().seal_all();
         for batch in sealed {
             Inner::dispatch(&self.inner, batch);
         }
         self.inner.in_flight.idle().await;
-        if self.inner.conn.current().is_closed() {
-            return Err(ClientError::Closed);
+        match self.inner.first_failure.borrow_mut().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Flushes, then closes the connection.
@@ -452,24 +457,39 @@ impl Inner {
         });
         let fut: ResponseFuture = match inner.conn.current().start(body) {
             Ok(f) => f,
-            Err(e) => return batch.fail(&e),
+            Err(e) => return inner.fail(batch, e),
         };
         inner.in_flight.begin();
         let inner = inner.clone();
         glommio::spawn_local(async move {
-            match fut.await {
+            let outcome = match fut.await {
                 Ok(resp) => complete(batch, resp),
-                Err(e) => batch.fail(&e),
+                Err(e) => Err((batch, e)),
+            };
+            if let Err((batch, e)) = outcome {
+                inner.fail(batch, e);
             }
             inner.in_flight.end();
         })
         .detach();
     }
+
+    /// Fails `batch`'s records with `e` and remembers `e` for `flush`.
+    fn fail(&self, batch: SealedBatch, e: ClientError) {
+        batch.fail(&e);
+        let mut first = self.first_failure.borrow_mut();
+        if first.is_none() {
+            *first = Some(e);
+        }
+    }
 }
 
-fn complete(batch: SealedBatch, resp: ResponseBody) {
+/// Completes `batch` from its produce response, or hands it back with the
+/// error to fail it with.
+fn complete(batch: SealedBatch, resp: ResponseBody) -> Result<(), (SealedBatch, ClientError)> {
     let ResponseBody::Produce(resp) = resp else {
-        return batch.fail(&unexpected("Produce", &resp));
+        let e = unexpected("Produce", &resp);
+        return Err((batch, e));
     };
     let result = resp
         .topics
@@ -479,13 +499,16 @@ fn complete(batch: SealedBatch, resp: ResponseBody) {
         .find(|p| p.partition == batch.tp.partition);
     match result {
         Some(p) => match p.result {
-            Ok(base) => batch.complete(base),
-            Err(e) => batch.fail(&ClientError::Broker(e)),
+            Ok(base) => {
+                batch.complete(base);
+                Ok(())
+            }
+            Err(e) => Err((batch, ClientError::Broker(e))),
         },
         None => {
             let e =
                 ClientError::Protocol(format!("produce response has no result for {}", batch.tp));
-            batch.fail(&e)
+            Err((batch, e))
         }
     }
 }
