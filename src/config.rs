@@ -122,6 +122,9 @@ pub struct ShardTuning {
     pub mesh_channel_capacity: u32,
     /// How often each partition checks for segments to delete by retention, in ms.
     pub retention_check_interval_ms: u64,
+    /// Memory per shard for recently written batches, so tailing consumers
+    /// are served without a disk read, in bytes (0 turns the cache off).
+    pub batch_cache_bytes: u64,
 }
 
 impl Default for ShardTuning {
@@ -131,6 +134,7 @@ impl Default for ShardTuning {
             ring_depth: 128,
             mesh_channel_capacity: 1024,
             retention_check_interval_ms: 5000,
+            batch_cache_bytes: 64 * MIB,
         }
     }
 }

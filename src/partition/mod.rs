@@ -9,7 +9,10 @@
 //! offsets are assigned synchronously in `append` call order and are
 //! contiguous; the high watermark only covers bytes that are durable per the
 //! flush policy (flush=always: fdatasynced; interval: written); every batch is
-//! CRC-checked on append and again on every read.
+//! CRC-checked on append and again on every read from disk. Batches below the
+//! high watermark that were written recently are also in the shard's
+//! [`cache::BatchCache`], stamped, and fetches that reach them are served
+//! from memory.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -187,6 +190,8 @@ pub struct Partition {
     checkpoint_busy: Cell<bool>,
     checkpoint_waiters: WaitList,
     log: Log,
+    /// Recently written batches (served by fetch without a disk read).
+    cache: PartitionCache,
     log_start: Cell<Offset>,
     log_end: Cell<Offset>,
     high_watermark: Cell<Offset>,
@@ -280,12 +285,25 @@ impl<F: Fn() -> bool + Unpin> Drop for WaitFor<'_, F> {
 
 impl Partition {
     /// Opens (creating if absent) the partition stored in `dir`, recovering
-    /// the active segment's tail and rebuilding missing indexes.
+    /// the active segment's tail and rebuilding missing indexes, with a batch
+    /// cache of its own ([`PRIVATE_CACHE_BYTES`]).
     pub async fn open(
         tp: TopicPartition,
         dir: PathBuf,
         config: TopicConfig,
         limits: PartitionLimits,
+    ) -> Result<Rc<Partition>, PartitionError> {
+        let cache = BatchCache::new(PRIVATE_CACHE_BYTES);
+        Self::open_with_cache(tp, dir, config, limits, &cache).await
+    }
+
+    /// [`Partition::open`], caching recent batches in the shard's `cache`.
+    pub async fn open_with_cache(
+        tp: TopicPartition,
+        dir: PathBuf,
+        config: TopicConfig,
+        limits: PartitionLimits,
+        cache: &Rc<BatchCache>,
     ) -> Result<Rc<Partition>, PartitionError> {
         let faults = Rc::new(FaultInjector::default());
         let log = Log::open(&dir, config.index_interval_bytes.max(1), faults)
@@ -304,6 +322,7 @@ impl Partition {
             config: RefCell::new(config),
             limits,
             log,
+            cache: cache.register(),
             queue: RefCell::new(VecDeque::new()),
             writer_waker: RefCell::new(None),
             writer_running: Cell::new(true),
@@ -439,10 +458,21 @@ impl Partition {
         let Some(last) = group.last().map(|p| p.last_offset) else {
             return;
         };
-        let items: Vec<(u64, Bytes)> = group
-            .iter()
-            .map(|p| (p.base_offset, p.bytes.clone()))
-            .collect();
+        // With the cache on, stamp the group into one buffer now: the same
+        // bytes go to disk and, once durable, into the cache (one copy per
+        // group, not per record).
+        let stamped = self.cache.enabled().then(|| stamp_group(&group));
+        let items: Vec<(u64, Bytes)> = match &stamped {
+            Some((buf, ranges)) => group
+                .iter()
+                .zip(ranges)
+                .map(|(p, r)| (p.base_offset, buf.slice(r.clone())))
+                .collect(),
+            None => group
+                .iter()
+                .map(|p| (p.base_offset, p.bytes.clone()))
+                .collect(),
+        };
         let mark = seg.mark();
         let mut res = seg.append(&items).await;
         self.group_writes.set(self.group_writes.get() + 1);
@@ -459,6 +489,15 @@ impl Partition {
                 debug_assert_eq!(seg.next_offset(), last + 1, "offsets not contiguous");
                 self.high_watermark.set(last + 1);
                 self.check_invariants();
+                if let Some((buf, ranges)) = &stamped {
+                    self.cache.insert(
+                        buf,
+                        group
+                            .iter()
+                            .zip(ranges)
+                            .map(|(p, r)| (p.base_offset, p.last_offset + 1, r.clone())),
+                    );
+                }
                 for p in group {
                     p.slot.complete(Ok(()));
                 }
@@ -502,6 +541,9 @@ impl Partition {
         }
         if offset >= hw {
             return Ok(data(Bytes::new()));
+        }
+        if let Some(records) = self.cache.read(offset, hw, max_bytes as usize) {
+            return Ok(data(records));
         }
         let missing = |seg: &Segment| PartitionError::CorruptData {
             file: seg.log_path().to_path_buf(),
@@ -764,7 +806,28 @@ async fn sync_loop(weak: Weak<Partition>) {
     }
 }
 
+pub mod cache;
 mod retention;
+
+use cache::{BatchCache, PartitionCache};
+
+/// Cache budget of a partition opened without a shard's cache, in bytes.
+pub const PRIVATE_CACHE_BYTES: usize = 8 << 20;
+
+/// The group's batches copied into one buffer with their base offsets
+/// stamped, and each batch's byte range in it.
+fn stamp_group(group: &[Pending]) -> (Bytes, Vec<std::ops::Range<usize>>) {
+    let total: usize = group.iter().map(|p| p.bytes.len()).sum();
+    let mut buf = BytesMut::with_capacity(total);
+    let mut ranges = Vec::with_capacity(group.len());
+    for p in group {
+        let start = buf.len();
+        buf.extend_from_slice(&p.bytes);
+        batch::set_base_offset(&mut buf[start..], p.base_offset);
+        ranges.push(start..buf.len());
+    }
+    (buf.freeze(), ranges)
+}
 
 #[cfg(test)]
 mod tests;

@@ -33,6 +33,7 @@ use glommio::channels::oneshot;
 use glommio::sync::Semaphore;
 
 use crate::config::BrokerConfig;
+use crate::partition::cache::BatchCache;
 use crate::partition::Partition;
 use crate::protocol::{PartitionId, ShardId, TopicPartition};
 
@@ -60,6 +61,8 @@ pub struct Shard {
     receivers: RefCell<Option<Receivers<ShardMessage>>>,
     pending: RefCell<HashMap<u64, oneshot::Sender<ShardReply>>>,
     next_request_id: Cell<u64>,
+    /// Recently written batches of every partition this shard owns.
+    batch_cache: Rc<BatchCache>,
     /// Partitions this shard owns: topic → partition → open partition.
     partitions: RefCell<HashMap<String, HashMap<PartitionId, Rc<Partition>>>>,
     /// Owned partitions that failed to open at startup, with the reason.
@@ -96,6 +99,9 @@ impl Shard {
             )));
         }
         let shard = Rc::new(Shard {
+            batch_cache: BatchCache::new(
+                usize::try_from(config.shard.batch_cache_bytes).unwrap_or(usize::MAX),
+            ),
             id,
             count,
             config: Rc::new(config),

@@ -282,7 +282,14 @@ impl Shard {
         for &p in partitions {
             let tp = TopicPartition::new(meta.name.clone(), p);
             let dir = partition_dir(&self.config.data_dir, &meta.name, p);
-            match Partition::open(tp.clone(), dir, meta.config.clone(), self.limits()).await {
+            let opening = Partition::open_with_cache(
+                tp.clone(),
+                dir,
+                meta.config.clone(),
+                self.limits(),
+                &self.batch_cache,
+            );
+            match opening.await {
                 Ok(part) => opened.push((p, part)),
                 Err(e) => {
                     tracing::error!(shard = self.id, "cannot open partition {tp}: {e}");

@@ -1,0 +1,414 @@
+//! The shard's cache of recently written record batches, so a tailing
+//! consumer is served from memory instead of re-reading the disk.
+//!
+//! Owns: [`BatchCache`] (one per shard, a byte budget shared by every
+//! partition of the shard, evicted oldest-first across partitions) and
+//! [`PartitionCache`] (one partition's view, removed with the partition).
+//!
+//! Invariants:
+//! - Only batches that are in the log and below the high watermark are
+//!   inserted (the writer inserts after the write, and fdatasync for
+//!   flush=always, succeeded), with their base offsets stamped, so cached
+//!   bytes are exactly what a disk read would return.
+//! - Per partition, entries are contiguous in offset and ascending; an insert
+//!   that does not continue the last entry drops the partition's entries first.
+//! - `used_bytes` is the sum of the lengths of the live entries and stays at
+//!   or below `budget_bytes` after every insert.
+//! - A read returns whole batches starting with the one containing the
+//!   requested offset, or `None` (a miss: read the disk); never bytes at or
+//!   past the high watermark it is given.
+//!
+//! Single-threaded (one shard): `Cell`/`RefCell`, no locks.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::protocol::Offset;
+
+/// One cached batch: offsets `[base, next)`, bytes `group[start..end]` of the
+/// stamped buffer of the group write it came from.
+struct Entry {
+    base: Offset,
+    next: Offset,
+    group: Bytes,
+    start: usize,
+    end: usize,
+}
+
+impl Entry {
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Whether `next` continues this entry inside the same group buffer.
+    fn adjoins(&self, next: &Entry) -> bool {
+        self.end == next.start
+            && self.group.as_ptr() == next.group.as_ptr()
+            && self.group.len() == next.group.len()
+    }
+}
+
+/// Shard-wide cache of recent batches with one byte budget.
+pub struct BatchCache {
+    budget_bytes: usize,
+    used_bytes: Cell<usize>,
+    live_entries: Cell<usize>,
+    next_id: Cell<u64>,
+    /// Insertion order across partitions: (partition id, base offset). May
+    /// hold stale records of entries already dropped; they are skipped.
+    order: RefCell<VecDeque<(u64, Offset)>>,
+    parts: RefCell<HashMap<u64, VecDeque<Entry>>>,
+    hits: Cell<u64>,
+    misses: Cell<u64>,
+}
+
+impl BatchCache {
+    /// A cache holding at most `budget_bytes` of batches (0 disables it).
+    pub fn new(budget_bytes: usize) -> Rc<BatchCache> {
+        Rc::new(BatchCache {
+            budget_bytes,
+            used_bytes: Cell::new(0),
+            live_entries: Cell::new(0),
+            next_id: Cell::new(0),
+            order: RefCell::new(VecDeque::new()),
+            parts: RefCell::new(HashMap::new()),
+            hits: Cell::new(0),
+            misses: Cell::new(0),
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.budget_bytes > 0
+    }
+
+    /// A view for one partition; its entries go when the view is dropped.
+    pub fn register(self: &Rc<Self>) -> PartitionCache {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        PartitionCache {
+            cache: self.clone(),
+            id,
+        }
+    }
+
+    pub fn used_bytes(&self) -> usize {
+        self.used_bytes.get()
+    }
+
+    /// Fetches answered from memory.
+    pub fn hits(&self) -> u64 {
+        self.hits.get()
+    }
+
+    /// Fetches below the cached range (answered from disk).
+    pub fn misses(&self) -> u64 {
+        self.misses.get()
+    }
+
+    fn drop_entries(&self, id: u64) {
+        let removed = self.parts.borrow_mut().remove(&id);
+        if let Some(q) = removed {
+            let bytes: usize = q.iter().map(|e| e.len()).sum();
+            self.used_bytes.set(self.used_bytes.get() - bytes);
+            self.live_entries.set(self.live_entries.get() - q.len());
+        }
+        self.compact_order();
+    }
+
+    /// Evicts the oldest entries until `used_bytes <= budget_bytes`.
+    fn evict(&self) {
+        let mut order = self.order.borrow_mut();
+        let mut parts = self.parts.borrow_mut();
+        while self.used_bytes.get() > self.budget_bytes {
+            let Some((id, base)) = order.pop_front() else {
+                break;
+            };
+            let Some(q) = parts.get_mut(&id) else {
+                continue; // stale: the partition is gone
+            };
+            if q.front().map(|e| e.base) != Some(base) {
+                continue; // stale: dropped when the partition was reset
+            }
+            if let Some(e) = q.pop_front() {
+                self.used_bytes.set(self.used_bytes.get() - e.len());
+                self.live_entries.set(self.live_entries.get() - 1);
+            }
+            if q.is_empty() {
+                parts.remove(&id);
+            }
+        }
+        debug_assert!(
+            self.used_bytes.get() <= self.budget_bytes || parts.is_empty(),
+            "cache over budget with entries left"
+        );
+    }
+
+    /// Drops stale order records once they outnumber the live entries, so
+    /// partitions that come and go cannot grow `order` without bound.
+    fn compact_order(&self) {
+        let live = self.live_entries.get();
+        let mut order = self.order.borrow_mut();
+        if order.len() <= 2 * live + 1024 {
+            return;
+        }
+        let parts = self.parts.borrow();
+        // A record is live if its entry exists; after a rewind to the same
+        // offset a stale record can name a live entry too, so keep one each.
+        let mut seen = std::collections::HashSet::with_capacity(live);
+        order.retain(|&(id, base)| {
+            parts
+                .get(&id)
+                .is_some_and(|q| q.binary_search_by_key(&base, |e| e.base).is_ok())
+                && seen.insert((id, base))
+        });
+        debug_assert_eq!(order.len(), live, "order must list each live entry once");
+    }
+}
+
+/// One partition's entries in the shard's [`BatchCache`].
+pub struct PartitionCache {
+    cache: Rc<BatchCache>,
+    id: u64,
+}
+
+impl Drop for PartitionCache {
+    fn drop(&mut self) {
+        self.cache.drop_entries(self.id);
+    }
+}
+
+impl PartitionCache {
+    pub fn enabled(&self) -> bool {
+        self.cache.enabled()
+    }
+
+    /// Caches `batches` (`(base, next, byte range in group)`, contiguous and
+    /// ascending in offset) of the stamped `group` buffer, then evicts to
+    /// the budget.
+    pub fn insert(
+        &self,
+        group: &Bytes,
+        batches: impl IntoIterator<Item = (Offset, Offset, std::ops::Range<usize>)>,
+    ) {
+        if !self.cache.enabled() {
+            return;
+        }
+        let c = &self.cache;
+        {
+            let mut parts = c.parts.borrow_mut();
+            let mut order = c.order.borrow_mut();
+            let q = parts.entry(self.id).or_default();
+            for (base, next, range) in batches {
+                debug_assert!(base < next, "a batch holds at least one offset");
+                debug_assert!(range.start < range.end && range.end <= group.len());
+                if q.back().is_some_and(|e| e.next != base) {
+                    // Not a continuation (the log was rewound): start over.
+                    let gone: usize = q.iter().map(|e| e.len()).sum();
+                    c.used_bytes.set(c.used_bytes.get() - gone);
+                    c.live_entries.set(c.live_entries.get() - q.len());
+                    q.clear();
+                }
+                c.used_bytes.set(c.used_bytes.get() + range.len());
+                c.live_entries.set(c.live_entries.get() + 1);
+                order.push_back((self.id, base));
+                q.push_back(Entry {
+                    base,
+                    next,
+                    group: group.clone(),
+                    start: range.start,
+                    end: range.end,
+                });
+            }
+        }
+        c.evict();
+        c.compact_order();
+    }
+
+    /// The shard cache's (hits, misses) so far.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.cache.hits(), self.cache.misses())
+    }
+
+    /// Forgets this partition's entries (the log was truncated or rewound).
+    pub fn clear(&self) {
+        self.cache.drop_entries(self.id);
+    }
+
+    /// Whole batches from the one containing `offset`, none at or past
+    /// `high_watermark`, at least one and then up to `max_bytes` in all, as
+    /// one `Bytes` (a zero-copy slice when they came from one group write).
+    /// `None` when `offset` is not cached.
+    pub fn read(&self, offset: Offset, high_watermark: Offset, max_bytes: usize) -> Option<Bytes> {
+        if !self.cache.enabled() || offset >= high_watermark {
+            return None;
+        }
+        let parts = self.cache.parts.borrow();
+        let hit = parts.get(&self.id).and_then(|q| {
+            let i = q.partition_point(|e| e.next <= offset);
+            let first = q.get(i)?;
+            if first.base > offset {
+                return None; // below the cached range
+            }
+            let mut last = first;
+            let mut total = 0usize;
+            for e in q.range(i..) {
+                if e.base >= high_watermark || (total > 0 && total + e.len() > max_bytes) {
+                    break;
+                }
+                total += e.len();
+                last = e;
+                if total >= max_bytes {
+                    break;
+                }
+            }
+            let run = q.range(i..).take_while(|e| e.base <= last.base);
+            Some(join(run, total))
+        });
+        let counter = if hit.is_some() {
+            &self.cache.hits
+        } else {
+            &self.cache.misses
+        };
+        counter.set(counter.get() + 1);
+        hit
+    }
+}
+
+/// The bytes of a run of entries (contiguous in offset) as one `Bytes`: a
+/// zero-copy slice when they are adjacent in one group buffer, else one copy.
+fn join<'a>(run: impl Iterator<Item = &'a Entry> + Clone, total: usize) -> Bytes {
+    let mut it = run.clone();
+    let Some(first) = it.next() else {
+        return Bytes::new();
+    };
+    let mut prev = first;
+    let mut one_group = true;
+    for e in it {
+        one_group &= prev.adjoins(e);
+        prev = e;
+    }
+    if one_group {
+        return first.group.slice(first.start..prev.end);
+    }
+    let mut out = BytesMut::with_capacity(total);
+    for e in run {
+        out.extend_from_slice(&e.group[e.start..e.end]);
+    }
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A group buffer holding batches of `sizes` bytes (byte value = index),
+    /// one offset per byte, starting at offset `base`.
+    fn group(
+        base: Offset,
+        sizes: &[usize],
+    ) -> (Bytes, Vec<(Offset, Offset, std::ops::Range<usize>)>) {
+        let mut buf = Vec::new();
+        let mut items = Vec::new();
+        let mut off = base;
+        for (i, &n) in sizes.iter().enumerate() {
+            let start = buf.len();
+            buf.extend(std::iter::repeat_n(i as u8, n));
+            items.push((off, off + n as u64, start..buf.len()));
+            off += n as u64;
+        }
+        (Bytes::from(buf), items)
+    }
+
+    #[test]
+    fn reads_whole_batches_zero_copy_within_a_group() {
+        let cache = BatchCache::new(1 << 20);
+        let p = cache.register();
+        let (g, items) = group(0, &[10, 20, 30]);
+        p.insert(&g, items);
+        // From the middle of batch 1: batches 1 and 2, one slice of `g`.
+        let r = p.read(15, 60, 1000).expect("hit");
+        assert_eq!(r.len(), 50);
+        assert_eq!(r.as_ptr(), g[10..].as_ptr(), "zero copy");
+        // max_bytes: the first batch always, then only whole batches that fit.
+        assert_eq!(p.read(0, 60, 5).expect("hit").len(), 10);
+        assert_eq!(p.read(0, 60, 35).expect("hit").len(), 30);
+        // The high watermark bounds the read.
+        assert_eq!(p.read(0, 30, 1000).expect("hit").len(), 30);
+        assert!(p.read(60, 60, 1000).is_none());
+        assert_eq!(cache.hits(), 4);
+    }
+
+    #[test]
+    fn spans_groups_by_copy_and_misses_below_the_range() {
+        let cache = BatchCache::new(1 << 20);
+        let p = cache.register();
+        let (g1, i1) = group(100, &[10]);
+        let (g2, i2) = group(110, &[10]);
+        p.insert(&g1, i1);
+        p.insert(&g2, i2);
+        let r = p.read(100, 120, 1000).expect("hit");
+        assert_eq!(r.len(), 20);
+        assert_eq!(&r[..], &[0u8; 20][..]);
+        assert!(p.read(99, 120, 1000).is_none(), "below the cached range");
+        assert_eq!((cache.hits(), cache.misses()), (1, 1));
+    }
+
+    #[test]
+    fn budget_evicts_oldest_across_partitions_and_drop_frees() {
+        let cache = BatchCache::new(100);
+        let a = cache.register();
+        let b = cache.register();
+        let (g, items) = group(0, &[40, 40]);
+        a.insert(&g, items);
+        let (g, items) = group(0, &[40]);
+        b.insert(&g, items);
+        // 120 > 100: a's oldest batch went.
+        assert_eq!(cache.used_bytes(), 80);
+        assert!(a.read(0, 80, 1000).is_none());
+        assert_eq!(a.read(40, 80, 1000).expect("hit").len(), 40);
+        assert_eq!(b.read(0, 40, 1000).expect("hit").len(), 40);
+        drop(a);
+        assert_eq!(cache.used_bytes(), 40);
+        // A batch larger than the budget is not kept.
+        let (g, items) = group(40, &[500]);
+        b.insert(&g, items);
+        assert_eq!(cache.used_bytes(), 0);
+        assert!(b.read(40, 540, 1000).is_none());
+    }
+
+    #[test]
+    fn rewind_restarts_the_partition_and_order_stays_bounded() {
+        let cache = BatchCache::new(1 << 30);
+        let p = cache.register();
+        for round in 0..5_000u64 {
+            // Each round rewinds to offset 0 (e.g. after a failed write).
+            let (g, items) = group(0, &[1, 1]);
+            p.insert(&g, items);
+            assert_eq!(cache.used_bytes(), 2, "round {round}");
+        }
+        assert!(cache.order.borrow().len() <= 2 * 2 + 1024 + 2);
+        let gone = cache.register();
+        for _ in 0..3_000 {
+            let q = cache.register();
+            let (g, items) = group(0, &[1]);
+            q.insert(&g, items);
+        }
+        drop(gone);
+        assert_eq!(cache.used_bytes(), 2);
+        assert!(cache.order.borrow().len() <= 2 * 2 + 1024 + 2);
+    }
+
+    #[test]
+    fn disabled_cache_never_answers() {
+        let cache = BatchCache::new(0);
+        let p = cache.register();
+        assert!(!p.enabled());
+        let (g, items) = group(0, &[10]);
+        p.insert(&g, items);
+        assert!(p.read(0, 10, 100).is_none());
+        assert_eq!(cache.used_bytes(), 0);
+    }
+}
