@@ -162,6 +162,8 @@ impl Log {
         old.mark_sealed();
         self.segments.borrow_mut().insert(base, seg.clone());
         info!(file = %seg.log_path().display(), "rolled to a new segment");
+        // The sealed segment keeps only its own pages; off the write path.
+        glommio::spawn_local(async move { old.release_preallocation().await }).detach();
         Ok(seg)
     }
 

@@ -302,7 +302,12 @@ impl Segment {
                             "sealed segment has invalid data; serving only the part before it");
                     }
                 }
-                seg.persist_indexes().await?;
+                // The rebuilt indexes are in memory; writing them only saves
+                // the next open a scan (it can fail, e.g. on a full disk).
+                if let Err(e) = seg.persist_indexes().await {
+                    warn!(file = %seg.log_path().display(), error = %e,
+                        "could not write the rebuilt indexes; using them from memory");
+                }
             }
         }
         seg.st.borrow_mut().sealed = true;
@@ -560,7 +565,11 @@ impl Segment {
     }
 
     /// Reserves blocks ahead of a write ending at `end` (best effort: a file
-    /// system without fallocate just allocates on write).
+    /// system without fallocate just allocates on write). Out of space
+    /// (ENOSPC) is not remembered: the write itself may still fit (it needs
+    /// less than a step), and the next write tries to reserve again, so
+    /// preallocation resumes once space is freed. Any other failure means
+    /// the file system cannot preallocate: not tried again for this segment.
     async fn preallocate_for(&self, end: u64) {
         if end <= self.preallocated_bytes.get() {
             return;
@@ -568,10 +577,29 @@ impl Segment {
         let target = super::align_up(end) + PREALLOCATE_STEP_BYTES;
         match self.file.pre_allocate(target).await {
             Ok(()) => self.preallocated_bytes.set(target),
+            Err(e) if e.is_storage_full() => {
+                tracing::debug!(error = %e, "no space to preallocate; the write allocates");
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "preallocation not available; allocating on write");
                 self.preallocated_bytes.set(u64::MAX);
             }
+        }
+    }
+
+    /// Gives back the blocks reserved past the end of the file (a truncate
+    /// to the current size drops a KEEP_SIZE preallocation on ext4/xfs), so
+    /// a sealed segment holds only its own pages. Best effort: the data is
+    /// unchanged either way.
+    pub async fn release_preallocation(&self) {
+        let reserved = self.preallocated_bytes.get();
+        if reserved == 0 || reserved == u64::MAX {
+            return;
+        }
+        let size = self.st.borrow().file_bytes;
+        match self.file.truncate(size).await {
+            Ok(()) => self.preallocated_bytes.set(0),
+            Err(e) => warn!(error = %e, "could not release preallocated blocks"),
         }
     }
 
