@@ -122,6 +122,22 @@ pub struct ShardTuning {
     pub mesh_channel_capacity: u32,
     /// How often each partition checks for segments to delete by retention, in ms.
     pub retention_check_interval_ms: u64,
+    /// What recovery CRC-checks at startup besides the active segment.
+    pub recovery_scan: RecoveryScan,
+}
+
+/// `shard.recovery_scan`: which segments are CRC-checked at startup
+/// (docs/durability.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecoveryScan {
+    /// The active segment before the partition opens, then every sealed
+    /// segment in the background (one partition at a time per shard, at low
+    /// priority); corrupt batches are logged, never truncated.
+    Sealed,
+    /// Only the active segment; a corrupt batch in a sealed segment is found
+    /// when a fetch reaches it.
+    Active,
 }
 
 impl Default for ShardTuning {
@@ -131,6 +147,7 @@ impl Default for ShardTuning {
             ring_depth: 128,
             mesh_channel_capacity: 1024,
             retention_check_interval_ms: 5000,
+            recovery_scan: RecoveryScan::Sealed,
         }
     }
 }
