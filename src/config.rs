@@ -125,6 +125,22 @@ pub struct ShardTuning {
     /// Memory per shard for recently written batches, so tailing consumers
     /// are served without a disk read, in bytes (0 turns the cache off).
     pub batch_cache_bytes: u64,
+    /// What recovery CRC-checks at startup besides the active segment.
+    pub recovery_scan: RecoveryScan,
+}
+
+/// `shard.recovery_scan`: which segments are CRC-checked at startup
+/// (docs/durability.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecoveryScan {
+    /// The active segment before the partition opens, then every sealed
+    /// segment in the background (one partition at a time per shard, at low
+    /// priority); corrupt batches are logged, never truncated.
+    Sealed,
+    /// Only the active segment; a corrupt batch in a sealed segment is found
+    /// when a fetch reaches it.
+    Active,
 }
 
 impl Default for ShardTuning {
@@ -135,6 +151,7 @@ impl Default for ShardTuning {
             mesh_channel_capacity: 1024,
             retention_check_interval_ms: 5000,
             batch_cache_bytes: 64 * MIB,
+            recovery_scan: RecoveryScan::Sealed,
         }
     }
 }

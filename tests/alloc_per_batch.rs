@@ -181,6 +181,7 @@ fn partition_append_and_fetch_allocate_per_batch() {
                 PartitionLimits {
                     max_batch_bytes: 1 << 20,
                     retention_check_interval_ms: 3_600_000,
+                    recovery_scan: corelog::config::RecoveryScan::Active,
                 },
             )
             .await

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tracing::{error, warn};
 
-use crate::config::TopicConfig;
+use crate::config::{RecoveryScan, TopicConfig};
 use crate::protocol::batch::{self, BatchError};
 use crate::protocol::messages::OffsetSpec;
 use crate::protocol::{ErrorCode, Offset, TopicPartition, WireError};
@@ -169,6 +169,8 @@ pub struct PartitionLimits {
     pub max_batch_bytes: u32,
     /// How often the retention task checks for expired segments, in ms.
     pub retention_check_interval_ms: u64,
+    /// Whether sealed segments are CRC-checked in the background after open.
+    pub recovery_scan: RecoveryScan,
 }
 
 /// A validated batch waiting for the writer.
@@ -311,6 +313,7 @@ impl Partition {
             .map_err(PartitionError::from_storage)?;
         let next = log.next_offset();
         let log_start = retention::recover_log_start(&tp, &log).await?;
+        log.recovery().log(&tp.topic, tp.partition, log_start, next);
         let p = Rc::new(Partition {
             tp,
             log_start: Cell::new(log_start),
@@ -338,6 +341,21 @@ impl Partition {
         glommio::spawn_local(writer_loop(Rc::downgrade(&p))).detach();
         p.start_sync_loop();
         glommio::spawn_local(retention::retention_loop(Rc::downgrade(&p))).detach();
+        if limits.recovery_scan == RecoveryScan::Sealed && p.log.recovery().segments > 1 {
+            let (w1, w2) = (Rc::downgrade(&p), Rc::downgrade(&p));
+            let live = |p: &Partition| !p.closing.get();
+            crate::storage::scan::spawn_sealed_scan(
+                p.tp.topic.clone(),
+                p.tp.partition,
+                move |after| {
+                    w1.upgrade()
+                        .filter(|p| live(p))?
+                        .log
+                        .next_sealed_after(after)
+                },
+                move || w2.upgrade().is_some_and(|p| live(&p)),
+            );
+        }
         Ok(p)
     }
 
@@ -591,6 +609,9 @@ impl Partition {
                     }
                 }
                 Next::End => break,
+                // Serve the good batches before the damage; the fetch that
+                // starts at it gets the error.
+                Next::Invalid { .. } if total > 0 => break,
                 Next::Invalid { pos, reason } => {
                     return Err(PartitionError::CorruptData {
                         file: seg.log_path().to_path_buf(),

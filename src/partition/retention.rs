@@ -112,7 +112,20 @@ impl Partition {
             self.check_invariants();
             info!(tp = %self.tp, log_start = before, "log start advanced by delete-records");
         }
-        self.persist_log_start().await?;
+        if let Err(e) = self.persist_log_start().await {
+            if !matches!(e, PartitionError::StorageFull(_)) {
+                return Err(e);
+            }
+            // A full disk cannot take even the small checkpoint file. Free
+            // space first by deleting the segments wholly below the new log
+            // start (safe before the checkpoint: a deleted segment cannot come
+            // back, and the log start at open is at least the first remaining
+            // segment's base), then write the checkpoint again.
+            warn!(tp = %self.tp, error = %e,
+                "no space for the log-start checkpoint; deleting segments below the log start first");
+            self.delete_expired().await;
+            self.persist_log_start().await?;
+        }
         self.delete_expired().await;
         Ok(self.log_start.get())
     }

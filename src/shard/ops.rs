@@ -269,6 +269,7 @@ impl Shard {
         PartitionLimits {
             max_batch_bytes: self.config.limits.max_batch_bytes,
             retention_check_interval_ms: self.config.shard.retention_check_interval_ms,
+            recovery_scan: self.config.shard.recovery_scan,
         }
     }
 

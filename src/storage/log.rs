@@ -12,12 +12,15 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Instant;
 
 use tracing::{info, warn};
 
 use super::file::{sync_dir, FaultInjector};
+use super::scan::RecoveryStats;
 use super::segment::Segment;
 use super::{parse_segment_file_name, StorageError};
 
@@ -32,6 +35,7 @@ pub struct Log {
     index_interval_bytes: u32,
     faults: Rc<FaultInjector>,
     segments: RefCell<BTreeMap<u64, Rc<Segment>>>,
+    recovery: RecoveryStats,
 }
 
 impl Log {
@@ -65,6 +69,11 @@ impl Log {
             }
         }
         bases.sort_unstable();
+        let began = Instant::now();
+        let mut stats = RecoveryStats {
+            segments: bases.len(),
+            ..RecoveryStats::default()
+        };
         let mut segments = BTreeMap::new();
         if bases.is_empty() {
             let seg = Segment::create(dir, 0, index_interval_bytes, faults.clone()).await?;
@@ -74,29 +83,51 @@ impl Log {
             let last = bases.len() - 1;
             let mut prev_next: Option<u64> = None;
             for (i, base) in bases.into_iter().enumerate() {
+                let (f, st) = (faults.clone(), &mut stats);
                 let seg = if i == last {
-                    Segment::open_active(dir, base, index_interval_bytes, faults.clone()).await?
+                    Segment::open_active(dir, base, index_interval_bytes, f, st).await?
                 } else {
-                    Segment::open_sealed(dir, base, index_interval_bytes, faults.clone()).await?
+                    Segment::open_sealed(dir, base, index_interval_bytes, f, st).await?
                 };
                 if let Some(p) = prev_next {
                     if p != base {
                         warn!(dir = %dir.display(), expected = p, found = base,
                             "segments are not contiguous: offsets in between are missing");
+                        stats.gaps += 1;
                     }
                 }
                 prev_next = Some(seg.next_offset());
                 segments.insert(base, Rc::new(seg));
             }
-            info!(dir = %dir.display(), segments = segments.len(),
-                next_offset = prev_next.unwrap_or(0), "recovered log");
         }
+        stats.elapsed_ms = began.elapsed().as_millis() as u64;
         Ok(Log {
             dir: dir.to_path_buf(),
             index_interval_bytes,
             faults,
             segments: RefCell::new(segments),
+            recovery: stats,
         })
+    }
+
+    /// What recovery did when this log was opened.
+    pub fn recovery(&self) -> &RecoveryStats {
+        &self.recovery
+    }
+
+    /// The first sealed segment with a base offset above `after` (the first
+    /// sealed one for `None`): the background scan's cursor over a log whose
+    /// head retention may delete meanwhile.
+    pub fn next_sealed_after(&self, after: Option<u64>) -> Option<Rc<Segment>> {
+        let segs = self.segments.borrow();
+        let from = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        segs.range((from, Bound::Unbounded))
+            .map(|(_, s)| s)
+            .find(|s| s.is_sealed())
+            .cloned()
     }
 
     pub fn dir(&self) -> &Path {
@@ -162,6 +193,8 @@ impl Log {
         old.mark_sealed();
         self.segments.borrow_mut().insert(base, seg.clone());
         info!(file = %seg.log_path().display(), "rolled to a new segment");
+        // The sealed segment keeps only its own pages; off the write path.
+        glommio::spawn_local(async move { old.release_preallocation().await }).detach();
         Ok(seg)
     }
 

@@ -13,6 +13,7 @@
 pub mod file;
 pub mod index;
 pub mod log;
+pub mod scan;
 pub mod segment;
 
 use std::io;

@@ -21,6 +21,7 @@ use tracing::warn;
 
 use super::file::{FaultInjector, LogFile};
 use super::index::{self, IndexHeader, OffsetIndex, TimeIndex};
+use super::scan::{CorruptBatch, RecoveryStats};
 use super::{align_down, segment_file_name, StorageError};
 use crate::protocol::batch::{self, BatchHeader, HEADER_BYTES};
 
@@ -287,6 +288,7 @@ impl Segment {
         base_offset: u64,
         index_interval_bytes: u32,
         faults: Rc<FaultInjector>,
+        stats: &mut RecoveryStats,
     ) -> Result<Segment, StorageError> {
         let seg = Self::open_file(dir, base_offset, index_interval_bytes, faults, false).await?;
         let file_bytes = seg.file.size().await?;
@@ -294,15 +296,29 @@ impl Segment {
             Ok(()) => {}
             Err(reason) => {
                 warn!(file = %seg.log_path().display(), %reason, "rebuilding segment indexes");
+                stats.indexes_rebuilt += 1;
+                stats.segments_scanned += 1;
                 let (good_end, stop) = seg.scan(file_bytes).await?;
+                stats.bytes_scanned += good_end;
                 if let Some(reason) = stop {
                     if !seg.is_pure_padding(good_end, file_bytes).await? {
                         warn!(file = %seg.log_path().display(), position = good_end,
-                            bytes_ignored = file_bytes - good_end, %reason,
-                            "sealed segment has invalid data; serving only the part before it");
+                            offset = seg.next_offset(), bytes_ignored = file_bytes - good_end, %reason,
+                            "sealed segment has invalid data; serving only the part before it (the file is kept)");
+                        stats.sealed_damage.push(CorruptBatch {
+                            file: seg.log_path().to_path_buf(),
+                            position: good_end,
+                            offset: seg.next_offset(),
+                            reason,
+                        });
                     }
                 }
-                seg.persist_indexes().await?;
+                // The rebuilt indexes are in memory; writing them only saves
+                // the next open a scan (it can fail, e.g. on a full disk).
+                if let Err(e) = seg.persist_indexes().await {
+                    warn!(file = %seg.log_path().display(), error = %e,
+                        "could not write the rebuilt indexes; using them from memory");
+                }
             }
         }
         seg.st.borrow_mut().sealed = true;
@@ -316,12 +332,14 @@ impl Segment {
         base_offset: u64,
         index_interval_bytes: u32,
         faults: Rc<FaultInjector>,
+        stats: &mut RecoveryStats,
     ) -> Result<Segment, StorageError> {
         let seg = Self::open_file(dir, base_offset, index_interval_bytes, faults, true).await?;
         let file_bytes = seg.file.size().await?;
         // After a clean close the indexes describe this very file: rescan
         // only from the last indexed batch (the bytes before it never change:
         // appends only rewrite the tail page with the same prefix).
+        let mut scan_from = 0;
         let (good_end, stop) = match seg.load_indexes(file_bytes).await {
             Ok(()) => {
                 let (pos, offset) = {
@@ -335,12 +353,21 @@ impl Segment {
                         }
                     }
                 };
+                scan_from = pos;
                 seg.scan_from(pos, offset, file_bytes).await?
             }
-            Err(_) => seg.scan(file_bytes).await?,
+            Err(_) => {
+                if file_bytes > 0 {
+                    stats.indexes_rebuilt += 1;
+                }
+                seg.scan(file_bytes).await?
+            }
         };
+        stats.segments_scanned += 1;
+        stats.bytes_scanned += good_end.saturating_sub(scan_from);
         if let Some(reason) = stop {
             if !seg.is_pure_padding(good_end, file_bytes).await? {
+                stats.bytes_truncated += file_bytes - good_end;
                 let next = seg.next_offset();
                 warn!(file = %seg.log_path().display(), bytes_truncated = file_bytes - good_end,
                     last_good_offset = if next > base_offset { (next - 1) as i64 } else { -1 },
@@ -560,7 +587,11 @@ impl Segment {
     }
 
     /// Reserves blocks ahead of a write ending at `end` (best effort: a file
-    /// system without fallocate just allocates on write).
+    /// system without fallocate just allocates on write). Out of space
+    /// (ENOSPC) is not remembered: the write itself may still fit (it needs
+    /// less than a step), and the next write tries to reserve again, so
+    /// preallocation resumes once space is freed. Any other failure means
+    /// the file system cannot preallocate: not tried again for this segment.
     async fn preallocate_for(&self, end: u64) {
         if end <= self.preallocated_bytes.get() {
             return;
@@ -568,10 +599,29 @@ impl Segment {
         let target = super::align_up(end) + PREALLOCATE_STEP_BYTES;
         match self.file.pre_allocate(target).await {
             Ok(()) => self.preallocated_bytes.set(target),
+            Err(e) if e.is_storage_full() => {
+                tracing::debug!(error = %e, "no space to preallocate; the write allocates");
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "preallocation not available; allocating on write");
                 self.preallocated_bytes.set(u64::MAX);
             }
+        }
+    }
+
+    /// Gives back the blocks reserved past the end of the file (a truncate
+    /// to the current size drops a KEEP_SIZE preallocation on ext4/xfs), so
+    /// a sealed segment holds only its own pages. Best effort: the data is
+    /// unchanged either way.
+    pub async fn release_preallocation(&self) {
+        let reserved = self.preallocated_bytes.get();
+        if reserved == 0 || reserved == u64::MAX {
+            return;
+        }
+        let size = self.st.borrow().file_bytes;
+        match self.file.truncate(size).await {
+            Ok(()) => self.preallocated_bytes.set(0),
+            Err(e) => warn!(error = %e, "could not release preallocated blocks"),
         }
     }
 
@@ -668,6 +718,33 @@ impl Segment {
         let st = self.st.borrow();
         let rel = st.time_index.lookup(t);
         st.offset_index.lookup(rel) as u64
+    }
+
+    /// The first offset-index entry at a position after `pos`, as
+    /// (position, offset): where a scan can resume past damage at `pos`.
+    pub fn index_entry_after(&self, pos: u64) -> Option<(u64, u64)> {
+        let st = self.st.borrow();
+        let i = st
+            .offset_index
+            .entries
+            .partition_point(|&(_, p)| (p as u64) <= pos);
+        st.offset_index
+            .entries
+            .get(i)
+            .map(|&(rel, p)| (p as u64, self.base_offset + rel as u64))
+    }
+
+    /// The batch header at `pos` as stored (not CRC-checked), if one parses
+    /// and ends within the logical size.
+    pub async fn header_at(&self, pos: u64) -> Result<Option<BatchHeader>, StorageError> {
+        let limit = self.log_bytes();
+        if pos + HEADER_BYTES as u64 > limit {
+            return Ok(None);
+        }
+        let b = self.file.read_at(pos, HEADER_BYTES).await?;
+        Ok(BatchHeader::parse(&b).ok().filter(|h| {
+            h.batch_length as usize >= HEADER_BYTES && pos + h.batch_length as u64 <= limit
+        }))
     }
 
     #[cfg(test)]

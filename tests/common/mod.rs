@@ -99,11 +99,18 @@ impl Broker {
     }
 
     pub fn start_with(opts: BrokerOptions) -> Broker {
+        Self::start_in(opts, None)
+    }
+
+    /// Like `start_with`, but with the data dir at `data_dir` (e.g. on a
+    /// file system made for the test) instead of inside the temp root; the
+    /// caller removes it. Stderr and the config file stay in the temp root.
+    pub fn start_in(opts: BrokerOptions, data_dir: Option<PathBuf>) -> Broker {
         let root = tempfile::Builder::new()
             .prefix("corelog-test-")
             .tempdir_in(test_tmp_root())
             .expect("create temp dir");
-        let data_dir = root.path().join("data");
+        let data_dir = data_dir.unwrap_or_else(|| root.path().join("data"));
         std::fs::create_dir_all(&data_dir).expect("create data dir");
         let stderr_path = root.path().join("broker.stderr");
         let mut b = Broker {
