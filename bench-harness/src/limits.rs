@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::cli::LimitsArgs;
 use crate::error::BenchError;
 use crate::machine::MachineInfo;
-use crate::stats::{micros, new_histogram};
+use crate::stats::{micros, new_histogram, record};
 
 /// Page size of the fdatasync test, in bytes.
 const SYNC_PAGE_BYTES: usize = 4096;
@@ -288,8 +288,8 @@ async fn sync_latency(
             .await
             .map_err(|e| io_err("fdatasync", &path, e))?;
         let t2 = Instant::now();
-        sync.saturating_record(micros(t2 - t1));
-        both.saturating_record(micros(t2 - t0));
+        record(&mut sync, micros(t2 - t1));
+        record(&mut both, micros(t2 - t0));
     }
     let _ = file.close().await;
     drop(guard);

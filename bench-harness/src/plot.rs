@@ -85,6 +85,16 @@ pub fn plot_runs(
     Ok(())
 }
 
+/// The power of ten at or below half the smallest value (>= 1): the bottom
+/// of a log axis.
+fn log_floor(values: impl Iterator<Item = f64>) -> f64 {
+    let min = values.fold(f64::INFINITY, f64::min);
+    if !min.is_finite() || min <= 2.0 {
+        return 1.0;
+    }
+    10f64.powf((min / 2.0).log10().floor()).max(1.0)
+}
+
 fn color(i: usize) -> RGBColor {
     let c = Palette99::pick(i).to_rgba();
     RGBColor(c.0, c.1, c.2)
@@ -111,7 +121,13 @@ fn latency_panel(
         .unwrap_or(1)
         .max(10) as f64
         * 1.5;
-    let xmax = 6.0;
+    let ymin = log_floor(
+        runs.iter()
+            .flat_map(|(_, r)| [&r.publish_latency_us, &r.e2e_latency_us])
+            .filter(|p| p.count > 0)
+            .map(|p| p.min as f64),
+    );
+    let xmax = 6.3;
     let mut chart = ChartBuilder::on(area)
         .caption(
             "latency by percentile (publish solid, end-to-end dashed)",
@@ -120,7 +136,7 @@ fn latency_panel(
         .margin(12)
         .x_label_area_size(38)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..xmax, (1f64..ymax).log_scale())
+        .build_cartesian_2d(0f64..xmax, (ymin..ymax).log_scale())
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -246,6 +262,13 @@ fn p99_panel(
         .unwrap_or(1)
         .max(10) as f64
         * 1.5;
+    let ymin = log_floor(runs.iter().flat_map(|(_, r)| {
+        r.series
+            .iter()
+            .flat_map(|p| [p.publish_p99_us, p.e2e_p99_us])
+            .filter(|v| *v > 0)
+            .map(|v| v as f64)
+    }));
     let mut chart = ChartBuilder::on(area)
         .caption(
             "p99 latency per second (publish solid, end-to-end dashed)",
@@ -254,7 +277,7 @@ fn p99_panel(
         .margin(12)
         .x_label_area_size(38)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..tmax, (1f64..ymax).log_scale())
+        .build_cartesian_2d(0f64..tmax, (ymin..ymax).log_scale())
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -317,5 +340,7 @@ mod tests {
         assert_eq!(nines_label(2.0), "99%");
         assert_eq!(nines_label(4.0), "99.99%");
         assert_eq!(nines_label(1.5), "");
+        assert_eq!(log_floor([1500.0, 900.0].into_iter()), 100.0);
+        assert_eq!(log_floor(std::iter::empty()), 1.0);
     }
 }

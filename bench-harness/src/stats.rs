@@ -8,7 +8,7 @@
 //! Invariants:
 //! - Latencies are microseconds (values below 1 µs are recorded as 1) in
 //!   HdrHistograms with 3 significant digits that grow as needed, so no
-//!   value is ever dropped (`saturating_record`).
+//!   value is ever dropped or clamped ([`record`]).
 //! - A value belongs to the second in which it completed (ack or consume).
 //!   Seconds before `warmup_s` never reach a total; publish and e2e latency
 //!   totals include every second from the end of warm-up on (also the
@@ -70,6 +70,15 @@ impl Clock {
 impl Default for Clock {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Records `v` (growing the histogram as needed; only a value beyond what
+/// any histogram can hold is clamped). `saturating_record` would clamp to
+/// the current top instead of growing.
+pub fn record(h: &mut Histogram<u64>, v: u64) {
+    if h.record(v).is_err() {
+        h.saturating_record(v);
     }
 }
 
@@ -169,13 +178,13 @@ impl Recorder {
     }
 
     pub fn publish(&mut self, latency: Duration, bytes: usize) {
-        self.current.publish.saturating_record(micros(latency));
+        record(&mut self.current.publish, micros(latency));
         self.current.produced_msgs += 1;
         self.current.produced_bytes += bytes as u64;
     }
 
     pub fn e2e_us(&mut self, latency_us: u64) {
-        self.current.e2e.saturating_record(latency_us.max(1));
+        record(&mut self.current.e2e, latency_us.max(1));
     }
 
     pub fn consumed(&mut self, msgs: u64, bytes: u64) {
@@ -373,18 +382,18 @@ mod tests {
         agg.add_second(&a);
         assert_eq!(agg.totals.produced_msgs, 0, "warm-up is excluded");
         let mut c = Interval::new(0, 1);
-        c.publish.saturating_record(7);
+        record(&mut c.publish, 7);
         c.produced_msgs = 1;
         agg.add_second(&c);
         let mut d = Interval::new(0, 3);
-        d.publish.saturating_record(9);
+        record(&mut d.publish, 2_000);
         d.produced_msgs = 1;
         agg.add_second(&d);
         assert_eq!(agg.totals.publish.len(), 2, "drain latency counts");
         assert_eq!(agg.window.produced_msgs, 1, "drain throughput does not");
         assert_eq!(agg.series.len(), 3);
         let p = Percentiles::of(&agg.totals.publish);
-        assert_eq!((p.count, p.max), (2, 9));
+        assert_eq!((p.count, p.max), (2, 2_000));
     }
 
     #[test]
