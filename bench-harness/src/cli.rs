@@ -122,6 +122,9 @@ pub struct LoadArgs {
     /// Client request timeout in ms [default: 30000].
     #[arg(long, value_name = "MS")]
     pub request_timeout_ms: Option<u64>,
+    /// Pid of the broker: report its CPU use (cores) per second and on average.
+    #[arg(long, value_name = "PID")]
+    pub broker_pid: Option<u32>,
     /// Label for this run in reports and plot legends.
     #[arg(long)]
     pub label: Option<String>,
@@ -176,6 +179,7 @@ impl LoadArgs {
                 .fetch_max_partition_bytes
                 .or(other.fetch_max_partition_bytes),
             request_timeout_ms: self.request_timeout_ms.or(other.request_timeout_ms),
+            broker_pid: self.broker_pid.or(other.broker_pid),
             label: self.label.or(other.label),
             json: self.json.or(other.json),
             hdr_log: self.hdr_log.or(other.hdr_log),

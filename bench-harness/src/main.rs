@@ -6,13 +6,14 @@
 //! (resolution and validation), `runner` (executors, aggregation, progress),
 //! `producer_load` / `consumer_load` (the clients' loops), `stats`
 //! (histograms, intervals), `report` (JSON and the table), `machine`
-//! (/proc), `limits`, `plot`.
+//! (/proc), `cpu` (CPU use of broker and generator), `limits`, `plot`.
 //!
 //! Invariant: bad flags are clap errors (exit 2); every other failure is a
 //! `BenchError` printed on stderr (exit 1); results go to stdout.
 
 mod cli;
 mod consumer_load;
+mod cpu;
 mod error;
 mod limits;
 mod machine;

@@ -70,6 +70,14 @@ pub struct VsLimits {
     pub consume_of_loopback: Option<f64>,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CpuUse {
+    /// The broker process (with `--broker-pid`).
+    pub broker_cores: Option<f64>,
+    /// This load generator.
+    pub bench_cores: Option<f64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchResult {
     pub tool: String,
@@ -91,6 +99,8 @@ pub struct BenchResult {
     pub workload: Workload,
     pub machine: MachineInfo,
     pub vs_limits: Option<VsLimits>,
+    /// Mean CPU cores used over the measured seconds.
+    pub cpu: CpuUse,
     /// Why the run was cut short, if it was.
     pub aborted: Option<String>,
 }
@@ -162,6 +172,13 @@ impl BenchResult {
             workload: w,
             machine,
             vs_limits,
+            cpu: {
+                let (broker_cores, bench_cores) = agg.mean_cpu();
+                CpuUse {
+                    broker_cores,
+                    bench_cores,
+                }
+            },
             aborted: outcome.aborted,
         }
     }
@@ -240,6 +257,14 @@ impl BenchResult {
         }
         if self.mode == Mode::E2e {
             lat("end-to-end", &self.e2e_latency_us);
+        }
+        if let Some(b) = self.cpu.bench_cores {
+            let broker = self
+                .cpu
+                .broker_cores
+                .map(|c| format!("broker {c:.2} cores, "))
+                .unwrap_or_default();
+            s.push_str(&format!("\nCPU (measured seconds, mean): {broker}load generator {b:.2} cores\n"));
         }
         let d = &self.error_detail;
         s.push_str(&format!(

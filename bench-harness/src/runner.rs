@@ -31,6 +31,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 
+use crate::cpu::CpuSampler;
 use crate::error::BenchError;
 use crate::stats::{Aggregate, Clock, Interval, Percentiles, Recorder};
 use crate::workload::{Mode, Workload};
@@ -412,6 +413,7 @@ fn aggregate(
         None => None,
     };
     let progress = Progress::new(w);
+    let mut cpu = CpuSampler::new(w.broker_pid);
     let mut pending: BTreeMap<u64, (usize, Interval)> = BTreeMap::new();
     let mut done_at: Vec<Option<u64>> = vec![None; executors];
     let mut aborted = None;
@@ -453,7 +455,7 @@ fn aggregate(
             let Some((_, merged)) = pending.remove(&second) else {
                 break;
             };
-            agg.add_second(&merged);
+            agg.add_second(&merged, cpu.sample());
             if let Some(log) = log.as_mut() {
                 let at = Duration::from_secs(merged.second);
                 let tags: &[(&str, &hdrhistogram::Histogram<u64>)] = match w.mode {
@@ -527,6 +529,14 @@ impl Progress {
             line.push_str(&format!("  e2e p99 {:>7} µs", e.p99));
         }
         line.push_str(&format!(" | errors {}", s.errors()));
+        if let Some(pt) = agg.series.last() {
+            if let Some(b) = pt.broker_cpu_cores {
+                line.push_str(&format!(" | broker {b:.2} cores"));
+            }
+            if let Some(b) = pt.bench_cpu_cores {
+                line.push_str(&format!(" | bench {b:.2} cores"));
+            }
+        }
         let mut err = std::io::stderr().lock();
         if self.tty {
             let _ = write!(err, "\r{line}\x1b[K");

@@ -289,6 +289,10 @@ pub struct SecondPoint {
     pub e2e_p50_us: u64,
     pub e2e_p99_us: u64,
     pub e2e_max_us: u64,
+    /// CPU cores the broker used this second (with `--broker-pid`).
+    pub broker_cpu_cores: Option<f64>,
+    /// CPU cores this load generator used this second.
+    pub bench_cpu_cores: Option<f64>,
 }
 
 /// The whole run, merged over executors and seconds.
@@ -326,8 +330,9 @@ impl Aggregate {
         }
     }
 
-    /// Adds one second, merged over executors (seconds arrive in order).
-    pub fn add_second(&mut self, merged: &Interval) {
+    /// Adds one second, merged over executors (seconds arrive in order),
+    /// with the CPU use sampled for it.
+    pub fn add_second(&mut self, merged: &Interval, cpu: (Option<f64>, Option<f64>)) {
         let phase = self.phase(merged.second);
         let p = Percentiles::of(&merged.publish);
         let e = Percentiles::of(&merged.e2e);
@@ -345,6 +350,8 @@ impl Aggregate {
             e2e_p50_us: e.p50,
             e2e_p99_us: e.p99,
             e2e_max_us: e.max,
+            broker_cpu_cores: cpu.0,
+            bench_cpu_cores: cpu.1,
         });
         match phase {
             Phase::Warmup => {}
@@ -354,6 +361,20 @@ impl Aggregate {
             }
             Phase::Drain => self.totals.merge(merged),
         }
+    }
+
+    /// Mean CPU cores over the measured seconds: (broker, this process).
+    pub fn mean_cpu(&self) -> (Option<f64>, Option<f64>) {
+        let mean = |f: &dyn Fn(&SecondPoint) -> Option<f64>| {
+            let v: Vec<f64> = self
+                .series
+                .iter()
+                .filter(|p| p.phase == Phase::Measure)
+                .filter_map(f)
+                .collect();
+            (!v.is_empty()).then(|| (v.iter().sum::<f64>() / v.len() as f64 * 100.0).round() / 100.0)
+        };
+        (mean(&|p| p.broker_cpu_cores), mean(&|p| p.bench_cpu_cores))
     }
 }
 
@@ -379,16 +400,16 @@ mod tests {
         assert_eq!(agg.phase(1), Phase::Measure);
         assert_eq!(agg.phase(2), Phase::Measure);
         assert_eq!(agg.phase(3), Phase::Drain);
-        agg.add_second(&a);
+        agg.add_second(&a, (None, None));
         assert_eq!(agg.totals.produced_msgs, 0, "warm-up is excluded");
         let mut c = Interval::new(0, 1);
         record(&mut c.publish, 7);
         c.produced_msgs = 1;
-        agg.add_second(&c);
+        agg.add_second(&c, (None, None));
         let mut d = Interval::new(0, 3);
         record(&mut d.publish, 2_000);
         d.produced_msgs = 1;
-        agg.add_second(&d);
+        agg.add_second(&d, (None, None));
         assert_eq!(agg.totals.publish.len(), 2, "drain latency counts");
         assert_eq!(agg.window.produced_msgs, 1, "drain throughput does not");
         assert_eq!(agg.series.len(), 3);

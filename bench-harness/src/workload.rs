@@ -279,6 +279,8 @@ pub struct Workload {
     pub fetch_max_wait_ms: u32,
     pub fetch_max_partition_bytes: u32,
     pub request_timeout_ms: u64,
+    /// The broker's pid, to sample its CPU use.
+    pub broker_pid: Option<u32>,
     /// Free text carried into the result (plot legends use it).
     pub label: Option<String>,
     pub json: Option<PathBuf>,
@@ -416,6 +418,7 @@ impl Workload {
             fetch_max_wait_ms: a.fetch_max_wait_ms.unwrap_or(100),
             fetch_max_partition_bytes: a.fetch_max_partition_bytes.unwrap_or(4 * 1024 * 1024),
             request_timeout_ms,
+            broker_pid: a.broker_pid,
             label: a.label,
             json: a.json,
             hdr_log: a.hdr_log,
