@@ -6,6 +6,10 @@
 //!   `queue_depth` writes in flight (the broker has one writer per
 //!   partition) and once more with one in flight; the timing includes the
 //!   final fdatasync, so the data is durable when the clock stops.
+//! - Durable write bandwidth (a diagnostic, not the bandwidth targets are
+//!   measured against): `queue_depth` files written in parallel, each in a
+//!   loop of "preallocate, write one block, fdatasync", i.e. the broker's
+//!   flush=always pattern when every group write is one block per partition.
 //! - fdatasync latency: rounds of "append one 4 KiB page, fdatasync" (the
 //!   least a durable produce costs), preallocated in 1 MiB steps as the
 //!   broker does; `fdatasync_us` times the sync alone, `append_fdatasync_us`
@@ -73,6 +77,9 @@ pub struct LimitsResult {
     pub disk_write_bytes: u64,
     pub disk_write_block_bytes: u64,
     pub disk_write_queue_depth: u64,
+    /// `disk_write_queue_depth` files in parallel, each writing one block
+    /// then fdatasync in a loop, MB/s (diagnostic).
+    pub durable_write_mb_s: f64,
     /// fdatasync after a 4 KiB append, µs.
     pub fdatasync_us: SyncLatency,
     /// The 4 KiB append and its fdatasync together, µs.
@@ -88,6 +95,7 @@ impl LimitsResult {
             "corelog-bench limits on {} ({})\n\
              disk write ({} MiB, {} KiB writes, {} in flight): {:>9.1} MB/s\n\
              disk write (one in flight):                 {:>9.1} MB/s\n\
+             durable write ({} files, write+fdatasync each): {:>9.1} MB/s\n\
              fdatasync after 4 KiB append (µs): p50 {} p99 {} max {} ({} rounds)\n\
              append + fdatasync (µs):           p50 {} p99 {} max {}\n\
              loopback TCP:                               {:>9.1} MB/s\n",
@@ -98,6 +106,8 @@ impl LimitsResult {
             self.disk_write_queue_depth,
             self.disk_write_mb_s,
             self.disk_write_qd1_mb_s,
+            self.disk_write_queue_depth,
+            self.durable_write_mb_s,
             self.fdatasync_us.p50,
             self.fdatasync_us.p99,
             self.fdatasync_us.max,
@@ -157,13 +167,14 @@ pub fn run(args: &LimitsArgs) -> Result<LimitsResult, BenchError> {
             } else {
                 qd_n
             };
+            let durable = durable_write(&dir2, blocks, block, qd).await?;
             let (sync, both) = sync_latency(&dir2, fsyncs).await?;
-            Ok::<_, BenchError>((qd_n, qd_1, sync, both))
+            Ok::<_, BenchError>((qd_n, qd_1, durable, sync, both))
         })
         .map_err(|e| BenchError::Executor(format!("cannot start the limits executor: {e}")))?
         .join()
         .map_err(|e| BenchError::Executor(format!("limits executor failed: {e}")))?;
-    let (qd_n, qd_1, sync, both) = disk?;
+    let (qd_n, qd_1, durable, sync, both) = disk?;
     let tcp = loopback_tcp(Duration::from_secs_f64(args.tcp_s))?;
     Ok(LimitsResult {
         tool: "corelog-bench".into(),
@@ -173,6 +184,7 @@ pub fn run(args: &LimitsArgs) -> Result<LimitsResult, BenchError> {
         disk_write_qd1_mb_s: round1(qd_1),
         disk_write_bytes: total,
         disk_write_block_bytes: block,
+        durable_write_mb_s: round1(durable),
         disk_write_queue_depth: qd,
         fdatasync_us: SyncLatency::of(&sync),
         append_fdatasync_us: SyncLatency::of(&both),
@@ -258,6 +270,54 @@ async fn disk_write(dir: &Path, blocks: u64, block: u64, qd: u64) -> Result<f64,
     let secs = t0.elapsed().as_secs_f64();
     let _ = file.close_rc().await;
     drop(guard);
+    Ok((blocks * block) as f64 / secs.max(1e-9) / 1e6)
+}
+
+/// `files` files written in parallel, `blocks` blocks in all, each block
+/// followed by an fdatasync of its file; MB/s.
+async fn durable_write(dir: &Path, blocks: u64, block: u64, files: u64) -> Result<f64, BenchError> {
+    let next = Rc::new(Cell::new(0u64));
+    let mut opened = Vec::new();
+    for i in 0..files {
+        opened.push(open_temp(dir, &format!("durable-{i}")).await?);
+    }
+    let t0 = Instant::now();
+    let mut writers = Vec::new();
+    for (file, guard) in opened {
+        let next = next.clone();
+        writers.push(glommio::spawn_local(async move {
+            let path = guard.0.clone();
+            let mut pos = 0u64;
+            let mut reserved = 0u64;
+            loop {
+                let i = next.get();
+                if i >= blocks {
+                    break;
+                }
+                next.set(i + 1);
+                while pos + block > reserved {
+                    reserved += PREALLOC_STEP_BYTES;
+                    let _ = file.pre_allocate(reserved, true).await;
+                }
+                let mut buf = file.alloc_dma_buffer(block as usize);
+                buf.as_bytes_mut().fill(0x3c ^ (i as u8));
+                file.write_at(buf, pos)
+                    .await
+                    .map_err(|e| io_err("write", &path, e))?;
+                file.fdatasync()
+                    .await
+                    .map_err(|e| io_err("fdatasync", &path, e))?;
+                pos += block;
+            }
+            let _ = file.close().await;
+            drop(guard);
+            Ok::<(), BenchError>(())
+        }));
+    }
+    for w in writers {
+        w.await?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
     Ok((blocks * block) as f64 / secs.max(1e-9) / 1e6)
 }
 
