@@ -34,10 +34,7 @@ pub enum BenchError {
         source: serde_json::Error,
     },
     #[error("{what}: {source}")]
-    Client {
-        what: String,
-        source: ClientError,
-    },
+    Client { what: String, source: ClientError },
     /// A glommio executor could not start, or died.
     #[error("executor: {0}")]
     Executor(String),

@@ -127,7 +127,7 @@ pub fn run(args: &LimitsArgs) -> Result<LimitsResult, BenchError> {
             args.tcp_s
         )));
     }
-    if args.block_kib % 4 != 0 {
+    if !args.block_kib.is_multiple_of(4) {
         return Err(BenchError::Workload(format!(
             "--block-kib {} must be a multiple of 4 (O_DIRECT alignment)",
             args.block_kib

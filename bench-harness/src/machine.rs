@@ -23,7 +23,8 @@ impl MachineInfo {
             .lines()
             .find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                matches!(k.trim(), "model name" | "Model" | "cpu model").then(|| v.trim().to_string())
+                matches!(k.trim(), "model name" | "Model" | "cpu model")
+                    .then(|| v.trim().to_string())
             })
             .unwrap_or_else(|| "unknown".into());
         let cores = cpuinfo

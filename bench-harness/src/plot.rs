@@ -7,6 +7,7 @@
 //!    y: µs, log scale): publish solid, end-to-end dashed;
 //! 2. throughput over time (MB/s per second): produced solid, consumed dashed;
 //! 3. p99 latency per second over time (µs, log scale).
+//!
 //! Warm-up seconds are drawn too (the x axis is seconds since start).
 //!
 //! Invariant: a result without a figure (e.g. no e2e) simply has no line;
@@ -52,8 +53,7 @@ fn nines_label(x: f64) -> String {
     match n {
         0 => "0%".into(),
         1 => "90%".into(),
-        n => format!("99.{}%", "9".repeat((n - 2) as usize))
-            .replace("99.%", "99%"),
+        n => format!("99.{}%", "9".repeat((n - 2) as usize)).replace("99.%", "99%"),
     }
 }
 
@@ -155,7 +155,9 @@ fn latency_panel(
                 .draw_series(LineSeries::new(publish, c.stroke_width(2)))
                 .map_err(err)?
                 .label(format!("{name} publish"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
         }
         let e2e = spectrum_points(&r.e2e_latency_us);
         if !e2e.is_empty() {
@@ -163,7 +165,9 @@ fn latency_panel(
                 .draw_series(DashedLineSeries::new(e2e, 6, 4, c.stroke_width(2)))
                 .map_err(err)?
                 .label(format!("{name} e2e"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1))
+                });
         }
     }
     chart
@@ -225,14 +229,18 @@ fn throughput_panel(
                 .draw_series(LineSeries::new(produced, c.stroke_width(2)))
                 .map_err(err)?
                 .label(format!("{name} produced"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
         }
         if r.series.iter().any(|p| p.consumed_msgs > 0) {
             chart
                 .draw_series(DashedLineSeries::new(consumed, 6, 4, c.stroke_width(2)))
                 .map_err(err)?
                 .label(format!("{name} consumed"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1))
+                });
         }
     }
     chart
@@ -305,14 +313,18 @@ fn p99_panel(
                 .draw_series(LineSeries::new(publish, c.stroke_width(2)))
                 .map_err(err)?
                 .label(format!("{name} publish p99"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
         }
         if !e2e.is_empty() {
             chart
                 .draw_series(DashedLineSeries::new(e2e, 6, 4, c.stroke_width(2)))
                 .map_err(err)?
                 .label(format!("{name} e2e p99"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1))
+                });
         }
     }
     chart

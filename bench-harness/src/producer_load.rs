@@ -49,11 +49,7 @@ const SEND_ERROR_PAUSE_MS: u64 = 10;
 
 /// Connects one producer and learns the partition counts (so the first
 /// measured send does not pay for metadata).
-pub async fn connect(
-    w: &Workload,
-    id: u32,
-    topics: &[TopicSpec],
-) -> Result<Producer, BenchError> {
+pub async fn connect(w: &Workload, id: u32, topics: &[TopicSpec]) -> Result<Producer, BenchError> {
     let config = ProducerConfig {
         client: ClientConfig {
             bootstrap: w.bootstrap.clone(),

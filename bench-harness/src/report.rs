@@ -264,7 +264,9 @@ impl BenchResult {
                 .broker_cores
                 .map(|c| format!("broker {c:.2} cores, "))
                 .unwrap_or_default();
-            s.push_str(&format!("\nCPU (measured seconds, mean): {broker}load generator {b:.2} cores\n"));
+            s.push_str(&format!(
+                "\nCPU (measured seconds, mean): {broker}load generator {b:.2} cores\n"
+            ));
         }
         let d = &self.error_detail;
         s.push_str(&format!(

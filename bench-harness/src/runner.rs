@@ -76,17 +76,20 @@ pub struct RunCtx {
     pub shared: Arc<RunShared>,
 }
 
+/// A consumer's `(topic, partitions)` assignment.
+type Assignment = Vec<(String, Vec<u32>)>;
+
 /// The clients one executor runs.
 #[derive(Debug, Clone, Default)]
 struct ExecPlan {
     producers: Vec<u32>,
     /// Consumer id and its `(topic, partitions)`.
-    consumers: Vec<(u32, Vec<(String, Vec<u32>)>)>,
+    consumers: Vec<(u32, Assignment)>,
 }
 
 enum Msg {
     Ready(usize, Result<(), String>),
-    Interval(Interval),
+    Interval(Box<Interval>),
 }
 
 /// What a finished run measured.
@@ -230,7 +233,9 @@ async fn setup_topics_async(w: &Workload) -> Result<Vec<TopicSpec>, BenchError> 
         })?;
         let partitions = u32::try_from(info.partitions.len()).unwrap_or(u32::MAX);
         if partitions == 0 {
-            return Err(BenchError::Workload(format!("topic {name} has no partitions")));
+            return Err(BenchError::Workload(format!(
+                "topic {name} has no partitions"
+            )));
         }
         if let Some(p) = w.create_partitions {
             if p != partitions {
@@ -258,7 +263,7 @@ fn plan(w: &Workload, topics: &[TopicSpec]) -> Vec<ExecPlan> {
         .flat_map(|(t, s)| (0..s.partitions).map(move |p| (t, p)))
         .collect();
     for j in 0..w.consumers {
-        let mut assignment: Vec<(String, Vec<u32>)> = Vec::new();
+        let mut assignment: Assignment = Vec::new();
         for (k, (t, p)) in all.iter().enumerate() {
             if k % w.consumers as usize != j as usize {
                 continue;
@@ -323,9 +328,8 @@ async fn executor_main(
         Ok(Some(t)) => t,
         _ => return,
     };
-    let end = start
-        + Duration::from_secs(warmup_whole_s(w))
-        + Duration::from_secs_f64(w.duration_s);
+    let end =
+        start + Duration::from_secs(warmup_whole_s(w)) + Duration::from_secs_f64(w.duration_s);
     let ctx = Rc::new(RunCtx {
         workload: workload.clone(),
         clock,
@@ -363,7 +367,7 @@ async fn executor_main(
         }
         let done = remaining.get() == 0 || ctx.shared.abort.load(Ordering::Relaxed);
         let interval = ctx.recorder.borrow_mut().take(second, done);
-        if tx.send(Msg::Interval(interval)).is_err() || done {
+        if tx.send(Msg::Interval(Box::new(interval))).is_err() || done {
             break;
         }
         second += 1;
@@ -481,7 +485,8 @@ fn aggregate(
     progress.finish();
     drop(log);
     if let Some(mut f) = log_file {
-        f.flush().map_err(|e| BenchError::io("write the HdrHistogram log", e))?;
+        f.flush()
+            .map_err(|e| BenchError::io("write the HdrHistogram log", e))?;
     }
     Ok((agg, aborted))
 }
@@ -576,7 +581,10 @@ mod tests {
         assert_eq!(plans[0].producers, vec![0, 2]);
         assert_eq!(plans[1].producers, vec![1]);
         // consumer 0 -> executor (3 + 0) % 2 = 1, consumer 1 -> executor 0
-        assert_eq!(plans[1].consumers[0].1, vec![("t".to_string(), vec![0, 2, 4])]);
+        assert_eq!(
+            plans[1].consumers[0].1,
+            vec![("t".to_string(), vec![0, 2, 4])]
+        );
         assert_eq!(plans[0].consumers[0].1, vec![("t".to_string(), vec![1, 3])]);
     }
 }

@@ -372,7 +372,8 @@ impl Aggregate {
                 .filter(|p| p.phase == Phase::Measure)
                 .filter_map(f)
                 .collect();
-            (!v.is_empty()).then(|| (v.iter().sum::<f64>() / v.len() as f64 * 100.0).round() / 100.0)
+            (!v.is_empty())
+                .then(|| (v.iter().sum::<f64>() / v.len() as f64 * 100.0).round() / 100.0)
         };
         (mean(&|p| p.broker_cpu_cores), mean(&|p| p.bench_cpu_cores))
     }

@@ -312,10 +312,14 @@ impl Workload {
         });
         match mode {
             Mode::Produce if consumers > 0 => {
-                return bad("produce runs no consumers (use e2e for producers and consumers)".into())
+                return bad(
+                    "produce runs no consumers (use e2e for producers and consumers)".into(),
+                )
             }
             Mode::Consume if producers > 0 => {
-                return bad("consume runs no producers (use e2e for producers and consumers)".into())
+                return bad(
+                    "consume runs no producers (use e2e for producers and consumers)".into(),
+                )
             }
             Mode::Produce | Mode::E2e if producers == 0 => {
                 return bad(format!("{} needs --producers >= 1", mode.name()))
@@ -335,7 +339,9 @@ impl Workload {
         }
         let batch_bytes = a.batch_bytes.unwrap_or(1024 * 1024);
         if batch_bytes == 0 || batch_bytes > MAX_MESSAGE_BYTES {
-            return bad(format!("--batch-bytes must be within 1..={MAX_MESSAGE_BYTES}"));
+            return bad(format!(
+                "--batch-bytes must be within 1..={MAX_MESSAGE_BYTES}"
+            ));
         }
         let duration_s = a.duration_s.unwrap_or(10.0);
         let warmup_s = a.warmup_s.unwrap_or(2.0);
@@ -351,7 +357,9 @@ impl Workload {
         }
         if let Some(r) = a.rate_mb_s {
             if !r.is_finite() || r <= 0.0 || r > 1e6 {
-                return bad(format!("--rate-mb-s {r} must be > 0 (leave it out for unlimited)"));
+                return bad(format!(
+                    "--rate-mb-s {r} must be > 0 (leave it out for unlimited)"
+                ));
             }
         }
         let key_space = a.key_space.unwrap_or(10_000);
@@ -433,7 +441,9 @@ impl Workload {
         if self.topics == 1 {
             vec![self.topic.clone()]
         } else {
-            (0..self.topics).map(|i| format!("{}-{i}", self.topic)).collect()
+            (0..self.topics)
+                .map(|i| format!("{}-{i}", self.topic))
+                .collect()
         }
     }
 

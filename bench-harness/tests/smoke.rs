@@ -176,8 +176,8 @@ fn bench(args: &[&str], what: &str) -> Output {
 }
 
 fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
 }
 
@@ -264,16 +264,28 @@ fn bench_harness_smoke() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("p99.9"), "no latency table:\n{table}");
     let r = read_json(&e2e_json);
-    assert!(num(&r, "throughput.msgs_per_s") > 0.0, "no message acknowledged: {r}");
+    assert!(
+        num(&r, "throughput.msgs_per_s") > 0.0,
+        "no message acknowledged: {r}"
+    );
     assert!(num(&r, "throughput.mb_per_s") > 0.0);
-    assert!(num(&r, "consume_throughput.msgs_per_s") > 0.0, "nothing consumed");
+    assert!(
+        num(&r, "consume_throughput.msgs_per_s") > 0.0,
+        "nothing consumed"
+    );
     assert_latency_keys(&r, "publish_latency_us");
     assert_latency_keys(&r, "e2e_latency_us");
     assert!(num(&r, "publish_latency_us.count") > 0.0);
-    assert!(num(&r, "e2e_latency_us.count") > 0.0, "no e2e latency recorded");
+    assert!(
+        num(&r, "e2e_latency_us.count") > 0.0,
+        "no e2e latency recorded"
+    );
     assert_eq!(num(&r, "errors"), 0.0, "errors: {}", r["error_detail"]);
     assert!(r["series"].as_array().is_some_and(|s| s.len() >= 3));
-    assert_eq!(r["workload"]["message_bytes"], "100..300", "file setting kept");
+    assert_eq!(
+        r["workload"]["message_bytes"], "100..300",
+        "file setting kept"
+    );
     assert_eq!(r["workload"]["keys"], "uniform");
     assert!(r["machine"]["cpu_model"].is_string());
     let log = std::fs::read_to_string(&hdr).expect("hdr log");
@@ -301,7 +313,10 @@ fn bench_harness_smoke() {
         "corelog-bench consume",
     );
     let c = read_json(&consume_json);
-    assert!(num(&c, "throughput.msgs") > 0.0, "consume read nothing: {c}");
+    assert!(
+        num(&c, "throughput.msgs") > 0.0,
+        "consume read nothing: {c}"
+    );
 
     // limits on a small size, then a report against it.
     let limits_json = tmp.path().join("limits.json");
@@ -329,7 +344,11 @@ fn bench_harness_smoke() {
     let leftovers: Vec<_> = std::fs::read_dir(&data)
         .expect("read data dir")
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".corelog-bench"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".corelog-bench")
+        })
         .collect();
     assert!(leftovers.is_empty(), "limits left files behind");
 
