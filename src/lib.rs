@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod server;
 pub mod shard;
 pub mod storage;
+pub mod timer;
 
 /// This build's version, as reported in ApiVersions.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -200,7 +200,7 @@ impl Connection {
             id,
             shared: Rc::downgrade(&self.shared),
             reply: reply_rx,
-            timer: Box::pin(glommio::timer::sleep(Duration::from_millis(timeout_ms))),
+            timer: Box::pin(crate::timer::sleep(Duration::from_millis(timeout_ms))),
             timeout_ms,
         })
     }

@@ -398,7 +398,7 @@ impl Producer {
                 if linger.is_zero() {
                     futures_lite::future::yield_now().await;
                 } else {
-                    glommio::timer::sleep(linger).await;
+                    crate::timer::sleep(linger).await;
                 }
                 let sealed = inner
                     .accumulator

@@ -107,7 +107,7 @@ impl PartitionError {
 
 /// Largest group the writer submits as one write, in bytes (a single larger
 /// batch is still written alone).
-const MAX_GROUP_WRITE_BYTES: u64 = 1024 * 1024;
+const MAX_GROUP_WRITE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Largest single read a fetch issues, in bytes (bigger fetches read more
 /// than once; a bigger single batch is read whole).
@@ -643,7 +643,7 @@ impl Partition {
             .data_waiters
             .wait(|| self.high_watermark.get() > offset || self.closing.get());
         let left = deadline.saturating_duration_since(Instant::now());
-        futures_lite::future::or(ready, glommio::timer::sleep(left)).await
+        futures_lite::future::or(ready, crate::timer::sleep(left)).await
     }
 
     pub async fn list_offset(&self, spec: OffsetSpec) -> Result<(Offset, i64), PartitionError> {

@@ -49,7 +49,7 @@ impl Pending {
                     Some(in_flight.finish().await)
                 } else {
                     futures_lite::future::or(async { Some(in_flight.finish().await) }, async {
-                        glommio::timer::sleep(Duration::from_millis(timeout_ms as u64)).await;
+                        crate::timer::sleep(Duration::from_millis(timeout_ms as u64)).await;
                         None
                     })
                     .await

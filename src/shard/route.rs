@@ -275,7 +275,7 @@ impl Shard {
         futs.push(Box::pin(async move {
             let now = Instant::now();
             if deadline > now {
-                glommio::timer::sleep(deadline - now).await;
+                crate::timer::sleep(deadline - now).await;
             }
             drop(me);
         }));

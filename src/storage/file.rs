@@ -71,6 +71,21 @@ pub struct LogFile {
     file: DmaFile,
     path: PathBuf,
     faults: Rc<FaultInjector>,
+    /// On a memory file system (tmpfs) there are no blocks to reserve, and
+    /// fallocate there walks every page of the range: `pre_allocate` skips it.
+    in_memory: bool,
+}
+
+/// Whether `file` lives on tmpfs/ramfs (fstatfs; false if that fails).
+fn on_memory_fs(file: &DmaFile) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fstatfs only writes into the zeroed struct we pass; the fd is
+    // open for as long as `file` lives.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
+    const RAMFS_MAGIC: i64 = 0x858458f6;
+    let kind = st.f_type as i64;
+    rc == 0 && (kind == libc::TMPFS_MAGIC || kind == RAMFS_MAGIC)
 }
 
 impl LogFile {
@@ -91,6 +106,7 @@ impl LogFile {
             .await
             .map_err(|e| StorageError::io("open", path, os_error(e)))?;
         Ok(LogFile {
+            in_memory: on_memory_fs(&file),
             file,
             path: path.to_path_buf(),
             faults,
@@ -103,9 +119,18 @@ impl LogFile {
 
     /// A zeroed, page-aligned buffer of `len` bytes (rounded up to a page).
     pub fn alloc_buffer(&self, len: usize) -> DmaBuffer {
+        self.alloc_buffer_zeroed_from(len, 0)
+    }
+
+    /// A page-aligned buffer of `len` bytes (rounded up to a page) whose
+    /// bytes from `zero_from` on are zero; the caller overwrites the rest
+    /// (saves a memset of the data part on the append path).
+    pub fn alloc_buffer_zeroed_from(&self, len: usize, zero_from: usize) -> DmaBuffer {
         let len = super::align_up(len as u64) as usize;
         let mut buf = self.file.alloc_dma_buffer(len);
-        buf.as_bytes_mut().fill(0);
+        let bytes = buf.as_bytes_mut();
+        let from = zero_from.min(bytes.len());
+        bytes[from..].fill(0);
         buf
     }
 
@@ -138,7 +163,7 @@ impl LogFile {
         let mut continuations = 0;
         while n < len
             && n > 0
-            && n as u64 % PAGE_BYTES == 0
+            && (n as u64).is_multiple_of(PAGE_BYTES)
             && continuations < MAX_WRITE_CONTINUATIONS
         {
             continuations += 1;
@@ -228,6 +253,9 @@ impl LogFile {
     /// (fallocate with FALLOC_FL_KEEP_SIZE), so later writes there do not
     /// allocate. The logical/physical size seen by recovery is unchanged.
     pub async fn pre_allocate(&self, len: u64) -> Result<(), StorageError> {
+        if self.in_memory {
+            return Ok(());
+        }
         self.file
             .pre_allocate(len, true)
             .await

@@ -534,7 +534,11 @@ impl Segment {
             assert!(!st.sealed, "append to a sealed segment");
             let start = align_down(st.log_bytes);
             let total: usize = batches.iter().map(|(_, b)| b.len()).sum();
-            let mut buf = self.file.alloc_buffer(st.tail.len() + total);
+            // Tail and batches overwrite the front; only the padding after
+            // them needs zeroing.
+            let mut buf = self
+                .file
+                .alloc_buffer_zeroed_from(st.tail.len() + total, st.tail.len() + total);
             let bytes = buf.as_bytes_mut();
             bytes[..st.tail.len()].copy_from_slice(&st.tail);
             let mut at = st.tail.len();
