@@ -138,7 +138,7 @@ impl LogFile {
         let mut continuations = 0;
         while n < len
             && n > 0
-            && n as u64 % PAGE_BYTES == 0
+            && (n as u64).is_multiple_of(PAGE_BYTES)
             && continuations < MAX_WRITE_CONTINUATIONS
         {
             continuations += 1;
