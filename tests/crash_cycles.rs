@@ -4,22 +4,35 @@
 //!
 //! Topics use 64 KiB segments and a 512-byte index interval, so kills land
 //! during segment rolls and index writes too. `ca` and `cb` are
-//! `flush = "always"` (acks leader and all), `ci` uses `flush.interval_ms`.
-//! The seed (env `CORELOG_CRASH_SEED`) is printed for reproduction.
+//! `flush = "always"` (acks leader and all), `ci` uses `flush.interval_ms`,
+//! and `cr` (flush=always) keeps only `retention_bytes` = 4 segments with a
+//! 50 ms retention check, so segments are deleted all the time. Every other
+//! cycle aims its kill at a retention delete: an inotify watch on `cr`'s
+//! partition directories sees the first unlink of a deletion and the broker
+//! is SIGKILLed right then; the other cycles kill at a random moment. The
+//! run counts kills within `NEAR_DELETE` of an unlink and restarts that found
+//! a half-deleted segment. The seed (env `CORELOG_CRASH_SEED`) is printed for
+//! reproduction.
 //!
 //! The checker keeps every acknowledged (topic, partition, offset, payload)
 //! and everything it was ever served. It proves: nothing acknowledged is
 //! missing (flush=always topics; for the interval topic a loss is allowed by
-//! design and only counted), offsets are contiguous from the log start, an
-//! offset never maps to two payloads across restarts, no payload appears
+//! design and only counted; on the retention topic an acknowledged record may
+//! be gone only below the partition's current log start, which must leave at
+//! least `retention_bytes` worth of records), offsets are contiguous from the
+//! log start, an offset never maps to two payloads across restarts (also when
+//! a kill before the unlink brings deleted records back), no payload appears
 //! twice, each producer's records keep their order in a partition, every
 //! served payload was sent to that partition, and (at the end, raw) every
-//! batch of every segment passes its CRC with contiguous offsets.
+//! batch of every segment passes its CRC with contiguous offsets and no index
+//! file is left without its segment.
 //!
 //! Bounded: every wait is bounded by the harness, the whole run by
 //! `RUN_LIMIT`. No timing assertions.
 
 mod common;
+#[path = "support/delete_watch.rs"]
+mod delete_watch;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -27,9 +40,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common::{run_client, try_within, Broker, BrokerOptions};
-use corelog::client::{Consumer, ConsumerConfig, Producer, ProducerConfig, SeekTo};
+use corelog::client::{Admin, Consumer, ConsumerConfig, Producer, ProducerConfig, SeekTo};
 use corelog::protocol::batch::{batches, verify_crc};
 use corelog::protocol::messages::Acks;
+use corelog::protocol::ErrorCode;
 use rand::{Rng, SeedableRng};
 
 /// Default number of kill/restart cycles.
@@ -40,6 +54,21 @@ const DEFAULT_CYCLES: u32 = 50;
 const RECORDS_PER_SEC_PER_PRODUCER: f64 = 2500.0;
 /// The whole test gives up (fails) past this.
 const RUN_LIMIT: Duration = Duration::from_secs(900);
+/// `retention_bytes` of the retention topic: four 64 KiB segments.
+const RETENTION_BYTES: u64 = 4 * 65536;
+/// Retention check interval of the broker under test, in ms.
+const RETENTION_CHECK_INTERVAL_MS: u64 = 50;
+/// Upper bound on the bytes one record of this test takes in a segment (a
+/// one-record batch: 61-byte header, record framing, payload of at most
+/// ~160 bytes): retention keeps at least RETENTION_BYTES / this records.
+const MAX_BYTES_PER_RECORD: u64 = 512;
+/// A kill is "near" a retention delete if a segment file of the retention
+/// topic was unlinked at most this long before it.
+const NEAR_DELETE: Duration = Duration::from_millis(20);
+/// An aimed kill comes up to this many µs after the unlink it saw.
+const AIM_JITTER_US: u64 = 1500;
+/// An aimed cycle waits at most this long for a retention delete.
+const AIM_LIMIT: Duration = Duration::from_millis(2500);
 
 /// One topic under test.
 struct TopicSpec {
@@ -47,6 +76,8 @@ struct TopicSpec {
     partitions: u32,
     /// `flush = "always"`: nothing acknowledged may be lost.
     always: bool,
+    /// `retention_bytes = RETENTION_BYTES`: the log start moves.
+    retention: bool,
     /// Producers per cycle and their acks.
     producers: &'static [Acks],
 }
@@ -56,18 +87,28 @@ const TOPICS: &[TopicSpec] = &[
         name: "ca",
         partitions: 3,
         always: true,
+        retention: false,
         producers: &[Acks::Leader, Acks::Leader],
     },
     TopicSpec {
         name: "cb",
         partitions: 2,
         always: true,
+        retention: false,
         producers: &[Acks::All],
     },
     TopicSpec {
         name: "ci",
         partitions: 2,
         always: false,
+        retention: false,
+        producers: &[Acks::Leader],
+    },
+    TopicSpec {
+        name: "cr",
+        partitions: 2,
+        always: true,
+        retention: true,
         producers: &[Acks::Leader],
     },
 ];
@@ -127,10 +168,18 @@ struct Checker {
     pending_acks: Vec<(String, u32, u64, String)>,
     /// Producer id → (topic, records sent).
     sent: HashMap<u32, (String, u64)>,
+    /// Latest log start seen, per partition.
+    log_start: HashMap<Tp, u64>,
     acked_total: u64,
     verified_acked: u64,
     lost_interval_acked: u64,
     lost_interval_served: u64,
+    /// Acknowledged records of the retention topic found below the log start
+    /// (deleted by retention) when checked.
+    retention_deleted_acked: u64,
+    /// Restarts where a retention partition's log start was lower than
+    /// before the kill (deleted segments back: the kill came before unlink).
+    log_start_went_back: u64,
     records_read: u64,
 }
 
@@ -140,6 +189,40 @@ impl Checker {
         self.pending_acks.extend(r.acked);
         for (pid, n) in r.sent {
             self.sent.insert(pid, (topic_of[&pid].clone(), n));
+        }
+    }
+
+    /// The broker reports `log_start` for `tp`: only retention moves it,
+    /// and retention leaves at least `RETENTION_BYTES` of records.
+    fn saw_log_start(&mut self, tp: &Tp, log_start: u64, hw: u64, after_restart: bool) {
+        let s = spec(&tp.0);
+        if !s.retention {
+            assert_eq!(log_start, 0, "{}/{}: log start moved", tp.0, tp.1);
+            return;
+        }
+        assert!(
+            log_start <= hw,
+            "{}/{}: log start {log_start} above hw {hw}",
+            tp.0,
+            tp.1
+        );
+        if log_start > 0 {
+            let kept = hw - log_start;
+            assert!(
+                kept >= RETENTION_BYTES / MAX_BYTES_PER_RECORD,
+                "{}/{}: log start {log_start} leaves only {kept} records below hw {hw}: more than retention deleted",
+                tp.0,
+                tp.1
+            );
+        }
+        let prev = self.log_start.insert(tp.clone(), log_start).unwrap_or(0);
+        if log_start < prev {
+            assert!(
+                after_restart,
+                "{}/{}: log start went back from {prev} to {log_start} on a live broker",
+                tp.0, tp.1
+            );
+            self.log_start_went_back += 1;
         }
     }
 
@@ -167,10 +250,11 @@ impl Checker {
         }
         let c = self.checked_to.entry(tp.clone()).or_insert(0);
         *c = (*c).min(hw);
+        let log_start = self.log_start.get(tp).copied().unwrap_or(0);
         if full {
-            0
+            log_start
         } else {
-            *c
+            (*c).max(log_start)
         }
     }
 
@@ -245,11 +329,15 @@ impl Checker {
         for (t, p, off, v) in std::mem::take(&mut self.pending_acks) {
             let tp = (t.clone(), p);
             let got = self.served.get(&tp).and_then(|m| m.get(&off));
+            let log_start = self.log_start.get(&tp).copied().unwrap_or(0);
             match got {
                 Some(g) if *g == v => self.verified_acked += 1,
                 Some(g) => panic!(
                     "{t}/{p} offset {off}: acknowledged {v:?} but the broker serves {g:?}"
                 ),
+                None if spec(&t).retention && off < log_start => {
+                    self.retention_deleted_acked += 1
+                }
                 None if spec(&t).always => panic!(
                     "{t}/{p} offset {off}: acknowledged {v:?} (flush=always) is missing after restart"
                 ),
@@ -259,16 +347,33 @@ impl Checker {
     }
 }
 
-/// Reads `tp` from each start offset up to the current high watermark.
+/// One contiguous run of records read from a partition.
+struct Chunk {
+    partition: u32,
+    start: u64,
+    recs: Vec<(u64, String)>,
+}
+
+/// Reads each partition from its start offset up to the given high
+/// watermark. On the retention topic the log start may pass the reader
+/// (a retention pass right after a restart): then it continues from the new
+/// log start, in a new chunk. Returns the chunks and the latest log starts.
 async fn read_range(
     cfg: ConsumerConfig,
     topic: &str,
     ranges: Vec<(u32, u64, u64)>,
-) -> Vec<(u32, u64, Vec<(u64, String)>)> {
+) -> (Vec<Chunk>, HashMap<u32, u64>) {
+    let retention = spec(topic).retention;
+    let admin = Admin::connect(cfg.client.clone()).await.expect("admin");
     let mut consumer = Consumer::connect(cfg).await.expect("consumer connect");
     let mut out = Vec::new();
+    let mut log_starts = HashMap::new();
     for (p, start, hw) in ranges {
-        let mut recs: Vec<(u64, String)> = Vec::new();
+        let mut chunk = Chunk {
+            partition: p,
+            start,
+            recs: Vec::new(),
+        };
         if start < hw {
             consumer
                 .assign(topic, &[p], SeekTo::Offset(start))
@@ -282,24 +387,49 @@ async fn read_range(
                     "{topic}/{p}: reading {start}..{hw} incomplete after {polls} polls"
                 );
                 polls += 1;
-                for r in consumer
-                    .poll()
-                    .await
-                    .expect("poll (CRC checked by the consumer)")
-                {
+                let recs = match consumer.poll().await {
+                    Ok(recs) => recs,
+                    Err(e) if retention && e.wire_code() == Some(ErrorCode::OffsetOutOfRange) => {
+                        let pos = consumer.position(topic, p).unwrap_or(0);
+                        let info = admin.describe_topic(topic).await.expect("describe");
+                        let ls = info
+                            .partitions
+                            .iter()
+                            .find(|i| i.partition == p)
+                            .map(|i| i.log_start_offset)
+                            .expect("partition info");
+                        assert!(ls > pos, "{topic}/{p}: {e} but the log start is {ls}");
+                        log_starts.insert(p, ls);
+                        out.push(std::mem::replace(
+                            &mut chunk,
+                            Chunk {
+                                partition: p,
+                                start: ls,
+                                recs: Vec::new(),
+                            },
+                        ));
+                        consumer
+                            .assign(topic, &[p], SeekTo::Offset(ls))
+                            .await
+                            .expect("assign");
+                        continue;
+                    }
+                    Err(e) => panic!("{topic}/{p}: poll (CRC checked by the consumer): {e}"),
+                };
+                for r in recs {
                     if r.partition == p && r.offset < hw {
                         let v = r
                             .value
                             .as_deref()
                             .map(|b| String::from_utf8_lossy(b).into_owned());
-                        recs.push((r.offset, v.unwrap_or_default()));
+                        chunk.recs.push((r.offset, v.unwrap_or_default()));
                     }
                 }
             }
         }
-        out.push((p, start, recs));
+        out.push(chunk);
     }
-    out
+    (out, log_starts)
 }
 
 /// After a (re)start: reads what is new (or everything) and checks it.
@@ -313,24 +443,25 @@ fn verify(broker: &Broker, checker: &mut Checker, full: bool) {
         });
         let mut ranges = Vec::new();
         for p in &info.partitions {
-            assert_eq!(
-                p.log_start_offset, 0,
-                "{name}/{}: log start moved",
-                p.partition
-            );
             assert!(p.high_watermark <= p.log_end_offset);
             let tp = (name.to_string(), p.partition);
+            checker.saw_log_start(&tp, p.log_start_offset, p.high_watermark, true);
             let start = checker.restarted(&tp, p.high_watermark, full);
             ranges.push((p.partition, start, p.high_watermark));
         }
+        let hws: HashMap<u32, u64> = ranges.iter().map(|r| (r.0, r.2)).collect();
         let ccfg = ConsumerConfig {
             max_wait_ms: 100,
             max_partition_bytes: 4 << 20,
             ..broker.consumer_config()
         };
-        let read = run_client(move || async move { read_range(ccfg, name, ranges).await });
-        for (p, start, recs) in read {
-            checker.served_batch(&(name.to_string(), p), start, &recs);
+        let (chunks, log_starts) =
+            run_client(move || async move { read_range(ccfg, name, ranges).await });
+        for (p, ls) in log_starts {
+            checker.saw_log_start(&(name.to_string(), p), ls, hws[&p], false);
+        }
+        for c in chunks {
+            checker.served_batch(&(name.to_string(), c.partition), c.start, &c.recs);
         }
     }
     checker.check_acks();
@@ -424,6 +555,11 @@ fn raw_scan(broker: &Broker) -> (usize, usize) {
                 .filter(|p| p.extension().is_some_and(|x| x == "log"))
                 .collect();
             logs.sort();
+            let orphans = delete_watch::orphan_index_files(std::slice::from_ref(&dir));
+            assert!(
+                orphans.is_empty(),
+                "index files without a segment: {orphans:?}"
+            );
             let mut next: Option<u64> = None;
             for log in &logs {
                 segs += 1;
@@ -474,7 +610,13 @@ fn crash_cycles_lose_nothing_acknowledged() {
     eprintln!("crash_cycles: seed {seed} (rerun with CORELOG_CRASH_SEED={seed}), {cycles} cycles");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
-    let mut broker = Broker::start_with(BrokerOptions::default());
+    let mut broker = Broker::start_with(BrokerOptions {
+        config_toml: Some(format!(
+            "[shard]\nretention_check_interval_ms = {RETENTION_CHECK_INTERVAL_MS}\n"
+        )),
+        ..BrokerOptions::default()
+    });
+    let retention_bytes = format!("retention_bytes={RETENTION_BYTES}");
     for t in TOPICS {
         let parts = t.partitions.to_string();
         let mut args = vec![
@@ -491,13 +633,27 @@ fn crash_cycles_lose_nothing_acknowledged() {
         if !t.always {
             args.extend(["--config", "flush.interval_ms=20"]);
         }
+        if t.retention {
+            args.extend(["--config", &retention_bytes]);
+        }
         broker.cli_ok(&args, "");
     }
+    // Unlinks in the retention topic's partition directories.
+    let retention_dirs: Vec<_> = TOPICS
+        .iter()
+        .filter(|t| t.retention)
+        .flat_map(|t| (0..t.partitions).map(|p| broker.partition_dir(t.name, p)))
+        .collect();
+    let watch = delete_watch::DeleteWatch::new(&retention_dirs).expect("inotify watch");
+    let is_segment_file =
+        |n: &String| n.ends_with(".log") || n.ends_with(".index") || n.ends_with(".timeindex");
 
     let mut checker = Checker::default();
     let mut topic_of: HashMap<u32, String> = HashMap::new();
     let mut next_pid = 0u32;
     let mut kills_while_producing = 0u32;
+    let (mut aimed, mut aimed_hits, mut near_delete, mut half_deleted) = (0u32, 0u32, 0u32, 0u32);
+    let mut unlinks_seen = 0usize;
     for cycle in 0..cycles {
         assert!(
             began.elapsed() < RUN_LIMIT,
@@ -513,8 +669,15 @@ fn crash_cycles_lose_nothing_acknowledged() {
                 next_pid += 1;
             }
         }
-        // Kill at a random moment: while connecting, early, or well into it.
-        let delay = Duration::from_millis(rng.gen_range(0..900));
+        // Odd cycles aim at a retention delete: kill at the first unlink
+        // after a random head start. Even cycles kill at a random moment:
+        // while connecting, early, or well into it.
+        let aim = cycle % 2 == 1;
+        let delay = Duration::from_millis(if aim {
+            rng.gen_range(100..500)
+        } else {
+            rng.gen_range(0..900)
+        });
         let pcfg = ProducerConfig {
             client: corelog::client::ClientConfig {
                 request_timeout_ms: 10_000,
@@ -523,18 +686,58 @@ fn crash_cycles_lose_nothing_acknowledged() {
             ..broker.producer_config()
         };
         let stop = Instant::now() + Duration::from_secs(30);
+        watch.drain();
+        let t0 = Instant::now();
         let client = std::thread::spawn(move || {
             run_client(move || async move { produce(pcfg, producers, stop).await })
         });
-        std::thread::sleep(delay);
+        let until = t0 + if aim { AIM_LIMIT } else { delay };
+        let mut last_unlink: Option<Instant> = None;
+        let mut hit = false;
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            let names = watch.wait((until - now).min(Duration::from_millis(5)));
+            let n = names.iter().filter(|n| is_segment_file(n)).count();
+            if n > 0 {
+                unlinks_seen += n;
+                last_unlink = Some(Instant::now());
+                if aim && t0.elapsed() >= delay {
+                    hit = true;
+                    // Land anywhere from between the unlinks of one segment's
+                    // files to after the directory fsync.
+                    std::thread::sleep(Duration::from_micros(rng.gen_range(0..=AIM_JITTER_US)));
+                    break;
+                }
+            }
+        }
         let alive = broker.is_running();
+        let near = last_unlink.is_some_and(|t| t.elapsed() <= NEAR_DELETE);
         broker.kill9();
         let report = client.join().expect("producer thread");
         if alive && !report.acked.is_empty() {
             kills_while_producing += 1;
         }
+        aimed += aim as u32;
+        aimed_hits += hit as u32;
+        near_delete += near as u32;
+        // A kill between the unlinks of one segment's files leaves index
+        // files without their log (recovery removes them).
+        let orphans = delete_watch::orphan_index_files(&retention_dirs).len();
+        half_deleted += (orphans > 0) as u32;
         eprintln!(
-            "cycle {cycle}: killed after {delay:?}, {} acked this cycle",
+            "cycle {cycle}: {} kill after {:?}{}{}{}, {} acked this cycle",
+            if aim { "aimed" } else { "random" },
+            t0.elapsed(),
+            if hit { ", at a retention unlink" } else { "" },
+            if near { ", near a delete" } else { "" },
+            if orphans > 0 {
+                ", segment half deleted"
+            } else {
+                ""
+            },
             report.acked.len()
         );
         checker.take_report(&topic_of, report);
@@ -556,6 +759,23 @@ fn crash_cycles_lose_nothing_acknowledged() {
         checker.lost_interval_served,
         checker.records_read,
         began.elapsed()
+    );
+    eprintln!(
+        "crash_cycles retention: {aimed} aimed kills ({aimed_hits} fired at a segment unlink), \
+         {near_delete} kills within {NEAR_DELETE:?} after an unlink, {half_deleted} restarts found a half-deleted segment, \
+         {unlinks_seen} segment-file unlinks seen, {} acked records deleted by retention, \
+         log start went back {} time(s) (kill before the unlink), log starts now {:?}",
+        checker.retention_deleted_acked,
+        checker.log_start_went_back,
+        checker
+            .log_start
+            .iter()
+            .filter(|(tp, _)| spec(&tp.0).retention)
+            .collect::<BTreeMap<_, _>>()
+    );
+    assert!(
+        aimed_hits > 0,
+        "no kill landed at a retention delete in {cycles} cycles"
     );
     assert!(
         checker.acked_total > 0,

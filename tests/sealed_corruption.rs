@@ -79,6 +79,9 @@ fn segments(dir: &std::path::Path) -> Vec<PathBuf> {
     v
 }
 
+/// A failed read: the consumer's position, the wire code, the message.
+type ReadError = (u64, ErrorCode, String);
+
 /// Reads partition 0 of `topic` from `from` until `to` or an error; returns
 /// offset → value and the error (if any) with the position it happened at.
 fn read_from(
@@ -86,7 +89,7 @@ fn read_from(
     topic: &str,
     from: u64,
     to: u64,
-) -> (BTreeMap<u64, String>, Option<(u64, ErrorCode, String)>) {
+) -> (BTreeMap<u64, String>, Option<ReadError>) {
     let cfg = broker.consumer_config();
     let t = topic.to_string();
     run_client(move || async move {

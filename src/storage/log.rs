@@ -53,7 +53,9 @@ impl Log {
                 sync_dir(parent).await?;
             }
         }
+        let began = Instant::now();
         let mut bases = Vec::new();
+        let mut index_files = Vec::new();
         let rd = std::fs::read_dir(dir).map_err(|e| StorageError::io("list dir", dir, e))?;
         for entry in rd {
             let entry = entry.map_err(|e| StorageError::io("list dir", dir, e))?;
@@ -61,7 +63,7 @@ impl Log {
             let name = name.to_string_lossy();
             match parse_segment_file_name(&name) {
                 Some((base, "log")) => bases.push(base),
-                Some((_, "index" | "timeindex")) => {}
+                Some((base, "index" | "timeindex")) => index_files.push((base, entry.path())),
                 _ if name == LOG_START_CHECKPOINT || name == LOG_START_CHECKPOINT_TMP => {}
                 _ => {
                     warn!(dir = %dir.display(), file = %name, "ignoring stray file in partition directory")
@@ -69,11 +71,22 @@ impl Log {
             }
         }
         bases.sort_unstable();
-        let began = Instant::now();
         let mut stats = RecoveryStats {
             segments: bases.len(),
             ..RecoveryStats::default()
         };
+        // An index whose log is gone is what a crash in the middle of a
+        // retention delete leaves (the log is unlinked first): finish it.
+        for (base, path) in index_files {
+            if bases.binary_search(&base).is_err() {
+                std::fs::remove_file(&path).map_err(|e| StorageError::io("delete", &path, e))?;
+                info!(file = %path.display(), "removed an index whose segment was deleted (interrupted retention delete)");
+                stats.orphans_removed += 1;
+            }
+        }
+        if stats.orphans_removed > 0 {
+            sync_dir(dir).await?;
+        }
         let mut segments = BTreeMap::new();
         if bases.is_empty() {
             let seg = Segment::create(dir, 0, index_interval_bytes, faults.clone()).await?;
