@@ -44,7 +44,8 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .filter(|e| e.path().is_file())
         .map(|e| {
             let p = e.path();
-            let bytes = std::fs::read(&p).unwrap_or_else(|err| panic!("read {}: {err}", p.display()));
+            let bytes =
+                std::fs::read(&p).unwrap_or_else(|err| panic!("read {}: {err}", p.display()));
             (e.file_name().to_string_lossy().into_owned(), bytes)
         })
         .collect();
@@ -128,7 +129,12 @@ fn batch_of(n: u32, t0: i64, shape: impl Fn(u32) -> (Option<Vec<u8>>, Option<Vec
 
 fn batch_with_headers(headers: &[Header<'_>]) -> Bytes {
     let mut b = BatchBuilder::new();
-    b.push(1_700_000_000_000, Some(b"k"), Some(b"with headers"), headers);
+    b.push(
+        1_700_000_000_000,
+        Some(b"k"),
+        Some(b"with headers"),
+        headers,
+    );
     b.push(1_700_000_000_001, None, Some(b"none"), &[]);
     b.finish()
 }
@@ -137,15 +143,49 @@ fn batch_with_headers(headers: &[Header<'_>]) -> Bytes {
 fn batches() -> Vec<(&'static str, Bytes)> {
     let value = |i: u32| Some(format!("value-{i}").into_bytes());
     vec![
-        ("one_record", batch_of(1, 1_700_000_000_000, |_| (Some(b"key".to_vec()), Some(b"v".to_vec())))),
-        ("ten_keyed", batch_of(10, 1_700_000_000_000, |i| (Some(format!("k{i}").into_bytes()), value(i)))),
+        (
+            "one_record",
+            batch_of(1, 1_700_000_000_000, |_| {
+                (Some(b"key".to_vec()), Some(b"v".to_vec()))
+            }),
+        ),
+        (
+            "ten_keyed",
+            batch_of(10, 1_700_000_000_000, |i| {
+                (Some(format!("k{i}").into_bytes()), value(i))
+            }),
+        ),
         ("null_keys", batch_of(5, 0, |i| (None, value(i)))),
-        ("null_values", batch_of(4, 42, |i| (Some(vec![i as u8; 3]), None))),
-        ("empty_key_and_value", batch_of(3, -5, |_| (Some(Vec::new()), Some(Vec::new())))),
-        ("large_value", batch_of(1, 7, |_| (None, Some(vec![0xab; 3000])))),
-        ("many_small", batch_of(200, 1, |i| (None, Some(vec![i as u8])))),
-        ("headers", batch_with_headers(&[(b"trace", Some(b"abc123")), (b"empty", Some(b"")), (b"null", None)])),
-        ("binary_payload", batch_of(3, i64::MAX - 10, |i| (Some(vec![0, 0xff, i as u8]), Some((0..=255u8).collect())))),
+        (
+            "null_values",
+            batch_of(4, 42, |i| (Some(vec![i as u8; 3]), None)),
+        ),
+        (
+            "empty_key_and_value",
+            batch_of(3, -5, |_| (Some(Vec::new()), Some(Vec::new()))),
+        ),
+        (
+            "large_value",
+            batch_of(1, 7, |_| (None, Some(vec![0xab; 3000]))),
+        ),
+        (
+            "many_small",
+            batch_of(200, 1, |i| (None, Some(vec![i as u8]))),
+        ),
+        (
+            "headers",
+            batch_with_headers(&[
+                (b"trace", Some(b"abc123")),
+                (b"empty", Some(b"")),
+                (b"null", None),
+            ]),
+        ),
+        (
+            "binary_payload",
+            batch_of(3, i64::MAX - 10, |i| {
+                (Some(vec![0, 0xff, i as u8]), Some((0..=255u8).collect()))
+            }),
+        ),
         ("negative_ts_deltas", {
             let mut b = BatchBuilder::new();
             for ts in [1000, 900, 1100, -50] {
@@ -213,56 +253,209 @@ fn fetch(max_bytes: u32, parts: Vec<(&str, u32, u64)>) -> RequestBody {
 
 fn request_corpus() -> Vec<(String, Vec<u8>)> {
     let b = batches();
-    let batch = |name: &str| b.iter().find(|(n, _)| *n == name).map(|(_, b)| b.clone()).unwrap_or_default();
+    let batch = |name: &str| {
+        b.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default()
+    };
     let configs = |kv: &[(&str, &str)]| {
         kv.iter()
-            .map(|(k, v)| ConfigEntry { key: k.to_string(), value: v.to_string() })
+            .map(|(k, v)| ConfigEntry {
+                key: k.to_string(),
+                value: v.to_string(),
+            })
             .collect::<Vec<_>>()
     };
     let mut out: Vec<(String, Vec<Request>)> = vec![
-        ("api_versions".into(), vec![req(1, RequestBody::ApiVersions(ApiVersionsRequest { client_software: Some("corelog-corpus 1".into()) }))]),
-        ("api_versions_bare".into(), vec![Request { client_id: None, ..req(0, RequestBody::ApiVersions(ApiVersionsRequest::default())) }]),
-        ("create_topic".into(), vec![req(2, RequestBody::CreateTopic(CreateTopicRequest { name: "orders".into(), partitions: 4, configs: vec![] }))]),
-        ("create_topic_configs".into(), vec![req(3, RequestBody::CreateTopic(CreateTopicRequest {
-            name: "telemetry.v1".into(),
-            partitions: 1,
-            configs: configs(&[("flush", "always"), ("retention_ms", "60000"), ("segment_bytes", "1048576")]),
-        }))]),
-        ("delete_topic".into(), vec![req(4, RequestBody::DeleteTopic(DeleteTopicRequest { name: "orders".into() }))]),
-        ("delete_records".into(), vec![req(5, RequestBody::DeleteRecords(DeleteRecordsRequest { topic: "orders".into(), partition: 3, before_offset: 1000 }))]),
-        ("alter_topic_config".into(), vec![req(6, RequestBody::AlterTopicConfig(AlterTopicConfigRequest { name: "orders".into(), configs: configs(&[("retention_bytes", "1073741824")]) }))]),
-        ("metadata_all".into(), vec![req(7, RequestBody::Metadata(MetadataRequest::default()))]),
-        ("metadata_named".into(), vec![req(8, RequestBody::Metadata(MetadataRequest { topics: vec!["orders".into(), "telemetry.v1".into(), "missing".into()] }))]),
-        ("list_offsets".into(), vec![req(9, RequestBody::ListOffsets(ListOffsetsRequest { topics: vec![ListOffsetsTopic {
-            name: "orders".into(),
-            partitions: vec![
-                ListOffsetsPartition { partition: 0, spec: OffsetSpec::Earliest },
-                ListOffsetsPartition { partition: 1, spec: OffsetSpec::Latest },
-                ListOffsetsPartition { partition: 2, spec: OffsetSpec::Timestamp(1_700_000_000_000) },
+        (
+            "api_versions".into(),
+            vec![req(
+                1,
+                RequestBody::ApiVersions(ApiVersionsRequest {
+                    client_software: Some("corelog-corpus 1".into()),
+                }),
+            )],
+        ),
+        (
+            "api_versions_bare".into(),
+            vec![Request {
+                client_id: None,
+                ..req(0, RequestBody::ApiVersions(ApiVersionsRequest::default()))
+            }],
+        ),
+        (
+            "create_topic".into(),
+            vec![req(
+                2,
+                RequestBody::CreateTopic(CreateTopicRequest {
+                    name: "orders".into(),
+                    partitions: 4,
+                    configs: vec![],
+                }),
+            )],
+        ),
+        (
+            "create_topic_configs".into(),
+            vec![req(
+                3,
+                RequestBody::CreateTopic(CreateTopicRequest {
+                    name: "telemetry.v1".into(),
+                    partitions: 1,
+                    configs: configs(&[
+                        ("flush", "always"),
+                        ("retention_ms", "60000"),
+                        ("segment_bytes", "1048576"),
+                    ]),
+                }),
+            )],
+        ),
+        (
+            "delete_topic".into(),
+            vec![req(
+                4,
+                RequestBody::DeleteTopic(DeleteTopicRequest {
+                    name: "orders".into(),
+                }),
+            )],
+        ),
+        (
+            "delete_records".into(),
+            vec![req(
+                5,
+                RequestBody::DeleteRecords(DeleteRecordsRequest {
+                    topic: "orders".into(),
+                    partition: 3,
+                    before_offset: 1000,
+                }),
+            )],
+        ),
+        (
+            "alter_topic_config".into(),
+            vec![req(
+                6,
+                RequestBody::AlterTopicConfig(AlterTopicConfigRequest {
+                    name: "orders".into(),
+                    configs: configs(&[("retention_bytes", "1073741824")]),
+                }),
+            )],
+        ),
+        (
+            "metadata_all".into(),
+            vec![req(7, RequestBody::Metadata(MetadataRequest::default()))],
+        ),
+        (
+            "metadata_named".into(),
+            vec![req(
+                8,
+                RequestBody::Metadata(MetadataRequest {
+                    topics: vec!["orders".into(), "telemetry.v1".into(), "missing".into()],
+                }),
+            )],
+        ),
+        (
+            "list_offsets".into(),
+            vec![req(
+                9,
+                RequestBody::ListOffsets(ListOffsetsRequest {
+                    topics: vec![ListOffsetsTopic {
+                        name: "orders".into(),
+                        partitions: vec![
+                            ListOffsetsPartition {
+                                partition: 0,
+                                spec: OffsetSpec::Earliest,
+                            },
+                            ListOffsetsPartition {
+                                partition: 1,
+                                spec: OffsetSpec::Latest,
+                            },
+                            ListOffsetsPartition {
+                                partition: 2,
+                                spec: OffsetSpec::Timestamp(1_700_000_000_000),
+                            },
+                        ],
+                    }],
+                }),
+            )],
+        ),
+        (
+            "fetch_one".into(),
+            vec![req(10, fetch(1 << 20, vec![("orders", 0, 0)]))],
+        ),
+        (
+            "fetch_many".into(),
+            vec![req(
+                11,
+                fetch(
+                    u32::MAX,
+                    vec![
+                        ("orders", 0, 17),
+                        ("orders", 3, 9_000_000_000),
+                        ("telemetry.v1", 0, 0),
+                    ],
+                ),
+            )],
+        ),
+        (
+            "fetch_zero_max_bytes".into(),
+            vec![req(
+                12,
+                RequestBody::Fetch(FetchRequest {
+                    max_wait_ms: u32::MAX,
+                    min_bytes: u32::MAX,
+                    max_bytes: 0,
+                    topics: vec![],
+                }),
+            )],
+        ),
+        (
+            "produce_empty".into(),
+            vec![req(13, produce(Acks::None, vec![]))],
+        ),
+        (
+            "pipelined".into(),
+            vec![
+                req(20, RequestBody::ApiVersions(ApiVersionsRequest::default())),
+                req(
+                    21,
+                    produce(
+                        Acks::Leader,
+                        vec![("orders", vec![(0, batch("one_record"))])],
+                    ),
+                ),
+                req(22, fetch(4096, vec![("orders", 0, 0)])),
             ],
-        }] }))]),
-        ("fetch_one".into(), vec![req(10, fetch(1 << 20, vec![("orders", 0, 0)]))]),
-        ("fetch_many".into(), vec![req(11, fetch(u32::MAX, vec![("orders", 0, 17), ("orders", 3, 9_000_000_000), ("telemetry.v1", 0, 0)]))]),
-        ("fetch_zero_max_bytes".into(), vec![req(12, RequestBody::Fetch(FetchRequest { max_wait_ms: u32::MAX, min_bytes: u32::MAX, max_bytes: 0, topics: vec![] }))]),
-        ("produce_empty".into(), vec![req(13, produce(Acks::None, vec![]))]),
-        ("pipelined".into(), vec![
-            req(20, RequestBody::ApiVersions(ApiVersionsRequest::default())),
-            req(21, produce(Acks::Leader, vec![("orders", vec![(0, batch("one_record"))])])),
-            req(22, fetch(4096, vec![("orders", 0, 0)])),
-        ]),
+        ),
     ];
     for (i, (name, bt)) in b.iter().enumerate() {
         let acks = [Acks::None, Acks::Leader, Acks::All][i % 3];
-        out.push((format!("produce_{name}"), vec![req(100 + i as u32, produce(acks, vec![("orders", vec![(i as u32 % 4, bt.clone())])]))]));
+        out.push((
+            format!("produce_{name}"),
+            vec![req(
+                100 + i as u32,
+                produce(acks, vec![("orders", vec![(i as u32 % 4, bt.clone())])]),
+            )],
+        ));
     }
     out.push((
         "produce_multi_topic".into(),
-        vec![req(200, produce(Acks::All, vec![
-            ("orders", vec![(0, batch("ten_keyed")), (1, batch("null_keys"))]),
-            ("telemetry.v1", vec![(0, batch("headers"))]),
-        ]))],
+        vec![req(
+            200,
+            produce(
+                Acks::All,
+                vec![
+                    (
+                        "orders",
+                        vec![(0, batch("ten_keyed")), (1, batch("null_keys"))],
+                    ),
+                    ("telemetry.v1", vec![(0, batch("headers"))]),
+                ],
+            ),
+        )],
     ));
-    out.into_iter().map(|(n, reqs)| (n, framed(&reqs))).collect()
+    out.into_iter()
+        .map(|(n, reqs)| (n, framed(&reqs)))
+        .collect()
 }
 
 fn batch_corpus() -> Vec<(String, Vec<u8>)> {
@@ -280,7 +473,10 @@ fn batch_corpus() -> Vec<(String, Vec<u8>)> {
     corelog::protocol::batch::set_leader_epoch(&mut stamped, 3);
     out.push(("stamped".into(), [&[0u8][..], &stamped].concat()));
     // The CRC fix-up mode over a valid batch.
-    out.push(("fix_crc_mode".into(), [&[fuzz_checks::BATCH_FIX_CRC][..], &batches()[0].1].concat()));
+    out.push((
+        "fix_crc_mode".into(),
+        [&[fuzz_checks::BATCH_FIX_CRC][..], &batches()[0].1].concat(),
+    ));
     // Back-to-back batches, as a fetch response or a segment holds them,
     // with zero padding after them as in a segment file.
     let mut concat = vec![0u8];
@@ -295,8 +491,16 @@ fn batch_corpus() -> Vec<(String, Vec<u8>)> {
 }
 
 fn response_corpus() -> Vec<(String, Vec<u8>)> {
-    let err = WireError::new(ErrorCode::UnknownTopicOrPartition, "unknown topic 'missing'");
-    let records: Bytes = batches().iter().take(3).flat_map(|(_, b)| b.to_vec()).collect::<Vec<u8>>().into();
+    let err = WireError::new(
+        ErrorCode::UnknownTopicOrPartition,
+        "unknown topic 'missing'",
+    );
+    let records: Bytes = batches()
+        .iter()
+        .take(3)
+        .flat_map(|(_, b)| b.to_vec())
+        .collect::<Vec<u8>>()
+        .into();
     let resps: Vec<(&str, Response)> = vec![
         ("error", Response::error(0, ErrorCode::MessageTooLarge, "request frame of 70000000 bytes exceeds max_frame_bytes (67108864); closing the connection")),
         ("invalid_request", Response::error(9, ErrorCode::InvalidRequest, "request does not verify as a FlatBuffer")),
@@ -355,7 +559,10 @@ fn response_corpus() -> Vec<(String, Vec<u8>)> {
             ],
         }] }))),
     ];
-    resps.into_iter().map(|(n, r)| (n.to_string(), encode_response(&r))).collect()
+    resps
+        .into_iter()
+        .map(|(n, r)| (n.to_string(), encode_response(&r)))
+        .collect()
 }
 
 /// Writes the corpus into fuzz/corpus/<target>/ (deterministic contents).
@@ -371,7 +578,8 @@ fn write_corpus() {
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
         for (name, data) in files {
             let path = dir.join(&name);
-            std::fs::write(&path, &data).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+            std::fs::write(&path, &data)
+                .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         }
     }
 }

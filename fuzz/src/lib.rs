@@ -167,8 +167,7 @@ fn check_request(frame: &Bytes, decode: &DecodeLimits, limits: &Limits, out: &mu
             if !part.batch.is_empty() {
                 let at = part.batch.as_ptr() as usize;
                 assert!(
-                    frame_range.contains(&at)
-                        && at + part.batch.len() <= frame_range.end,
+                    frame_range.contains(&at) && at + part.batch.len() <= frame_range.end,
                     "a produce batch is not a slice of its frame"
                 );
             }
@@ -210,7 +209,11 @@ fn check_batch(b: &[u8]) -> BatchSummary {
     let crc = verify_crc(b);
     let valid = validate(b);
     if let Ok(h) = &crc {
-        assert_eq!(parsed.as_ref().ok(), Some(h), "verify_crc ok but parse differs");
+        assert_eq!(
+            parsed.as_ref().ok(),
+            Some(h),
+            "verify_crc ok but parse differs"
+        );
         assert_eq!(h.batch_length as usize, b.len());
     }
     if let Ok(h) = &valid {
@@ -224,7 +227,10 @@ fn check_batch(b: &[u8]) -> BatchSummary {
             assert_eq!(r.offset_delta, n, "offset deltas are positions");
             n += 1;
         }
-        assert_eq!(n, h.record_count, "a valid batch yields record_count records");
+        assert_eq!(
+            n, h.record_count,
+            "a valid batch yields record_count records"
+        );
         // The broker stamps these in place; the batch stays valid.
         let mut stamped = b.to_vec();
         let base = h.crc as u64 ^ 0x5a5a_5a5a_5a5a;
@@ -246,12 +252,12 @@ fn check_batch(b: &[u8]) -> BatchSummary {
                 || (range.contains(&(s.as_ptr() as usize))
                     && s.as_ptr() as usize + s.len() <= range.end)
         };
-        let mut iter = records(b).expect("records() parses what parse() parsed");
+        let iter = records(b).expect("records() parses what parse() parsed");
         let mut ok = 0u64;
         let mut items = 0u64;
         let mut failed = false;
         // Bounded: every Ok record consumes at least one byte.
-        while let Some(r) = iter.next() {
+        for r in iter {
             items += 1;
             assert!(!failed, "records() yielded after an error");
             match r {
@@ -272,7 +278,10 @@ fn check_batch(b: &[u8]) -> BatchSummary {
                 "records() yielded more than record_count + one error"
             );
         }
-        assert!(ok <= u64::from(h.record_count), "more records than record_count");
+        assert!(
+            ok <= u64::from(h.record_count),
+            "more records than record_count"
+        );
         out.records = ok as usize;
     }
     out

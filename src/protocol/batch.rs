@@ -150,7 +150,8 @@ impl BatchHeader {
     /// the CRC and a header read from a peer or a damaged file may say
     /// anything (found by the `frame_decode` fuzz target).
     pub fn last_offset(&self) -> u64 {
-        self.base_offset.saturating_add(u64::from(self.last_offset_delta))
+        self.base_offset
+            .saturating_add(u64::from(self.last_offset_delta))
     }
 
     /// Offset right after the batch (saturating, like `last_offset`).
@@ -727,7 +728,10 @@ mod tests {
         let h = validate(&b).expect("base_offset is outside the CRC");
         assert_eq!(h.last_offset(), u64::MAX);
         assert_eq!(h.next_offset(), u64::MAX);
-        assert_eq!(batches(&b).map(|r| r.expect("ok").0.next_offset()).last(), Some(u64::MAX));
+        assert_eq!(
+            batches(&b).map(|r| r.expect("ok").0.next_offset()).last(),
+            Some(u64::MAX)
+        );
     }
 
     #[test]
