@@ -309,7 +309,8 @@ fn decode_records(
         let iter = records(raw).map_err(|e| corrupt(header.base_offset, e.to_string()))?;
         for r in iter {
             let r = r.map_err(|e| corrupt(header.base_offset, e.to_string()))?;
-            let offset = header.base_offset + u64::from(r.offset_delta);
+            // base_offset is outside the CRC: saturate, never overflow.
+            let offset = header.base_offset.saturating_add(u64::from(r.offset_delta));
             if offset < next {
                 continue;
             }
@@ -332,7 +333,7 @@ fn decode_records(
                     .collect(),
             });
         }
-        next = last + 1;
+        next = header.next_offset();
     }
     Ok(next)
 }
@@ -382,6 +383,17 @@ mod tests {
         let e = decode_records(&tp, 0, &Bytes::from(v), &mut out).expect_err("corrupt");
         assert_eq!(e.wire_code(), Some(ErrorCode::CorruptBatch));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn hostile_base_offset_does_not_overflow() {
+        // A broker (or a damaged segment) may send any base_offset.
+        let tp = TopicPartition::new("t", 0);
+        let mut out = Vec::new();
+        let v = batch(u64::MAX - 1, &["a", "b", "c"]);
+        let next = decode_records(&tp, 0, &Bytes::from(v), &mut out).expect("ok");
+        assert_eq!(next, u64::MAX);
+        assert_eq!(out.last().map(|r| r.offset), Some(u64::MAX));
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! Reading and writing one length-prefixed frame (see `protocol::frame`).
 //!
 //! Invariants: the declared length is checked against `max_frame_bytes`
-//! before the payload buffer is allocated; EOF exactly at a frame boundary is
+//! before the payload buffer is allocated, and the buffer then grows with
+//! the bytes that actually arrive (from [`INITIAL_PAYLOAD_BYTES`], doubling),
+//! so a peer that claims a large frame and stalls holds only what it sent,
+//! not the length it claimed; EOF exactly at a frame boundary is
 //! a clean close (`Ok(None)`), EOF anywhere else is `UnexpectedEof`;
 //! `write_frame` hands prefix and payload to the socket as one vectored write
 //! (one syscall, one segment for small frames with TCP_NODELAY).
 
 use std::io::{self, IoSlice};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::frame::{check_length, length_prefix, FrameError, LENGTH_PREFIX_BYTES};
@@ -27,6 +30,13 @@ pub enum FrameIoError {
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
 }
+
+/// Payload bytes allocated before any payload has arrived, in bytes; the
+/// buffer doubles (up to the declared length) each time it fills. Found by
+/// tests/flood.rs: allocating the declared length up front let 64
+/// connections that each claimed `max_frame_bytes` and stalled hold
+/// 64 x `max_frame_bytes`, and the broker's RSS grew round after round.
+pub const INITIAL_PAYLOAD_BYTES: usize = 64 * 1024;
 
 /// Reads until `buf` is full. Returns the bytes read (less than `buf.len()`
 /// only at EOF).
@@ -60,15 +70,24 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         });
     }
     let len = check_length(prefix, max_frame_bytes).map_err(FrameIoError::TooLarge)?;
-    let mut buf = BytesMut::zeroed(len);
-    let n = read_full(reader, &mut buf).await?;
-    if n < len {
-        return Err(FrameIoError::UnexpectedEof {
-            read_bytes: LENGTH_PREFIX_BYTES + n,
-            expected_bytes: LENGTH_PREFIX_BYTES + len,
-        });
+    let mut buf = vec![0u8; len.min(INITIAL_PAYLOAD_BYTES)];
+    let mut filled = 0;
+    while filled < len {
+        if filled == buf.len() {
+            let grown = buf.len().saturating_mul(2).min(len);
+            buf.reserve_exact(grown - buf.len());
+            buf.resize(grown, 0);
+        }
+        let n = read_full(reader, &mut buf[filled..]).await?;
+        if n == 0 {
+            return Err(FrameIoError::UnexpectedEof {
+                read_bytes: LENGTH_PREFIX_BYTES + filled,
+                expected_bytes: LENGTH_PREFIX_BYTES + len,
+            });
+        }
+        filled += n;
     }
-    Ok(Some(buf.freeze()))
+    Ok(Some(Bytes::from(buf)))
 }
 
 /// Writes one frame: the length prefix and `payload`, vectored.
@@ -151,6 +170,63 @@ mod tests {
             assert_eq!(read_frame(&mut r, 1 << 20).await.expect("eof"), None);
             assert_eq!(server.await, 3);
         });
+    }
+
+    /// A reader that hands out `data` then EOF, recording the largest
+    /// buffer it was offered.
+    struct Offered<'a> {
+        data: &'a [u8],
+        largest_buf_bytes: usize,
+    }
+
+    impl AsyncRead for Offered<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.largest_buf_bytes = self.largest_buf_bytes.max(buf.len());
+            let n = buf.len().min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            std::task::Poll::Ready(Ok(n))
+        }
+    }
+
+    #[test]
+    fn a_claimed_length_is_not_allocated_before_it_arrives() {
+        // Regression (tests/flood.rs stallers): 8 MiB claimed, 10 bytes sent.
+        let claimed = 8usize << 20;
+        let mut input = (claimed as u32).to_le_bytes().to_vec();
+        input.extend_from_slice(&[1u8; 10]);
+        let mut r = Offered {
+            data: &input,
+            largest_buf_bytes: 0,
+        };
+        let e = futures_lite::future::block_on(read_frame(&mut r, claimed as u32))
+            .expect_err("truncated");
+        assert!(matches!(
+            e,
+            FrameIoError::UnexpectedEof {
+                read_bytes: 14,
+                expected_bytes
+            } if expected_bytes == claimed + 4
+        ));
+        assert!(r.largest_buf_bytes <= INITIAL_PAYLOAD_BYTES);
+
+        // A whole large frame still arrives intact, growing as it comes.
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut input = (payload.len() as u32).to_le_bytes().to_vec();
+        input.extend_from_slice(&payload);
+        let mut r = Offered {
+            data: &input,
+            largest_buf_bytes: 0,
+        };
+        let f = futures_lite::future::block_on(read_frame(&mut r, 1 << 20))
+            .expect("read")
+            .expect("frame");
+        assert_eq!(&f[..], &payload[..]);
+        assert!(r.largest_buf_bytes < payload.len());
     }
 
     #[test]

@@ -145,14 +145,18 @@ impl BatchHeader {
         Ok(h)
     }
 
-    /// Offset of the last record in the batch.
+    /// Offset of the last record in the batch. Saturates at `u64::MAX`: the
+    /// broker never assigns offsets near it, but `base_offset` sits outside
+    /// the CRC and a header read from a peer or a damaged file may say
+    /// anything (found by the `frame_decode` fuzz target).
     pub fn last_offset(&self) -> u64 {
-        self.base_offset + self.last_offset_delta as u64
+        self.base_offset
+            .saturating_add(u64::from(self.last_offset_delta))
     }
 
-    /// Offset right after the batch.
+    /// Offset right after the batch (saturating, like `last_offset`).
     pub fn next_offset(&self) -> u64 {
-        self.last_offset() + 1
+        self.last_offset().saturating_add(1)
     }
 
     pub fn compression(&self) -> u16 {
@@ -713,6 +717,21 @@ mod tests {
         assert_eq!(got.len(), 2);
         let partial = &all[..a.len() + 10];
         assert_eq!(batches(partial).count(), 1);
+    }
+
+    #[test]
+    fn offsets_of_a_hostile_header_saturate() {
+        // Regression (fuzz/regressions/frame_decode/overflow-last-offset):
+        // a base_offset near u64::MAX overflowed in last_offset/next_offset.
+        let mut b = BytesMut::from(&sample()[..]);
+        set_base_offset(&mut b, u64::MAX - 1);
+        let h = validate(&b).expect("base_offset is outside the CRC");
+        assert_eq!(h.last_offset(), u64::MAX);
+        assert_eq!(h.next_offset(), u64::MAX);
+        assert_eq!(
+            batches(&b).map(|r| r.expect("ok").0.next_offset()).last(),
+            Some(u64::MAX)
+        );
     }
 
     #[test]

@@ -38,6 +38,17 @@ impl Default for DecodeLimits {
 }
 
 impl DecodeLimits {
+    /// The limits the broker applies to every request frame: the configured
+    /// table and depth limits, and an apparent size of twice
+    /// `max_frame_bytes` (shared vectors and strings may be counted twice).
+    pub fn for_requests(l: &crate::config::Limits) -> Self {
+        Self {
+            max_tables: l.max_flatbuffer_tables as usize,
+            max_depth: l.max_flatbuffer_depth as usize,
+            max_apparent_size_bytes: (l.max_frame_bytes as usize).saturating_mul(2),
+        }
+    }
+
     fn verifier_options(&self) -> VerifierOptions {
         VerifierOptions {
             max_depth: self.max_depth,

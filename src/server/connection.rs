@@ -81,12 +81,7 @@ impl Responder {
 }
 
 pub fn decode_limits(shard: &Shard) -> DecodeLimits {
-    let l = &shard.config.limits;
-    DecodeLimits {
-        max_tables: l.max_flatbuffer_tables as usize,
-        max_depth: l.max_flatbuffer_depth as usize,
-        max_apparent_size_bytes: (l.max_frame_bytes as usize).saturating_mul(2),
-    }
+    DecodeLimits::for_requests(&shard.config.limits)
 }
 
 /// Serves one connection until the client closes it, it breaks, or it times

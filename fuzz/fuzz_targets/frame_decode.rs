@@ -1,0 +1,9 @@
+//! cargo-fuzz target `frame_decode`: see `corelog_fuzz::frame_decode` (fuzz/src/lib.rs) for
+//! what it calls and the invariants it asserts.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = corelog_fuzz::frame_decode(data);
+});
