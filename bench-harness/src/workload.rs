@@ -231,17 +231,9 @@ impl<'de> Deserialize<'de> for CpuList {
     }
 }
 
-/// The CPUs this process may run on (its affinity mask), sorted.
-pub fn available_cpus() -> Vec<usize> {
-    let mut cpus: Vec<usize> = core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    cpus.sort_unstable();
-    cpus.dedup();
-    cpus
-}
+/// The CPUs this process may run on (its affinity mask), sorted: the
+/// broker's own helper, so both read the mask the same way.
+pub use corelog::shard::startup::available_cpus;
 
 /// A fully resolved, validated workload (serialized into the result).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

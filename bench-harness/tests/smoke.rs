@@ -200,8 +200,9 @@ fn assert_latency_keys(v: &Value, name: &str) {
 
 /// One CPU the load generator may use (the first of the affinity).
 fn a_cpu() -> String {
-    core_affinity::get_core_ids()
-        .and_then(|c| c.first().map(|c| c.id))
+    corelog::shard::startup::available_cpus()
+        .first()
+        .copied()
         .unwrap_or(0)
         .to_string()
 }

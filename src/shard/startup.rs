@@ -107,9 +107,8 @@ pub fn block_signals() -> Result<(), ShardError> {
         .map_err(|e| ShardError::Startup(format!("cannot block SIGINT/SIGTERM: {e}")))
 }
 
-/// The CPU each shard is pinned to: `requested` shards (None or 0: one per
-/// CPU this process may run on), placed round-robin over those CPUs.
-pub fn shard_cpus(requested: Option<usize>) -> Result<Vec<usize>, ShardError> {
+/// The CPUs this process may run on (its affinity mask), sorted, no repeats.
+pub fn available_cpus() -> Vec<usize> {
     let mut cpus: Vec<usize> = core_affinity::get_core_ids()
         .unwrap_or_default()
         .into_iter()
@@ -117,6 +116,13 @@ pub fn shard_cpus(requested: Option<usize>) -> Result<Vec<usize>, ShardError> {
         .collect();
     cpus.sort_unstable();
     cpus.dedup();
+    cpus
+}
+
+/// The CPU each shard is pinned to: `requested` shards (None or 0: one per
+/// CPU this process may run on), placed round-robin over those CPUs.
+pub fn shard_cpus(requested: Option<usize>) -> Result<Vec<usize>, ShardError> {
+    let cpus = available_cpus();
     if cpus.is_empty() {
         return Err(ShardError::Startup(
             "cannot determine the CPUs this process may run on".into(),
