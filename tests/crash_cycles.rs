@@ -496,7 +496,7 @@ async fn produce(
             while !*failed.borrow() && Instant::now() < stop && seq < 1_000_000 {
                 let allowed = began.elapsed().as_secs_f64() * RECORDS_PER_SEC_PER_PRODUCER;
                 if seq as f64 > allowed + 64.0 {
-                    glommio::timer::sleep(Duration::from_millis(2)).await;
+                    corelog::timer::sleep_once(Duration::from_millis(2)).await;
                     continue;
                 }
                 let p = partition_of(parts, pid, seq);

@@ -28,7 +28,7 @@ fn long_poll_returns_when_data_arrives() {
             .await
             .expect("assign");
         let writer = glommio::spawn_local(async move {
-            glommio::timer::sleep(Duration::from_millis(200)).await;
+            corelog::timer::sleep_once(Duration::from_millis(200)).await;
             let d = producer
                 .send(record(topic, Some(0), None, "wake up"))
                 .await

@@ -75,7 +75,7 @@ fn clients_reconnect_after_the_broker_closes_idle_connections() {
                     told = true;
                     break;
                 }
-                glommio::timer::sleep(Duration::from_millis(20)).await;
+                corelog::timer::sleep_once(Duration::from_millis(20)).await;
             }
             assert!(told, "the test thread never said go");
 

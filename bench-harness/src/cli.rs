@@ -88,6 +88,11 @@ pub struct LoadArgs {
     /// Producer linger in ms [default: 1].
     #[arg(long, value_name = "MS")]
     pub linger_ms: Option<u64>,
+    /// Producer requests in flight per partition; while a partition is at
+    /// this window its batch keeps filling past the linger (0 = no limit)
+    /// [default: 2].
+    #[arg(long, value_name = "N")]
+    pub partition_in_flight: Option<usize>,
     /// Acknowledgement level [default: leader].
     #[arg(long, value_enum)]
     pub acks: Option<AcksArg>,
@@ -166,6 +171,7 @@ impl LoadArgs {
             key_space: self.key_space.or(other.key_space),
             batch_bytes: self.batch_bytes.or(other.batch_bytes),
             linger_ms: self.linger_ms.or(other.linger_ms),
+            partition_in_flight: self.partition_in_flight.or(other.partition_in_flight),
             acks: self.acks.or(other.acks),
             rate_mb_s: self.rate_mb_s.or(other.rate_mb_s),
             duration_s: self.duration_s.or(other.duration_s),

@@ -110,7 +110,7 @@ pub async fn run(mut consumer: Consumer, id: u32, ctx: Rc<RunCtx>) {
                 ctx.recorder
                     .borrow_mut()
                     .error(ErrorKind::Consume, || format!("consumer {id}: poll: {e}"));
-                glommio::timer::sleep(Duration::from_millis(POLL_ERROR_PAUSE_MS)).await;
+                corelog::timer::sleep_once(Duration::from_millis(POLL_ERROR_PAUSE_MS)).await;
             }
         }
     }

@@ -60,6 +60,7 @@ pub async fn connect(w: &Workload, id: u32, topics: &[TopicSpec]) -> Result<Prod
         acks: w.acks.to_client(),
         linger_ms: w.linger_ms,
         batch_bytes: w.batch_bytes,
+        max_in_flight_per_partition: w.partition_in_flight,
     };
     let producer = Producer::connect(config)
         .await
@@ -125,7 +126,7 @@ pub async fn run(producer: Producer, id: u32, topics: Rc<Vec<TopicSpec>>, ctx: R
                     break;
                 }
                 if t > now {
-                    glommio::timer::sleep(t - now).await;
+                    corelog::timer::sleep_once_until(t).await;
                 }
                 Some(t)
             }
@@ -166,7 +167,7 @@ pub async fn run(producer: Producer, id: u32, topics: Rc<Vec<TopicSpec>>, ctx: R
                 ctx.recorder
                     .borrow_mut()
                     .error(ErrorKind::Send, || format!("producer {id}: send: {e}"));
-                glommio::timer::sleep(Duration::from_millis(SEND_ERROR_PAUSE_MS)).await;
+                corelog::timer::sleep_once(Duration::from_millis(SEND_ERROR_PAUSE_MS)).await;
             }
         }
         if ctx.shared.abort.load(Ordering::Relaxed) {

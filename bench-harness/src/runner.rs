@@ -363,7 +363,7 @@ async fn executor_main(
         let tick = start + Duration::from_secs(second + 1);
         let now = Instant::now();
         if tick > now {
-            glommio::timer::sleep(tick - now).await;
+            corelog::timer::sleep_once_until(tick).await;
         }
         let done = remaining.get() == 0 || ctx.shared.abort.load(Ordering::Relaxed);
         let interval = ctx.recorder.borrow_mut().take(second, done);

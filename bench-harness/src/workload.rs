@@ -255,6 +255,8 @@ pub struct Workload {
     pub key_space: u64,
     pub batch_bytes: usize,
     pub linger_ms: u64,
+    /// Producer requests in flight per partition (0 = no limit).
+    pub partition_in_flight: usize,
     pub acks: AcksArg,
     /// Target rate over all producers, in MB/s (1 MB = 10^6 bytes of
     /// message value); `None` = closed loop (as fast as `max_in_flight` allows).
@@ -404,6 +406,9 @@ impl Workload {
             key_space,
             batch_bytes,
             linger_ms: a.linger_ms.unwrap_or(1),
+            partition_in_flight: a
+                .partition_in_flight
+                .unwrap_or(corelog::client::DEFAULT_MAX_IN_FLIGHT_PER_PARTITION),
             acks: a.acks.unwrap_or(AcksArg::Leader),
             rate_mb_s: a.rate_mb_s,
             duration_s,
@@ -462,7 +467,7 @@ impl Workload {
         };
         format!(
             "{}: {} producer(s), {} consumer(s), {} topic(s) '{}', {} B messages, keys {:?}, \
-             batch {} B, linger {} ms, acks {:?}, {rate}, CPUs {:?}",
+             batch {} B, linger {} ms, {} in flight/partition, acks {:?}, {rate}, CPUs {:?}",
             self.mode.name(),
             self.producers,
             self.consumers,
@@ -472,6 +477,7 @@ impl Workload {
             self.keys,
             self.batch_bytes,
             self.linger_ms,
+            self.partition_in_flight,
             self.acks,
             self.cpus
         )

@@ -28,6 +28,9 @@ pub(crate) struct ProduceArgs {
     linger_ms: u64,
     #[arg(long, default_value_t = 1024 * 1024, value_name = "B")]
     batch_bytes: usize,
+    /// Produce requests in flight per partition (0 = no limit).
+    #[arg(long, default_value_t = crate::client::DEFAULT_MAX_IN_FLIGHT_PER_PARTITION, value_name = "N")]
+    max_in_flight_per_partition: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -100,6 +103,7 @@ pub(crate) async fn run(client: ClientConfig, args: ProduceArgs) -> CliResult {
         },
         linger_ms: args.linger_ms,
         batch_bytes: args.batch_bytes,
+        max_in_flight_per_partition: args.max_in_flight_per_partition,
     })
     .await?;
     // Fail fast on an unknown topic, before reading stdin.

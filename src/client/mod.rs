@@ -12,6 +12,7 @@
 mod admin;
 mod connection;
 mod consumer;
+mod flight;
 mod partitioner;
 mod producer;
 mod sync;
@@ -27,7 +28,10 @@ pub use admin::Admin;
 pub use connection::{Connection, ReconnectingConnection, ResponseFuture};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 pub use partitioner::{murmur2, partition_for_key};
-pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use producer::{
+    DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    DEFAULT_MAX_IN_FLIGHT_PER_PARTITION,
+};
 
 /// Everything a client call can fail with.
 #[derive(Debug, thiserror::Error)]

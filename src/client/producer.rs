@@ -23,7 +23,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::admin::{describe, unexpected};
-use super::connection::{ReconnectingConnection, ResponseFuture};
+use super::connection::ReconnectingConnection;
+use super::flight::{Flights, Next};
 use super::partitioner::partition_for_key;
 use super::sync::{oneshot, OneshotReceiver, OneshotSender, WorkCounter};
 use super::{ClientConfig, ClientError};
@@ -32,6 +33,11 @@ use crate::protocol::messages::{
     Acks, ProducePartition, ProduceRequest, ProduceTopic, RequestBody, ResponseBody,
 };
 use crate::protocol::{ErrorCode, TopicPartition, WireError};
+
+/// Default produce requests in flight per partition: one being written and
+/// one queued behind it at the broker, so the broker's group commit always
+/// has the next batch in hand.
+pub const DEFAULT_MAX_IN_FLIGHT_PER_PARTITION: usize = 2;
 
 /// Producer settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +48,10 @@ pub struct ProducerConfig {
     pub linger_ms: u64,
     /// A batch is sent as soon as it reaches this many bytes.
     pub batch_bytes: usize,
+    /// Produce requests in flight per partition (0 = no limit). While a
+    /// partition is at this window its batches keep filling past their
+    /// linger: see `client::flight`.
+    pub max_in_flight_per_partition: usize,
 }
 
 impl Default for ProducerConfig {
@@ -51,6 +61,7 @@ impl Default for ProducerConfig {
             acks: Acks::Leader,
             linger_ms: 5,
             batch_bytes: 1024 * 1024,
+            max_in_flight_per_partition: DEFAULT_MAX_IN_FLIGHT_PER_PARTITION,
         }
     }
 }
@@ -293,6 +304,7 @@ struct Inner {
     conn: ReconnectingConnection,
     partition_counts: RefCell<HashMap<String, u32>>,
     accumulator: RefCell<Accumulator>,
+    flights: RefCell<Flights<SealedBatch>>,
     round_robin: Cell<u32>,
     in_flight: WorkCounter,
     /// The first batch failure since the last `flush` (what it reports).
@@ -313,6 +325,7 @@ impl Producer {
         Ok(Producer {
             inner: Rc::new(Inner {
                 accumulator: RefCell::new(Accumulator::new(config.batch_bytes)),
+                flights: RefCell::new(Flights::new(config.max_in_flight_per_partition)),
                 config,
                 conn,
                 partition_counts: RefCell::new(HashMap::new()),
@@ -400,12 +413,10 @@ impl Producer {
                 } else {
                     crate::timer::sleep(linger).await;
                 }
-                let sealed = inner
-                    .accumulator
-                    .borrow_mut()
-                    .seal_generation(&tp, generation);
-                if let Some(batch) = sealed {
-                    Inner::dispatch(&inner, batch);
+                // At a full window the batch keeps filling; the response
+                // that frees a slot seals it.
+                if inner.flights.borrow_mut().linger_expired(&tp, generation) {
+                    Inner::seal_and_dispatch(&inner, &tp, generation);
                 }
             })
             .detach();
@@ -441,9 +452,33 @@ impl Producer {
 }
 
 impl Inner {
-    /// Enqueues the produce request for `batch` now (fixing its wire order)
-    /// and completes its records when the answer arrives.
+    /// Seals `tp`'s open batch if it is still `generation`, and dispatches it.
+    fn seal_and_dispatch(inner: &Rc<Inner>, tp: &TopicPartition, generation: u64) {
+        let sealed = inner
+            .accumulator
+            .borrow_mut()
+            .seal_generation(tp, generation);
+        if let Some(batch) = sealed {
+            Inner::dispatch(inner, batch);
+        }
+    }
+
+    /// Sends `batch` now if its partition's window has room, else queues it
+    /// behind the partition's requests in flight (fixing its wire order).
     fn dispatch(inner: &Rc<Inner>, batch: SealedBatch) {
+        inner.in_flight.begin();
+        let tp = batch.tp.clone();
+        let ready = inner.flights.borrow_mut().offer(&tp, batch);
+        if let Some(batch) = ready {
+            Inner::send(inner, batch);
+        }
+    }
+
+    /// Enqueues the produce request for `batch` (its window slot is taken)
+    /// and completes its records when the answer arrives; then hands the
+    /// slot on.
+    fn send(inner: &Rc<Inner>, batch: SealedBatch) {
+        let tp = batch.tp.clone();
         let body = RequestBody::Produce(ProduceRequest {
             acks: inner.config.acks,
             timeout_ms: u32::try_from(inner.config.client.request_timeout_ms).unwrap_or(u32::MAX),
@@ -455,23 +490,37 @@ impl Inner {
                 }],
             }],
         });
-        let fut: ResponseFuture = match inner.conn.current().start(body) {
-            Ok(f) => f,
-            Err(e) => return inner.fail(batch, e),
-        };
-        inner.in_flight.begin();
-        let inner = inner.clone();
-        glommio::spawn_local(async move {
-            let outcome = match fut.await {
-                Ok(resp) => complete(batch, resp),
-                Err(e) => Err((batch, e)),
-            };
-            if let Err((batch, e)) = outcome {
-                inner.fail(batch, e);
+        match inner.conn.current().start(body) {
+            Ok(fut) => {
+                let inner = inner.clone();
+                glommio::spawn_local(async move {
+                    let outcome = match fut.await {
+                        Ok(resp) => complete(batch, resp),
+                        Err(e) => Err((batch, e)),
+                    };
+                    if let Err((batch, e)) = outcome {
+                        inner.fail(batch, e);
+                    }
+                    Inner::finished(&inner, &tp);
+                })
+                .detach();
             }
-            inner.in_flight.end();
-        })
-        .detach();
+            Err(e) => {
+                inner.fail(batch, e);
+                Inner::finished(inner, &tp);
+            }
+        }
+    }
+
+    /// A request of `tp` is done: pass its slot to the next batch.
+    fn finished(inner: &Rc<Inner>, tp: &TopicPartition) {
+        inner.in_flight.end();
+        let next = inner.flights.borrow_mut().finished(tp);
+        match next {
+            Next::Send(batch) => Inner::send(inner, batch),
+            Next::SealDue(generation) => Inner::seal_and_dispatch(inner, tp, generation),
+            Next::Nothing => {}
+        }
     }
 
     /// Fails `batch`'s records with `e` and remembers `e` for `flush`.

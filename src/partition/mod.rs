@@ -19,12 +19,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use tracing::{error, warn};
 
 use crate::config::{RecoveryScan, TopicConfig};
 use crate::protocol::batch::{self, BatchError};
@@ -104,10 +103,6 @@ impl PartitionError {
         }
     }
 }
-
-/// Largest group the writer submits as one write, in bytes (a single larger
-/// batch is still written alone).
-const MAX_GROUP_WRITE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Largest single read a fetch issues, in bytes (bigger fetches read more
 /// than once; a bigger single batch is read whole).
@@ -338,7 +333,7 @@ impl Partition {
             group_writes: Cell::new(0),
         });
         p.check_invariants();
-        glommio::spawn_local(writer_loop(Rc::downgrade(&p))).detach();
+        glommio::spawn_local(writer::writer_loop(Rc::downgrade(&p))).detach();
         p.start_sync_loop();
         glommio::spawn_local(retention::retention_loop(Rc::downgrade(&p))).detach();
         if limits.recovery_scan == RecoveryScan::Sealed && p.log.recovery().segments > 1 {
@@ -405,133 +400,6 @@ impl Partition {
             },
             slot,
         })
-    }
-
-    fn needs_roll(&self, seg: &Segment, first: &Pending) -> bool {
-        if seg.is_empty() {
-            return false;
-        }
-        let len = first.bytes.len() as u64;
-        let (segment_bytes, segment_ms) = {
-            let c = self.config.borrow();
-            (c.segment_bytes, c.segment_ms)
-        };
-        seg.log_bytes() + len > segment_bytes
-            || seg.log_bytes() + len > u32::MAX as u64
-            || first.last_offset - seg.base_offset() > u32::MAX as u64
-            || seg
-                .first_append()
-                .is_some_and(|t| t.elapsed() >= Duration::from_millis(segment_ms))
-    }
-
-    /// Fails every queued batch and rewinds the log end to what is written.
-    fn fail_queued(&self, err: &PartitionError) {
-        let queued: Vec<Pending> = self.queue.borrow_mut().drain(..).collect();
-        for p in queued {
-            p.slot.complete(Err(err.clone()));
-        }
-        self.log_end.set(self.log.next_offset());
-        self.check_invariants();
-    }
-
-    /// Writes everything queued (up to a segment boundary) in one write and,
-    /// for flush=always, one fdatasync; then advances the high watermark.
-    async fn write_group(&self) {
-        let roll = match self.queue.borrow().front() {
-            Some(first) => self.needs_roll(&self.log.active(), first),
-            None => return,
-        };
-        if roll {
-            if let Err(e) = self.log.roll().await {
-                let err = PartitionError::from_storage(e);
-                error!(tp = %self.tp, error = %err, "segment roll failed");
-                self.fail_queued(&err);
-                return;
-            }
-            self.fdatasyncs.set(self.fdatasyncs.get() + 1);
-        }
-        let seg = self.log.active();
-        let segment_bytes = self.config.borrow().segment_bytes;
-        let mut group = Vec::new();
-        {
-            let mut q = self.queue.borrow_mut();
-            let mut seg_bytes = seg.log_bytes();
-            let mut group_bytes = 0u64;
-            while let Some(p) = q.front() {
-                let len = p.bytes.len() as u64;
-                if !group.is_empty()
-                    && (seg_bytes + len > segment_bytes
-                        || group_bytes + len > MAX_GROUP_WRITE_BYTES
-                        || p.last_offset - seg.base_offset() > u32::MAX as u64)
-                {
-                    break;
-                }
-                seg_bytes += len;
-                group_bytes += len;
-                if let Some(p) = q.pop_front() {
-                    group.push(p);
-                }
-            }
-        }
-        let Some(last) = group.last().map(|p| p.last_offset) else {
-            return;
-        };
-        // With the cache on, stamp the group into one buffer now: the same
-        // bytes go to disk and, once durable, into the cache (one copy per
-        // group, not per record).
-        let stamped = self.cache.enabled().then(|| stamp_group(&group));
-        let items: Vec<(u64, Bytes)> = match &stamped {
-            Some((buf, ranges)) => group
-                .iter()
-                .zip(ranges)
-                .map(|(p, r)| (p.base_offset, buf.slice(r.clone())))
-                .collect(),
-            None => group
-                .iter()
-                .map(|p| (p.base_offset, p.bytes.clone()))
-                .collect(),
-        };
-        let mark = seg.mark();
-        let mut res = seg.append(&items).await;
-        self.group_writes.set(self.group_writes.get() + 1);
-        let always = self.config.borrow().flush.is_always();
-        if res.is_ok() && always {
-            res = seg.fdatasync().await;
-            self.fdatasyncs.set(self.fdatasyncs.get() + 1);
-        }
-        match res {
-            Ok(()) => {
-                if !always {
-                    self.dirty.set(true);
-                }
-                debug_assert_eq!(seg.next_offset(), last + 1, "offsets not contiguous");
-                self.high_watermark.set(last + 1);
-                self.check_invariants();
-                if let Some((buf, ranges)) = &stamped {
-                    self.cache.insert(
-                        buf,
-                        group
-                            .iter()
-                            .zip(ranges)
-                            .map(|(p, r)| (p.base_offset, p.last_offset + 1, r.clone())),
-                    );
-                }
-                for p in group {
-                    p.slot.complete(Ok(()));
-                }
-                self.data_waiters.wake_all();
-            }
-            Err(e) => {
-                let err = PartitionError::from_storage(e);
-                error!(tp = %self.tp, error = %err, batches = group.len(),
-                    "write failed; failing the group and everything queued after it");
-                seg.rollback(mark).await;
-                for p in group {
-                    p.slot.complete(Err(err.clone()));
-                }
-                self.fail_queued(&err);
-            }
-        }
     }
 
     pub async fn fetch(&self, offset: Offset, max_bytes: u32) -> Result<FetchData, PartitionError> {
@@ -727,7 +595,7 @@ impl Partition {
     /// Starts the flush=interval sync task unless it runs or flush=always.
     fn start_sync_loop(self: &Rc<Self>) {
         if self.config.borrow().flush.interval_ms().is_some() && !self.sync_running.replace(true) {
-            glommio::spawn_local(sync_loop(Rc::downgrade(self))).detach();
+            glommio::spawn_local(writer::sync_loop(Rc::downgrade(self))).detach();
         }
     }
     pub fn topic_partition(&self) -> &TopicPartition {
@@ -768,87 +636,14 @@ impl Partition {
     }
 }
 
-/// Waits for queued batches and writes them, group by group, until closed.
-async fn writer_loop(weak: Weak<Partition>) {
-    loop {
-        let has_work = std::future::poll_fn(|cx| {
-            let Some(p) = weak.upgrade() else {
-                return Poll::Ready(false);
-            };
-            if !p.queue.borrow().is_empty() {
-                return Poll::Ready(true);
-            }
-            if p.closing.get() {
-                return Poll::Ready(false);
-            }
-            *p.writer_waker.borrow_mut() = Some(cx.waker().clone());
-            Poll::Pending
-        })
-        .await;
-        let Some(p) = weak.upgrade() else { return };
-        if !has_work {
-            p.writer_running.set(false);
-            p.writer_done_waiters.wake_all();
-            return;
-        }
-        p.write_group().await;
-    }
-}
-
-/// flush=interval: fdatasyncs the active segment every interval_ms if
-/// written to. Ends (after a last sync) once the policy is no longer interval.
-async fn sync_loop(weak: Weak<Partition>) {
-    loop {
-        let every = match weak.upgrade() {
-            Some(p) => p.config.borrow().flush.interval_ms(),
-            None => return,
-        };
-        glommio::timer::sleep(Duration::from_millis(every.unwrap_or(1).max(1))).await;
-        let Some(p) = weak.upgrade() else { return };
-        if p.closed.get() {
-            return;
-        }
-        let stop = p.config.borrow().flush.interval_ms().is_none();
-        if stop {
-            p.sync_running.set(false);
-        }
-        if p.dirty.replace(false) {
-            match p.log.active().fdatasync().await {
-                Ok(()) => p.fdatasyncs.set(p.fdatasyncs.get() + 1),
-                Err(e) => {
-                    warn!(tp = %p.tp, error = %e, "interval fdatasync failed; will retry");
-                    p.dirty.set(true);
-                }
-            }
-        }
-        if stop {
-            return;
-        }
-    }
-}
-
 pub mod cache;
 mod retention;
+mod writer;
 
 use cache::{BatchCache, PartitionCache};
 
 /// Cache budget of a partition opened without a shard's cache, in bytes.
 pub const PRIVATE_CACHE_BYTES: usize = 8 << 20;
-
-/// The group's batches copied into one buffer with their base offsets
-/// stamped, and each batch's byte range in it.
-fn stamp_group(group: &[Pending]) -> (Bytes, Vec<std::ops::Range<usize>>) {
-    let total: usize = group.iter().map(|p| p.bytes.len()).sum();
-    let mut buf = BytesMut::with_capacity(total);
-    let mut ranges = Vec::with_capacity(group.len());
-    for p in group {
-        let start = buf.len();
-        buf.extend_from_slice(&p.bytes);
-        batch::set_base_offset(&mut buf[start..], p.base_offset);
-        ranges.push(start..buf.len());
-    }
-    (buf.freeze(), ranges)
-}
 
 #[cfg(test)]
 mod tests;

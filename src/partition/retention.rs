@@ -208,7 +208,7 @@ pub(super) async fn retention_loop(weak: Weak<Partition>) {
     };
     loop {
         // First pass one interval after open, not during recovery.
-        glommio::timer::sleep(every).await;
+        crate::timer::sleep(every).await;
         let Some(p) = weak.upgrade() else { return };
         if p.closing.get() {
             return;

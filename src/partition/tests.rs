@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rand::Rng;
 
@@ -433,7 +434,7 @@ fn segment_rolls_by_age() {
             let t = p.append(batch(i, 5, 1000, 10)).expect("append");
             t.wait().await.expect("durable");
             if i < 2 {
-                glommio::timer::sleep(Duration::from_millis(2)).await;
+                crate::timer::sleep_once(Duration::from_millis(2)).await;
             }
         }
         assert_eq!(files(dir.path(), "log").len(), 3);
@@ -563,7 +564,7 @@ fn interval_flush_acks_after_write_and_syncs_later() {
         while p.fdatasync_count() == 0 {
             rounds += 1;
             assert!(rounds < 10_000, "interval sync never ran");
-            glommio::timer::sleep(Duration::from_millis(1)).await;
+            crate::timer::sleep_once(Duration::from_millis(1)).await;
         }
         check_sequence(&read_all(&p).await, 0, 250);
         p.close().await.expect("close");

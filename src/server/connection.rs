@@ -227,7 +227,7 @@ async fn watchdog(activity: &Activity, t: Timeouts) -> TimedOut {
         let wait = next
             .saturating_duration_since(now)
             .max(Duration::from_millis(1));
-        glommio::timer::sleep(wait).await;
+        crate::timer::sleep(wait).await;
     }
 }
 
@@ -399,7 +399,7 @@ async fn drain(reader: &mut ReadHalf) {
             break;
         }
         let read = futures_lite::future::or(async { Some(reader.read(&mut buf).await) }, async {
-            glommio::timer::sleep(deadline - now).await;
+            crate::timer::sleep_once_until(deadline).await;
             None
         })
         .await;

@@ -133,7 +133,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
                 tracing::warn!(shard = shard.id, "accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                crate::timer::sleep_once(Duration::from_millis(10)).await;
             }
         }
     }

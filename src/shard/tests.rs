@@ -187,7 +187,7 @@ fn forwarding_long_poll_and_admin_across_two_shards() {
         let producer = {
             let s = s.clone();
             glommio::spawn_local(async move {
-                glommio::timer::sleep(Duration::from_millis(20)).await;
+                crate::timer::sleep_once(Duration::from_millis(20)).await;
                 s.produce_dispatch(Acks::Leader, vec![item("t", remote_p, "late")])
                     .await
                     .finish()

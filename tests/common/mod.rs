@@ -510,7 +510,7 @@ where
 /// Awaits `fut` for at most `limit` inside an executor; panics naming `what`.
 pub async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
     let res = futures_lite::future::or(async { Some(fut.await) }, async {
-        glommio::timer::sleep(limit).await;
+        corelog::timer::sleep_once(limit).await;
         None
     })
     .await;
@@ -523,7 +523,7 @@ pub async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>
 /// Like `within`, but returns `None` on timeout instead of panicking.
 pub async fn try_within<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
     futures_lite::future::or(async { Some(fut.await) }, async {
-        glommio::timer::sleep(limit).await;
+        corelog::timer::sleep_once(limit).await;
         None
     })
     .await

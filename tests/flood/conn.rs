@@ -227,7 +227,7 @@ impl Conn {
             && Instant::now() < deadline
             && !self.shared.closed.get()
         {
-            glommio::timer::sleep(Duration::from_millis(2)).await;
+            corelog::timer::sleep_once(Duration::from_millis(2)).await;
         }
         let left = self.shared.expect.borrow();
         assert!(

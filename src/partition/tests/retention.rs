@@ -3,6 +3,7 @@
 //! waiting on the timer.
 
 use super::*;
+use std::time::Duration;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -207,7 +208,7 @@ fn set_config_takes_effect_on_a_live_partition() {
         while p.fdatasync_count() == syncs {
             rounds += 1;
             assert!(rounds < 10_000, "interval sync never ran");
-            glommio::timer::sleep(Duration::from_millis(1)).await;
+            crate::timer::sleep_once(Duration::from_millis(1)).await;
         }
         p.close().await.expect("close");
     });

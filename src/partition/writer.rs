@@ -1,0 +1,302 @@
+//! The partition's writer task: group write and pipelined group commit.
+//!
+//! Owns: taking queued batches off the partition's queue as groups (group
+//! commit: everything queued while the last group was written and synced
+//! goes in the next), writing each group with one write, making it durable
+//! per the flush policy, then advancing the high watermark, filling the
+//! batch cache and completing the appends; plus the flush=interval sync task.
+//!
+//! (Overlapping group N's fdatasync with group N+1's write was tried and
+//! measured no faster on the bench disk: docs/benchmarks.md.)
+//!
+//! Invariants:
+//! - the high watermark moves only past groups that are durable per the
+//!   flush policy (flush=always: fdatasynced after their write completed);
+//! - groups complete in offset order; a failed write or fdatasync fails its
+//!   group and everything queued, and rolls the segment back to before the
+//!   group, so nothing after a hole is ever acknowledged.
+
+use std::ops::Range;
+use std::rc::{Rc, Weak};
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tracing::{error, warn};
+
+use super::{Partition, PartitionError, Pending};
+use crate::protocol::batch;
+use crate::storage::segment::{Mark, Segment};
+
+/// Largest group the writer submits as one write, in bytes (a single larger
+/// batch is still written alone).
+const MAX_GROUP_WRITE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// A group that is written and not yet acknowledged.
+pub(super) struct Written {
+    seg: Rc<Segment>,
+    /// The segment before this group (rollback point).
+    mark: Mark,
+    group: Vec<Pending>,
+    /// The group stamped into one buffer, when the cache is on.
+    stamped: Option<(Bytes, Vec<Range<usize>>)>,
+    last_offset: u64,
+}
+
+impl Partition {
+    fn needs_roll(&self, seg: &Segment, first: &Pending) -> bool {
+        if seg.is_empty() {
+            return false;
+        }
+        let len = first.bytes.len() as u64;
+        let (segment_bytes, segment_ms) = {
+            let c = self.config.borrow();
+            (c.segment_bytes, c.segment_ms)
+        };
+        seg.log_bytes() + len > segment_bytes
+            || seg.log_bytes() + len > u32::MAX as u64
+            || first.last_offset - seg.base_offset() > u32::MAX as u64
+            || seg
+                .first_append()
+                .is_some_and(|t| t.elapsed() >= Duration::from_millis(segment_ms))
+    }
+
+    fn front_needs_roll(&self) -> bool {
+        match self.queue.borrow().front() {
+            Some(first) => self.needs_roll(&self.log.active(), first),
+            None => false,
+        }
+    }
+
+    /// Fails every queued batch and rewinds the log end to what is written.
+    pub(super) fn fail_queued(&self, err: &PartitionError) {
+        let queued: Vec<Pending> = self.queue.borrow_mut().drain(..).collect();
+        for p in queued {
+            p.slot.complete(Err(err.clone()));
+        }
+        self.log_end.set(self.log.next_offset());
+        self.check_invariants();
+    }
+
+    /// Rolls the segment if the first queued batch needs it. False (with
+    /// everything queued failed) if the roll failed.
+    async fn roll_if_needed(&self) -> bool {
+        if !self.front_needs_roll() {
+            return true;
+        }
+        if let Err(e) = self.log.roll().await {
+            let err = PartitionError::from_storage(e);
+            error!(tp = %self.tp, error = %err, "segment roll failed");
+            self.fail_queued(&err);
+            return false;
+        }
+        self.fdatasyncs.set(self.fdatasyncs.get() + 1);
+        true
+    }
+
+    /// Takes the next group off the queue (up to a segment boundary and
+    /// `MAX_GROUP_WRITE_BYTES`) and writes it with one write. None if
+    /// nothing was queued or the write failed (then the group and everything
+    /// queued are failed and the segment rolled back).
+    async fn write_next_group(&self) -> Option<Written> {
+        let seg = self.log.active();
+        let segment_bytes = self.config.borrow().segment_bytes;
+        let mut group = Vec::new();
+        {
+            let mut q = self.queue.borrow_mut();
+            let mut seg_bytes = seg.log_bytes();
+            let mut group_bytes = 0u64;
+            while let Some(p) = q.front() {
+                let len = p.bytes.len() as u64;
+                if !group.is_empty()
+                    && (seg_bytes + len > segment_bytes
+                        || group_bytes + len > MAX_GROUP_WRITE_BYTES
+                        || p.last_offset - seg.base_offset() > u32::MAX as u64)
+                {
+                    break;
+                }
+                seg_bytes += len;
+                group_bytes += len;
+                if let Some(p) = q.pop_front() {
+                    group.push(p);
+                }
+            }
+        }
+        let last_offset = group.last()?.last_offset;
+        // With the cache on, stamp the group into one buffer now: the same
+        // bytes go to disk and, once durable, into the cache (one copy per
+        // group, not per record).
+        let stamped = self.cache.enabled().then(|| stamp_group(&group));
+        let items: Vec<(u64, Bytes)> = match &stamped {
+            Some((buf, ranges)) => group
+                .iter()
+                .zip(ranges)
+                .map(|(p, r)| (p.base_offset, buf.slice(r.clone())))
+                .collect(),
+            None => group
+                .iter()
+                .map(|p| (p.base_offset, p.bytes.clone()))
+                .collect(),
+        };
+        let mark = seg.mark();
+        let res = seg.append(&items).await;
+        self.group_writes.set(self.group_writes.get() + 1);
+        let written = Written {
+            seg,
+            mark,
+            group,
+            stamped,
+            last_offset,
+        };
+        match res {
+            Ok(()) => {
+                debug_assert_eq!(
+                    written.seg.next_offset(),
+                    last_offset + 1,
+                    "offsets not contiguous"
+                );
+                Some(written)
+            }
+            Err(e) => {
+                self.fail_written(written, PartitionError::from_storage(e), "write")
+                    .await;
+                None
+            }
+        }
+    }
+
+    /// The group is durable per the flush policy: acknowledge it.
+    fn commit(&self, w: Written) {
+        assert!(
+            w.last_offset + 1 > self.high_watermark.get(),
+            "groups commit in offset order"
+        );
+        self.high_watermark.set(w.last_offset + 1);
+        self.check_invariants();
+        if let Some((buf, ranges)) = &w.stamped {
+            self.cache.insert(
+                buf,
+                w.group
+                    .iter()
+                    .zip(ranges)
+                    .map(|(p, r)| (p.base_offset, p.last_offset + 1, r.clone())),
+            );
+        }
+        for p in w.group {
+            p.slot.complete(Ok(()));
+        }
+        self.data_waiters.wake_all();
+    }
+
+    /// Fails the group `w` and everything queued, and rolls the segment
+    /// back to before `w`.
+    async fn fail_written(&self, w: Written, err: PartitionError, what: &str) {
+        error!(tp = %self.tp, error = %err, batches = w.group.len(),
+            "{what} failed; failing the group and everything queued after it");
+        w.seg.rollback(w.mark).await;
+        for p in w.group {
+            p.slot.complete(Err(err.clone()));
+        }
+        self.fail_queued(&err);
+    }
+
+    /// One turn of the writer: rolls the segment if needed, writes the next
+    /// group and makes it durable per the flush policy (flush=always: one
+    /// fdatasync for the whole group), then acknowledges it.
+    async fn write_turn(&self) {
+        if !self.roll_if_needed().await {
+            return;
+        }
+        let Some(w) = self.write_next_group().await else {
+            return;
+        };
+        if !self.config.borrow().flush.is_always() {
+            self.dirty.set(true);
+            self.commit(w);
+            return;
+        }
+        let res = w.seg.fdatasync().await;
+        self.fdatasyncs.set(self.fdatasyncs.get() + 1);
+        match res {
+            Ok(()) => self.commit(w),
+            Err(e) => {
+                let err = PartitionError::from_storage(e);
+                self.fail_written(w, err, "fdatasync").await;
+            }
+        }
+    }
+}
+
+/// Waits for queued batches and writes them, group by group, until closed.
+pub(super) async fn writer_loop(weak: Weak<Partition>) {
+    loop {
+        let has_work = std::future::poll_fn(|cx| {
+            let Some(p) = weak.upgrade() else {
+                return Poll::Ready(false);
+            };
+            if !p.queue.borrow().is_empty() {
+                return Poll::Ready(true);
+            }
+            if p.closing.get() {
+                return Poll::Ready(false);
+            }
+            *p.writer_waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        let Some(p) = weak.upgrade() else { return };
+        if !has_work {
+            p.writer_running.set(false);
+            p.writer_done_waiters.wake_all();
+            return;
+        }
+        p.write_turn().await;
+    }
+}
+
+/// flush=interval: fdatasyncs the active segment every interval_ms if
+/// written to. Ends (after a last sync) once the policy is no longer interval.
+pub(super) async fn sync_loop(weak: Weak<Partition>) {
+    loop {
+        let every = match weak.upgrade() {
+            Some(p) => p.config.borrow().flush.interval_ms(),
+            None => return,
+        };
+        crate::timer::sleep(Duration::from_millis(every.unwrap_or(1).max(1))).await;
+        let Some(p) = weak.upgrade() else { return };
+        if p.closed.get() {
+            return;
+        }
+        let stop = p.config.borrow().flush.interval_ms().is_none();
+        if stop {
+            p.sync_running.set(false);
+        }
+        if p.dirty.replace(false) {
+            match p.log.active().fdatasync().await {
+                Ok(()) => p.fdatasyncs.set(p.fdatasyncs.get() + 1),
+                Err(e) => {
+                    warn!(tp = %p.tp, error = %e, "interval fdatasync failed; will retry");
+                    p.dirty.set(true);
+                }
+            }
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+/// The group's batches copied into one buffer with their base offsets
+/// stamped, and each batch's byte range in it.
+fn stamp_group(group: &[Pending]) -> (Bytes, Vec<Range<usize>>) {
+    let total: usize = group.iter().map(|p| p.bytes.len()).sum();
+    let mut buf = BytesMut::with_capacity(total);
+    let mut ranges = Vec::with_capacity(group.len());
+    for p in group {
+        let start = buf.len();
+        buf.extend_from_slice(&p.bytes);
+        batch::set_base_offset(&mut buf[start..], p.base_offset);
+        ranges.push(start..buf.len());
+    }
+    (buf.freeze(), ranges)
+}
