@@ -129,10 +129,10 @@ impl Drop for Deadline {
 pub struct Once {
     at: Instant,
     timer: Option<glommio::timer::Timer>,
-    /// The task waker the timer was registered for, and whether the timer
-    /// has fired since (glommio's timer wheel may fire up to a tick before
-    /// `at`; then a new timer is registered).
-    registered: Option<(Waker, Arc<Fired>)>,
+    /// The task the timer was registered for, and whether the timer has
+    /// fired since (glommio's timer wheel may fire up to a tick before `at`;
+    /// then a new timer is registered).
+    registered: Option<Arc<Fired>>,
 }
 
 /// Wakes the registering task and remembers that the glommio timer fired.
@@ -181,8 +181,8 @@ impl Future for Once {
             this.timer = None;
             return Poll::Ready(());
         }
-        if let Some((task, fired)) = &this.registered {
-            if task.will_wake(cx.waker()) && !fired.fired.load(Ordering::Relaxed) {
+        if let Some(fired) = &this.registered {
+            if fired.task.will_wake(cx.waker()) && !fired.fired.load(Ordering::Relaxed) {
                 return Poll::Pending;
             }
         }
@@ -204,7 +204,7 @@ impl Future for Once {
             return Poll::Ready(());
         }
         this.timer = Some(timer);
-        this.registered = Some((cx.waker().clone(), fired));
+        this.registered = Some(fired);
         Poll::Pending
     }
 }
