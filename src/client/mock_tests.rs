@@ -453,3 +453,130 @@ fn flush_reports_failures_since_the_last_flush_not_an_idle_close() {
         true,
     );
 }
+
+/// Produce requests in flight per partition, as the mock broker sees them:
+/// (now, most ever).
+type InFlight = Rc<RefCell<HashMap<u32, (usize, usize)>>>;
+
+/// Like `spawn_broker`, but reads requests while earlier ones are pending
+/// and answers each produce `delay_ms` after it arrived, counting the
+/// produce requests in flight per partition of topic "t".
+fn spawn_slow_broker(listener: TcpListener, logs: Logs, in_flight: InFlight, delay_ms: u64) {
+    glommio::spawn_local(async move {
+        let Ok(s) = listener.accept().await else {
+            return;
+        };
+        let (mut r, mut w) = split(s);
+        let (tx, rx) = glommio::channels::local_channel::new_unbounded::<Vec<u8>>();
+        let tx = Rc::new(tx);
+        glommio::spawn_local(async move {
+            while let Some(frame) = rx.recv().await {
+                if write_frame(&mut w, &frame).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .detach();
+        while let Ok(Some(frame)) = read_frame(&mut r, 64 << 20).await {
+            let req = decode_request(&frame, &DecodeLimits::default()).expect("valid request");
+            let parts: Vec<u32> = match &req.body {
+                RequestBody::Produce(p) => p
+                    .topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|pp| pp.partition))
+                    .collect(),
+                _ => vec![],
+            };
+            for p in &parts {
+                let mut f = in_flight.borrow_mut();
+                let e = f.entry(*p).or_default();
+                e.0 += 1;
+                e.1 = e.1.max(e.0);
+            }
+            // Logged (offsets assigned) in arrival order, answered later.
+            let Some(resp) = handle(&logs, req) else {
+                continue;
+            };
+            let (tx, in_flight) = (tx.clone(), in_flight.clone());
+            let delay_ms = if parts.is_empty() { 0 } else { delay_ms };
+            glommio::spawn_local(async move {
+                crate::timer::sleep_once(std::time::Duration::from_millis(delay_ms)).await;
+                for p in parts {
+                    if let Some(e) = in_flight.borrow_mut().get_mut(&p) {
+                        e.0 -= 1;
+                    }
+                }
+                let _ = tx.send(encode_response(&resp).to_vec()).await;
+            })
+            .detach();
+        }
+    })
+    .detach();
+}
+
+/// Sends 2,000 records to 2 partitions of "t" at once through a broker that
+/// takes 5 ms per produce; returns the most produce requests the broker ever
+/// had in flight per partition.
+fn most_in_flight(window: usize) -> HashMap<u32, usize> {
+    LocalExecutorBuilder::default()
+        .io_memory(512 * 1024)
+        .spawn(move || async move {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let in_flight = InFlight::default();
+            spawn_slow_broker(listener, Logs::default(), in_flight.clone(), 5);
+            let producer = Producer::connect(ProducerConfig {
+                client: ClientConfig {
+                    bootstrap: addr.to_string(),
+                    request_timeout_ms: 10_000,
+                    ..ClientConfig::default()
+                },
+                linger_ms: 0,
+                batch_bytes: 1024,
+                max_in_flight_per_partition: window,
+                ..ProducerConfig::default()
+            })
+            .await
+            .expect("connect");
+            let mut futs = Vec::new();
+            for i in 0..2_000u32 {
+                let rec = ProducerRecord::new("t", format!("value {i:>20}")).with_partition(i % 2);
+                futs.push((i, producer.send(rec).await.expect("send")));
+            }
+            producer.flush().await.expect("flush");
+            let mut next = [0u64; 2];
+            for (i, f) in futs {
+                let md = f.await.expect("delivered");
+                assert_eq!(md.partition, i % 2);
+                let slot = &mut next[(i % 2) as usize];
+                assert_eq!(md.offset, *slot, "offsets follow send order");
+                *slot += 1;
+            }
+            producer.close().await.expect("close");
+            let most: HashMap<u32, usize> = in_flight
+                .borrow()
+                .iter()
+                .map(|(p, (now, most))| {
+                    assert_eq!(*now, 0, "every produce answered");
+                    (*p, *most)
+                })
+                .collect();
+            most
+        })
+        .expect("executor")
+        .join()
+        .expect("join")
+}
+
+#[test]
+fn producer_never_exceeds_its_request_window_per_partition() {
+    for window in [1, 2, 4] {
+        let most = most_in_flight(window);
+        assert_eq!(most.len(), 2, "both partitions produced to: {most:?}");
+        for (p, n) in most {
+            // 2,000 records of ~50 bytes in 1 KiB batches, 5 ms per produce:
+            // far more batches than the window, so it fills, and never overflows.
+            assert_eq!(n, window, "window {window}, partition {p}");
+        }
+    }
+}
