@@ -1,5 +1,7 @@
-# Usage: python3 disk_commit_probe.py indep|rounds append|falloc|overwrite|zeroahead FILES RATE_PER_FILE SECONDS [WRITE_BYTES]
-# (writes under /work/bench-runs/disk/ow; run as root for /proc/diskstats of vda)
+# Usage: python3 disk_commit_probe.py indep|rounds|serial append|falloc|overwrite|zeroahead FILES RATE_PER_FILE SECONDS [WRITE_BYTES]
+# indep: one thread per file (write + fdatasync, open loop); rounds: write all files, then fdatasync all;
+# serial: one thread doing write + fdatasync for each file in turn (what a single io-wq worker does).
+# Writes under /work/bench-runs/disk/ow; reads /proc/diskstats of vda.
 # Open-loop write+fdatasync latency over N files.
 # mode: indep (each file its own loop), rounds (one loop: write all files, then fdatasync all, together)
 # layout: append (fresh files, ext4 allocates on write) | overwrite (pre-zeroed files)
@@ -42,12 +44,15 @@ def loop(files, rate):
         if due > now: time.sleep(due - now)
         if len(files) == 1:
             op(files[0])
+        elif mode == "serial":
+            for i in files: op(i)
         else:
             list(pool.map(lambda i: op(i, False), files))
             list(pool.map(lambda i: os.fdatasync(fds[i]), files))
         out.append(time.monotonic() - due)   # from intended time: open loop
         n += 1
     lat.extend(out)
+    if mode == "serial": lat.extend(out * (len(files) - 1))
 stop = [False]
 zeroed = [0] * nfiles
 def zeroer(i):
@@ -74,5 +79,6 @@ for t in zs: t.join()
 with open("/proc/diskstats") as f: d1 = [l.split() for l in f if " vda " in l][0]
 a = sorted(lat); q = lambda p: a[min(len(a)-1, int(p*len(a)))]*1e6
 w = int(d1[7]) - int(d0[7]); fl = int(d1[18]) - int(d0[18]) if len(d1) > 18 else -1
+print("ops >5ms:", sum(1 for x in a if x > 0.005), ">15ms:", sum(1 for x in a if x > 0.015), "secs", secs)
 print(f"{mode:6} {layout:9} files={nfiles} rate={rate:.0f}/s n={len(a)} p50={q(.5):.0f}us p90={q(.9):.0f} p99={q(.99):.0f} p999={q(.999):.0f} max={a[-1]*1e6:.0f}  writes/s={w/secs:.0f} flushes/s={fl/secs:.0f}")
 for i in range(nfiles): os.close(fds[i]); os.unlink(f"{d}/f{i}")
