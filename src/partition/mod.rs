@@ -72,7 +72,15 @@ impl PartitionError {
             PartitionError::Storage(_) => ErrorCode::StorageError,
             PartitionError::Closed(_) => ErrorCode::NotLeader,
         };
-        WireError::new(code, self.to_string())
+        // The wire error's display already names the code ("storage full:
+        // ..."): send the detail alone where this error's text would only
+        // repeat it.
+        let message = match self {
+            PartitionError::StorageFull(detail) | PartitionError::Storage(detail) => detail.clone(),
+            PartitionError::CorruptBatch(e) => e.to_string(),
+            other => other.to_string(),
+        };
+        WireError::new(code, message)
     }
 }
 

@@ -713,3 +713,21 @@ fn recent_batches_are_served_from_memory_with_the_bytes_disk_holds() {
         p.close().await.expect("close");
     });
 }
+
+#[test]
+fn wire_errors_name_their_code_once() {
+    let io = || std::io::Error::from_raw_os_error(libc::ENOSPC);
+    let full = PartitionError::from_storage(StorageError::io("write", Path::new("/d/0.log"), io()));
+    assert!(matches!(full, PartitionError::StorageFull(_)), "{full:?}");
+    let wire = full.to_wire();
+    assert_eq!(wire.code, crate::protocol::ErrorCode::StorageFull);
+    let shown = wire.to_string();
+    assert!(shown.starts_with("storage full: write /d/0.log"), "{shown}");
+    assert_eq!(shown.matches("storage full").count(), 1, "{shown}");
+    let eio = std::io::Error::from_raw_os_error(libc::EIO);
+    let shown =
+        PartitionError::from_storage(StorageError::io("fdatasync", Path::new("/d/0.log"), eio))
+            .to_wire()
+            .to_string();
+    assert_eq!(shown.matches("storage error").count(), 1, "{shown}");
+}
