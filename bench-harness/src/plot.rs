@@ -36,6 +36,47 @@ pub fn plot_files(out: &Path, title: Option<&str>, files: &[PathBuf]) -> Result<
     plot_runs(out, title, &runs)
 }
 
+/// One run's two lines in its colour, each with a legend entry: `solid`
+/// (publish, produced) and `dashed` (end-to-end, consumed). An empty line
+/// is not drawn.
+fn draw_pair<CT: CoordTranslate<From = (f64, f64)>>(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, CT>,
+    c: RGBColor,
+    solid: (String, Vec<(f64, f64)>),
+    dashed: (String, Vec<(f64, f64)>),
+) -> Result<(), BenchError> {
+    if !solid.1.is_empty() {
+        chart
+            .draw_series(LineSeries::new(solid.1, c.stroke_width(2)))
+            .map_err(err)?
+            .label(solid.0)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    if !dashed.1.is_empty() {
+        chart
+            .draw_series(DashedLineSeries::new(dashed.1, 6, 4, c.stroke_width(2)))
+            .map_err(err)?
+            .label(dashed.0)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1)));
+    }
+    Ok(())
+}
+
+/// The legend box of a panel, at `at`.
+fn draw_legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    at: SeriesLabelPosition,
+) -> Result<(), BenchError> {
+    chart
+        .configure_series_labels()
+        .position(at)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, 13))
+        .draw()
+        .map_err(err)
+}
+
 fn err<E: std::fmt::Debug>(e: E) -> BenchError {
     BenchError::Plot(format!("{e:?}"))
 }
@@ -148,37 +189,17 @@ fn latency_panel(
         .draw()
         .map_err(err)?;
     for (i, (name, r)) in runs.iter().enumerate() {
-        let c = color(i);
-        let publish = spectrum_points(&r.publish_latency_us);
-        if !publish.is_empty() {
-            chart
-                .draw_series(LineSeries::new(publish, c.stroke_width(2)))
-                .map_err(err)?
-                .label(format!("{name} publish"))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
-        }
-        let e2e = spectrum_points(&r.e2e_latency_us);
-        if !e2e.is_empty() {
-            chart
-                .draw_series(DashedLineSeries::new(e2e, 6, 4, c.stroke_width(2)))
-                .map_err(err)?
-                .label(format!("{name} e2e"))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1))
-                });
-        }
+        draw_pair(
+            &mut chart,
+            color(i),
+            (
+                format!("{name} publish"),
+                spectrum_points(&r.publish_latency_us),
+            ),
+            (format!("{name} e2e"), spectrum_points(&r.e2e_latency_us)),
+        )?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 13))
-        .draw()
-        .map_err(err)?;
-    Ok(())
+    draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 
 fn throughput_panel(
@@ -212,46 +233,35 @@ fn throughput_panel(
         .draw()
         .map_err(err)?;
     for (i, (name, r)) in runs.iter().enumerate() {
-        let c = color(i);
-        // A second's value is plotted at its end.
-        let produced: Vec<(f64, f64)> = r
-            .series
-            .iter()
-            .map(|p| ((p.t_s + 1) as f64, p.produced_mb))
-            .collect();
-        let consumed: Vec<(f64, f64)> = r
-            .series
-            .iter()
-            .map(|p| ((p.t_s + 1) as f64, p.consumed_mb))
-            .collect();
-        if r.series.iter().any(|p| p.produced_msgs > 0) {
-            chart
-                .draw_series(LineSeries::new(produced, c.stroke_width(2)))
-                .map_err(err)?
-                .label(format!("{name} produced"))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
-        }
-        if r.series.iter().any(|p| p.consumed_msgs > 0) {
-            chart
-                .draw_series(DashedLineSeries::new(consumed, 6, 4, c.stroke_width(2)))
-                .map_err(err)?
-                .label(format!("{name} consumed"))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1))
-                });
-        }
+        // A second's value is plotted at its end; a run that never produced
+        // (or consumed) has no line for it.
+        let line = |any: bool, mb: fn(&crate::stats::SecondPoint) -> f64| -> Vec<(f64, f64)> {
+            if !any {
+                return vec![];
+            }
+            r.series
+                .iter()
+                .map(|p| ((p.t_s + 1) as f64, mb(p)))
+                .collect()
+        };
+        draw_pair(
+            &mut chart,
+            color(i),
+            (
+                format!("{name} produced"),
+                line(r.series.iter().any(|p| p.produced_msgs > 0), |p| {
+                    p.produced_mb
+                }),
+            ),
+            (
+                format!("{name} consumed"),
+                line(r.series.iter().any(|p| p.consumed_msgs > 0), |p| {
+                    p.consumed_mb
+                }),
+            ),
+        )?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 13))
-        .draw()
-        .map_err(err)?;
-    Ok(())
+    draw_legend(&mut chart, SeriesLabelPosition::LowerRight)
 }
 
 fn p99_panel(
@@ -295,7 +305,6 @@ fn p99_panel(
         .draw()
         .map_err(err)?;
     for (i, (name, r)) in runs.iter().enumerate() {
-        let c = color(i);
         let publish: Vec<(f64, f64)> = r
             .series
             .iter()
@@ -308,34 +317,14 @@ fn p99_panel(
             .filter(|p| p.e2e_p99_us > 0)
             .map(|p| ((p.t_s + 1) as f64, p.e2e_p99_us as f64))
             .collect();
-        if !publish.is_empty() {
-            chart
-                .draw_series(LineSeries::new(publish, c.stroke_width(2)))
-                .map_err(err)?
-                .label(format!("{name} publish p99"))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
-        }
-        if !e2e.is_empty() {
-            chart
-                .draw_series(DashedLineSeries::new(e2e, 6, 4, c.stroke_width(2)))
-                .map_err(err)?
-                .label(format!("{name} e2e p99"))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1))
-                });
-        }
+        draw_pair(
+            &mut chart,
+            color(i),
+            (format!("{name} publish p99"), publish),
+            (format!("{name} e2e p99"), e2e),
+        )?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 13))
-        .draw()
-        .map_err(err)?;
-    Ok(())
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 #[cfg(test)]
