@@ -90,7 +90,7 @@ pub struct LoadArgs {
     pub linger_ms: Option<u64>,
     /// Producer requests in flight per partition; while a partition is at
     /// this window its batch keeps filling past the linger (0 = no limit)
-    /// [default: 2].
+    /// [default: the client's, 8].
     #[arg(long, value_name = "N")]
     pub partition_in_flight: Option<usize>,
     /// Acknowledgement level [default: leader].
