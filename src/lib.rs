@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod io;
 pub mod net;
 pub mod partition;
 pub mod protocol;

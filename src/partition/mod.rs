@@ -29,7 +29,7 @@ use crate::config::{RecoveryScan, TopicConfig};
 use crate::protocol::batch::{self, BatchError};
 use crate::protocol::messages::OffsetSpec;
 use crate::protocol::{ErrorCode, Offset, TopicPartition, WireError};
-use crate::storage::file::FaultInjector;
+use crate::io::{FaultInjector, Io};
 use crate::storage::log::Log;
 use crate::storage::segment::{Next, Segment};
 use crate::storage::StorageError;
@@ -310,8 +310,20 @@ impl Partition {
         limits: PartitionLimits,
         cache: &Rc<BatchCache>,
     ) -> Result<Rc<Partition>, PartitionError> {
-        let faults = Rc::new(FaultInjector::default());
-        let log = Log::open(&dir, config.index_interval_bytes.max(1), faults)
+        Self::open_on(Io::real(), tp, dir, config, limits, cache).await
+    }
+
+    /// [`Partition::open_with_cache`] doing its I/O through `io` (the
+    /// shard's disk and clock; a simulated disk in tests).
+    pub async fn open_on(
+        io: Io,
+        tp: TopicPartition,
+        dir: PathBuf,
+        config: TopicConfig,
+        limits: PartitionLimits,
+        cache: &Rc<BatchCache>,
+    ) -> Result<Rc<Partition>, PartitionError> {
+        let log = Log::open(&dir, config.index_interval_bytes.max(1), io)
             .await
             .map_err(PartitionError::from_storage)?;
         let next = log.next_offset();

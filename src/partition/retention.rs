@@ -13,23 +13,16 @@
 //! log start never moves backwards and never passes the high watermark; the
 //! checkpoint is written by one task at a time and never regresses.
 
-use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tracing::{info, warn};
 
 use super::{Partition, PartitionError};
 use crate::protocol::{Offset, TopicPartition};
-use crate::storage::log::{Log, LOG_START_CHECKPOINT, LOG_START_CHECKPOINT_TMP};
+use crate::storage::checkpoint;
+use crate::storage::log::{Log, LOG_START_CHECKPOINT};
 use crate::storage::StorageError;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis().min(i64::MAX as u128) as i64)
-        .unwrap_or(0)
-}
 
 /// Reads the checkpoint (if any) and returns the log start to use at open:
 /// the larger of the first segment's base offset and the checkpoint, capped
@@ -41,18 +34,13 @@ pub(super) async fn recover_log_start(
     let first = log.start_offset();
     let next = log.next_offset();
     let path = log.dir().join(LOG_START_CHECKPOINT);
-    let read_path = path.clone();
-    let text = glommio::executor()
-        .spawn_blocking(move || match std::fs::read_to_string(&read_path) {
-            Ok(t) => Ok(Some(t)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        })
+    let bytes = checkpoint::read(&log.io().disk, log.dir(), LOG_START_CHECKPOINT)
         .await
-        .map_err(|e| PartitionError::from_storage(StorageError::io("read", &path, e)))?;
-    let Some(text) = text else {
+        .map_err(PartitionError::from_storage)?;
+    let Some(bytes) = bytes else {
         return Ok(first);
     };
+    let text = String::from_utf8_lossy(&bytes);
     let Ok(ckpt) = text.trim().parse::<Offset>() else {
         warn!(%tp, file = %path.display(), "unreadable log-start checkpoint ignored");
         return Ok(first);
@@ -65,28 +53,10 @@ pub(super) async fn recover_log_start(
     Ok(first.max(ckpt))
 }
 
-/// Writes `offset` durably as the checkpoint (blocking pool).
-async fn write_checkpoint(dir: PathBuf, offset: Offset) -> Result<(), StorageError> {
-    glommio::executor()
-        .spawn_blocking(move || write_checkpoint_sync(&dir, offset))
-        .await
-}
-
-fn write_checkpoint_sync(dir: &Path, offset: Offset) -> Result<(), StorageError> {
-    use std::io::Write;
-    let tmp = dir.join(LOG_START_CHECKPOINT_TMP);
-    let path = dir.join(LOG_START_CHECKPOINT);
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| StorageError::io("create", &tmp, e))?;
-        f.write_all(format!("{offset}\n").as_bytes())
-            .map_err(|e| StorageError::io("write", &tmp, e))?;
-        f.sync_all()
-            .map_err(|e| StorageError::io("fsync", &tmp, e))?;
-    }
-    std::fs::rename(&tmp, &path).map_err(|e| StorageError::io("rename", &path, e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::io("fsync dir", dir, e))
+/// Writes `offset` durably as the checkpoint.
+async fn write_checkpoint(log: &Log, offset: Offset) -> Result<(), StorageError> {
+    let text = format!("{offset}\n").into_bytes();
+    checkpoint::write_atomic(&log.io().disk, log.dir(), LOG_START_CHECKPOINT, text).await
 }
 
 impl Partition {
@@ -140,7 +110,7 @@ impl Partition {
         let res = async {
             loop {
                 let target = self.log_start.get();
-                write_checkpoint(self.log.dir().to_path_buf(), target).await?;
+                write_checkpoint(&self.log, target).await?;
                 if self.log_start.get() == target {
                     return Ok(());
                 }
@@ -163,7 +133,7 @@ impl Partition {
             let c = self.config.borrow();
             (c.retention_ms, c.retention_bytes)
         };
-        let cutoff = now_ms().saturating_sub(retention_ms.min(i64::MAX as u64) as i64);
+        let cutoff = self.log.clock().wall_ms().saturating_sub(retention_ms.min(i64::MAX as u64) as i64);
         let mut total: u64 = self.log.segments().iter().map(|s| s.log_bytes()).sum();
         let log_start = self.log_start.get();
         let removed = self.log.remove_head(|seg| {

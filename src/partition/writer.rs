@@ -58,7 +58,7 @@ impl Partition {
             || first.last_offset - seg.base_offset() > u32::MAX as u64
             || seg
                 .first_append()
-                .is_some_and(|t| t.elapsed() >= Duration::from_millis(segment_ms))
+                .is_some_and(|t| self.log.clock().elapsed(t) >= Duration::from_millis(segment_ms))
     }
 
     fn front_needs_roll(&self) -> bool {

@@ -61,6 +61,7 @@ pub fn run(config: BrokerConfig) -> Result<(), ServerError> {
     let shards = cpus.len();
     startup::raise_memlock(shards as u64 * config.shard.io_memory_bytes);
     let topics = registry::load_topics(
+        &crate::io::Disk::Real,
         &config.data_dir,
         shards,
         config.limits.max_partitions_per_topic,

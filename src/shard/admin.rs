@@ -103,9 +103,9 @@ impl Shard {
         let data_dir = self.config.data_dir.clone();
         let shard_count = self.count;
         let disk_meta = meta.clone();
-        glommio::executor()
-            .spawn_blocking(move || {
-                registry::create_topic_on_disk(&data_dir, &disk_meta, shard_count)
+        self.disk()
+            .blocking(move |disk| {
+                registry::create_topic_on_disk(disk, &data_dir, &disk_meta, shard_count)
             })
             .await
             .map_err(|e| {
@@ -165,8 +165,10 @@ impl Shard {
             .await;
         let data_dir = self.config.data_dir.clone();
         let owned = name.to_string();
-        if let Err(e) = glommio::executor()
-            .spawn_blocking(move || registry::remove_topic_from_disk(&data_dir, &owned))
+        let clock = self.clock.clone();
+        if let Err(e) = self
+            .disk()
+            .blocking(move |disk| registry::remove_topic_from_disk(disk, &clock, &data_dir, &owned))
             .await
         {
             tracing::error!("rollback of topic {name}: {e}");
@@ -201,8 +203,9 @@ impl Shard {
             .await?;
         let data_dir = self.config.data_dir.clone();
         let owned = name.clone();
-        glommio::executor()
-            .spawn_blocking(move || registry::remove_topic_from_disk(&data_dir, &owned))
+        let clock = self.clock.clone();
+        self.disk()
+            .blocking(move |disk| registry::remove_topic_from_disk(disk, &clock, &data_dir, &owned))
             .await
             .map_err(|e| {
                 tracing::error!("delete topic {name}: {e}");
@@ -255,8 +258,8 @@ impl Shard {
         let data_dir = self.config.data_dir.clone();
         let shard_count = self.count;
         let disk_meta = new_meta.clone();
-        glommio::executor()
-            .spawn_blocking(move || registry::write_topic_file(&data_dir, &disk_meta, shard_count))
+        self.disk()
+            .blocking(move |disk| registry::write_topic_file(disk, &data_dir, &disk_meta, shard_count))
             .await
             .map_err(|e| {
                 tracing::error!("alter topic {name}: {e}");

@@ -33,6 +33,7 @@ use glommio::channels::oneshot;
 use glommio::sync::Semaphore;
 
 use crate::config::BrokerConfig;
+use crate::io::{Clock, Disk, Io};
 use crate::partition::cache::BatchCache;
 use crate::partition::Partition;
 use crate::protocol::{PartitionId, ShardId, TopicPartition};
@@ -57,6 +58,10 @@ pub struct Shard {
     /// Number of shards in this broker.
     pub count: usize,
     pub config: Rc<BrokerConfig>,
+    /// The disk every partition and the registry do their I/O through,
+    /// and the clock they decide by (handed down to each partition).
+    disk: Disk,
+    clock: Clock,
     senders: Senders<ShardMessage>,
     receivers: RefCell<Option<Receivers<ShardMessage>>>,
     pending: RefCell<HashMap<u64, oneshot::Sender<ShardReply>>>,
@@ -86,6 +91,19 @@ impl Shard {
         mesh: Mesh,
         topics: Vec<TopicMeta>,
     ) -> Result<Rc<Shard>, ShardError> {
+        Self::boot_on(Disk::Real, Clock::Real, id, count, config, mesh, topics).await
+    }
+
+    /// [`Shard::boot`] on `disk` with `clock` (a simulated disk in tests).
+    pub async fn boot_on(
+        disk: Disk,
+        clock: Clock,
+        id: ShardId,
+        count: usize,
+        config: BrokerConfig,
+        mesh: Mesh,
+        topics: Vec<TopicMeta>,
+    ) -> Result<Rc<Shard>, ShardError> {
         let (senders, receivers) = mesh
             .join()
             .await
@@ -105,6 +123,8 @@ impl Shard {
             id,
             count,
             config: Rc::new(config),
+            disk,
+            clock,
             senders,
             receivers: RefCell::new(Some(receivers)),
             pending: RefCell::new(HashMap::new()),
@@ -124,6 +144,17 @@ impl Shard {
         });
         shard.open_owned(&topics).await;
         Ok(shard)
+    }
+
+    /// The disk this shard's storage and registry work go through.
+    pub fn disk(&self) -> &Disk {
+        &self.disk
+    }
+
+    /// The I/O handle for one partition: the shard's disk and clock, and a
+    /// fault injector of the partition's own.
+    pub fn partition_io(&self) -> Io {
+        Io::new(self.disk.clone(), self.clock.clone())
     }
 
     pub fn listen_addr(&self) -> Option<SocketAddr> {

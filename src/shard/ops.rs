@@ -283,7 +283,8 @@ impl Shard {
         for &p in partitions {
             let tp = TopicPartition::new(meta.name.clone(), p);
             let dir = partition_dir(&self.config.data_dir, &meta.name, p);
-            let opening = Partition::open_with_cache(
+            let opening = Partition::open_on(
+                self.partition_io(),
                 tp.clone(),
                 dir,
                 meta.config.clone(),

@@ -9,17 +9,20 @@
 //! Invariants: a topic exists on disk iff its topic.json exists (it is
 //! written last on create and its directory is renamed away first on delete);
 //! the startup scan never fails because of one bad topic (it warns and skips);
-//! everything here is synchronous std I/O, run on the main thread at startup
+//! everything here is synchronous I/O through the shard's [`Disk`] (the
+//! real file system or the simulated one), run on the main thread at startup
 //! and on the blocking pool at runtime, never on a shard's reactor.
+//!
+//! Must not know: partitions' files (only their directories).
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::TopicConfig;
+use crate::io::{Clock, Disk};
 use crate::protocol::ids::validate_topic_name;
 use crate::protocol::{PartitionId, ShardId};
 
@@ -101,18 +104,20 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: PartitionId) -> Pa
     topic_dir(data_dir, topic).join(partition.to_string())
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
-
 fn ctx(e: io::Error, what: &str, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
 /// Writes `topic.json` durably: tmp file, fsync, rename, fsync the directory.
-pub fn write_topic_file(data_dir: &Path, meta: &TopicMeta, shard_count: usize) -> io::Result<()> {
+pub fn write_topic_file(
+    disk: &Disk,
+    data_dir: &Path,
+    meta: &TopicMeta,
+    shard_count: usize,
+) -> io::Result<()> {
     let dir = topic_dir(data_dir, &meta.name);
-    fs::create_dir_all(&dir).map_err(|e| ctx(e, "cannot create", &dir))?;
+    disk.create_dir_all_durable(&dir)
+        .map_err(|e| ctx(e, "cannot create", &dir))?;
     let file = TopicFile {
         name: meta.name.clone(),
         partitions: meta.partitions,
@@ -123,65 +128,83 @@ pub fn write_topic_file(data_dir: &Path, meta: &TopicMeta, shard_count: usize) -
     let text = serde_json::to_vec_pretty(&file)
         .map_err(|e| io::Error::other(format!("cannot encode topic.json: {e}")))?;
     let tmp = dir.join(TOPIC_FILE_TMP);
-    {
-        let mut f = fs::File::create(&tmp).map_err(|e| ctx(e, "cannot create", &tmp))?;
-        f.write_all(&text)
-            .map_err(|e| ctx(e, "cannot write", &tmp))?;
-        f.sync_all().map_err(|e| ctx(e, "cannot fsync", &tmp))?;
-    }
+    disk.write(&tmp, &text, true)
+        .map_err(|e| ctx(e, "cannot write", &tmp))?;
     let path = dir.join(TOPIC_FILE);
-    fs::rename(&tmp, &path).map_err(|e| ctx(e, "cannot rename into", &path))?;
-    sync_dir(&dir).map_err(|e| ctx(e, "cannot fsync", &dir))
+    disk.rename(&tmp, &path)
+        .map_err(|e| ctx(e, "cannot rename into", &path))?;
+    disk.sync_dir_blocking(&dir)
+        .map_err(|e| ctx(e, "cannot fsync", &dir))
 }
 
 /// Creates a new topic on disk: clears any leftover directory of that name
 /// (one without a topic.json: a create that crashed before committing),
 /// creates the partition directories, then commits by writing topic.json.
 pub fn create_topic_on_disk(
+    disk: &Disk,
     data_dir: &Path,
     meta: &TopicMeta,
     shard_count: usize,
 ) -> io::Result<()> {
     let dir = topic_dir(data_dir, &meta.name);
-    if dir.join(TOPIC_FILE).exists() {
+    if disk.exists(&dir.join(TOPIC_FILE)) {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             format!("{} already exists", dir.join(TOPIC_FILE).display()),
         ));
     }
-    if dir.exists() {
-        fs::remove_dir_all(&dir).map_err(|e| ctx(e, "cannot clear stale", &dir))?;
+    if disk.exists(&dir) {
+        disk.remove_dir_all(&dir)
+            .map_err(|e| ctx(e, "cannot clear stale", &dir))?;
     }
     let topics = topics_dir(data_dir);
-    fs::create_dir_all(&topics).map_err(|e| ctx(e, "cannot create", &topics))?;
+    disk.create_dir_all_durable(&topics)
+        .map_err(|e| ctx(e, "cannot create", &topics))?;
     for p in 0..meta.partitions {
         let pdir = partition_dir(data_dir, &meta.name, p);
-        fs::create_dir_all(&pdir).map_err(|e| ctx(e, "cannot create", &pdir))?;
+        disk.create_dir_all(&pdir)
+            .map_err(|e| ctx(e, "cannot create", &pdir))?;
     }
-    write_topic_file(data_dir, meta, shard_count)?;
-    sync_dir(&topics).map_err(|e| ctx(e, "cannot fsync", &topics))
+    // The partition directories' entries become durable with the topic
+    // directory's fsync in write_topic_file.
+    write_topic_file(disk, data_dir, meta, shard_count)?;
+    disk.sync_dir_blocking(&topics)
+        .map_err(|e| ctx(e, "cannot fsync", &topics))
 }
 
 /// Removes a topic durably: renames its directory into `<data_dir>/deleted/`
 /// (atomic: after a crash the topic is either whole or gone), fsyncs, then
 /// removes the files. A missing directory is not an error.
-pub fn remove_topic_from_disk(data_dir: &Path, topic: &str) -> io::Result<()> {
+pub fn remove_topic_from_disk(
+    disk: &Disk,
+    clock: &Clock,
+    data_dir: &Path,
+    topic: &str,
+) -> io::Result<()> {
     let dir = topic_dir(data_dir, topic);
-    if !dir.exists() {
+    if !disk.exists(&dir) {
         return Ok(());
     }
     let graveyard = deleted_dir(data_dir);
-    fs::create_dir_all(&graveyard).map_err(|e| ctx(e, "cannot create", &graveyard))?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let target = graveyard.join(format!("{topic}-{stamp}"));
-    fs::rename(&dir, &target).map_err(|e| ctx(e, "cannot move away", &dir))?;
+    disk.create_dir_all_durable(&graveyard)
+        .map_err(|e| ctx(e, "cannot create", &graveyard))?;
+    // A unique name per deletion (a topic can be deleted, re-created and
+    // deleted again before the graveyard is cleared).
+    let mut target = graveyard.join(format!("{topic}-{}", clock.wall_ms()));
+    let mut n = 0;
+    while disk.exists(&target) {
+        n += 1;
+        target = graveyard.join(format!("{topic}-{}-{n}", clock.wall_ms()));
+    }
+    disk.rename(&dir, &target)
+        .map_err(|e| ctx(e, "cannot move away", &dir))?;
     let topics = topics_dir(data_dir);
-    sync_dir(&topics).map_err(|e| ctx(e, "cannot fsync", &topics))?;
-    sync_dir(&graveyard).map_err(|e| ctx(e, "cannot fsync", &graveyard))?;
-    fs::remove_dir_all(&target).map_err(|e| ctx(e, "cannot remove", &target))
+    disk.sync_dir_blocking(&topics)
+        .map_err(|e| ctx(e, "cannot fsync", &topics))?;
+    disk.sync_dir_blocking(&graveyard)
+        .map_err(|e| ctx(e, "cannot fsync", &graveyard))?;
+    disk.remove_dir_all(&target)
+        .map_err(|e| ctx(e, "cannot remove", &target))
 }
 
 /// Parses one topic.json. `Err` says why it was rejected.
@@ -222,38 +245,32 @@ fn parse_topic_file(
 /// Unreadable or invalid topics are skipped with a warning. Also clears
 /// leftovers of interrupted deletes.
 pub fn load_topics(
+    disk: &Disk,
     data_dir: &Path,
     shards: usize,
     max_partitions: u32,
 ) -> io::Result<Vec<TopicMeta>> {
     let graveyard = deleted_dir(data_dir);
-    if graveyard.exists() {
-        if let Err(e) = fs::remove_dir_all(&graveyard) {
+    if disk.exists(&graveyard) {
+        if let Err(e) = disk.remove_dir_all(&graveyard) {
             tracing::warn!("cannot clear {}: {e}", graveyard.display());
         }
     }
     let topics = topics_dir(data_dir);
-    fs::create_dir_all(&topics).map_err(|e| ctx(e, "cannot create", &topics))?;
+    disk.create_dir_all_durable(&topics)
+        .map_err(|e| ctx(e, "cannot create", &topics))?;
     let mut out = Vec::new();
-    let entries = fs::read_dir(&topics).map_err(|e| ctx(e, "cannot list", &topics))?;
+    let entries = disk
+        .list_dir(&topics)
+        .map_err(|e| ctx(e, "cannot list", &topics))?;
     for entry in entries {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!("cannot list {}: {e}", topics.display());
-                continue;
-            }
-        };
-        let dir = entry.path();
-        if !dir.is_dir() {
+        let dir = topics.join(&entry.name);
+        if !entry.is_dir {
             continue;
         }
-        let Some(dir_name) = entry.file_name().to_str().map(str::to_string) else {
-            tracing::warn!("skipping {}: name is not UTF-8", dir.display());
-            continue;
-        };
+        let dir_name = entry.name;
         let file = dir.join(TOPIC_FILE);
-        let text = match fs::read(&file) {
+        let text = match disk.read(&file) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 tracing::warn!(
@@ -286,7 +303,7 @@ pub fn load_topics(
                 );
             }
             meta.assignment = expected;
-            if let Err(e) = write_topic_file(data_dir, &meta, shards) {
+            if let Err(e) = write_topic_file(disk, data_dir, &meta, shards) {
                 tracing::warn!(
                     "topic {}: cannot rewrite {}: {e}",
                     meta.name,
@@ -303,6 +320,9 @@ pub fn load_topics(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+
+    const REAL: Disk = Disk::Real;
 
     #[test]
     fn assignment_is_deterministic_and_spread() {
@@ -327,15 +347,15 @@ mod tests {
         let mut cfg = TopicConfig::default();
         cfg.set("flush.interval_ms", "25").expect("set");
         let meta = TopicMeta::new("orders".into(), 5, cfg, 2);
-        create_topic_on_disk(dir.path(), &meta, 2).expect("create");
+        create_topic_on_disk(&REAL, dir.path(), &meta, 2).expect("create");
         assert!(partition_dir(dir.path(), "orders", 4).is_dir());
-        assert!(create_topic_on_disk(dir.path(), &meta, 2).is_err());
+        assert!(create_topic_on_disk(&REAL, dir.path(), &meta, 2).is_err());
 
-        let loaded = load_topics(dir.path(), 2, 100).expect("load");
+        let loaded = load_topics(&REAL, dir.path(), 2, 100).expect("load");
         assert_eq!(loaded, vec![meta.clone()]);
 
         // a different shard count recomputes and rewrites
-        let loaded = load_topics(dir.path(), 3, 100).expect("load");
+        let loaded = load_topics(&REAL, dir.path(), 3, 100).expect("load");
         assert_eq!(loaded[0].assignment, assign("orders", 5, 3));
         let text = fs::read(topic_dir(dir.path(), "orders").join(TOPIC_FILE)).expect("read");
         let (m, n) = parse_topic_file(&text, "orders", 100).expect("parse");
@@ -343,16 +363,16 @@ mod tests {
         assert_eq!(m.assignment, assign("orders", 5, 3));
         assert_eq!(m.config, meta.config);
 
-        remove_topic_from_disk(dir.path(), "orders").expect("remove");
+        remove_topic_from_disk(&REAL, &Clock::Real, dir.path(), "orders").expect("remove");
         assert!(!topic_dir(dir.path(), "orders").exists());
-        assert!(load_topics(dir.path(), 3, 100).expect("load").is_empty());
+        assert!(load_topics(&REAL, dir.path(), 3, 100).expect("load").is_empty());
     }
 
     #[test]
     fn bad_topic_files_are_skipped() {
         let dir = tempfile::tempdir().expect("tempdir");
         let good = TopicMeta::new("good".into(), 1, TopicConfig::default(), 1);
-        create_topic_on_disk(dir.path(), &good, 1).expect("create");
+        create_topic_on_disk(&REAL, dir.path(), &good, 1).expect("create");
         let bad = topic_dir(dir.path(), "bad");
         fs::create_dir_all(&bad).expect("mkdir");
         fs::write(bad.join(TOPIC_FILE), b"{not json").expect("write");
@@ -371,7 +391,46 @@ mod tests {
         )
         .expect("write");
         fs::create_dir_all(topic_dir(dir.path(), "nofile")).expect("mkdir");
-        let loaded = load_topics(dir.path(), 1, 100).expect("load");
+        let loaded = load_topics(&REAL, dir.path(), 1, 100).expect("load");
         assert_eq!(loaded, vec![good]);
+    }
+
+    /// topic.json on the simulated disk: a crash at any point of a create,
+    /// an alter (rewrite) or a delete leaves the topic whole (old or new
+    /// settings) or absent, never unreadable; once a call returned Ok, its
+    /// effect survives.
+    #[test]
+    fn topic_file_writes_survive_crashes_at_any_point() {
+        let data = Path::new("/data");
+        let mut altered = TopicConfig::default();
+        altered.set("flush.interval_ms", "25").expect("set");
+        for seed in 0..300u64 {
+            let disk = Disk::sim(seed);
+            let sim = disk.as_sim().expect("sim").clone();
+            let clock = Clock::sim(0);
+            let meta = TopicMeta::new("t".into(), 2, TopicConfig::default(), 1);
+            let mut new_meta = meta.clone();
+            new_meta.config = altered.clone();
+            sim.set_crash_after_ops(Some(seed % 40));
+            // Which calls completed before the crash.
+            let created = create_topic_on_disk(&disk, data, &meta, 1).is_ok();
+            let altered_ok = created && write_topic_file(&disk, data, &new_meta, 1).is_ok();
+            let deleted = altered_ok && remove_topic_from_disk(&disk, &clock, data, "t").is_ok();
+            let after = sim.crash();
+            let loaded = load_topics(&after, data, 1, 100).expect("load after crash");
+            match loaded.as_slice() {
+                // A delete that was under way may have taken effect.
+                [] => assert!(!created || altered_ok, "seed {seed}: a created topic vanished"),
+                [m] => {
+                    assert!(!deleted, "seed {seed}: a deleted topic came back");
+                    assert!(*m == meta || *m == new_meta, "seed {seed}: {m:?}");
+                    if altered_ok {
+                        assert_eq!(*m, new_meta, "seed {seed}: an acknowledged alter was lost");
+                    }
+                    assert!(after.is_dir(&partition_dir(data, "t", 1)), "seed {seed}");
+                }
+                more => panic!("seed {seed}: {more:?}"),
+            }
+        }
     }
 }

@@ -37,7 +37,7 @@ where
     F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
-    let topics = registry::load_topics(&config.data_dir, 2, 100).expect("load topics");
+    let topics = registry::load_topics(&crate::io::Disk::Real, &config.data_dir, 2, 100).expect("load topics");
     let mesh = Mesh::full(2, 64);
     let (c0, m0, t0) = (config.clone(), mesh.clone(), topics.clone());
     let h0 = LocalExecutorBuilder::new(Placement::Unbound)
@@ -239,7 +239,7 @@ fn forwarding_long_poll_and_admin_across_two_shards() {
     });
 
     // Restart: the topic and its data come back, on the same owners.
-    let loaded = registry::load_topics(dir.path(), 2, 100).expect("load");
+    let loaded = registry::load_topics(&crate::io::Disk::Real, dir.path(), 2, 100).expect("load");
     let names: Vec<&str> = loaded.iter().map(|m: &TopicMeta| m.name.as_str()).collect();
     assert_eq!(names, vec!["keep"]);
     with_two_shards(config(dir.path()), |s| async move {

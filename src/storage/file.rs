@@ -1,112 +1,58 @@
-//! The I/O seam: [`LogFile`], the only way storage touches a file.
+//! The storage seam: [`LogFile`], how storage opens and uses a file on the
+//! shard's [`Disk`] (real or simulated, `crate::io`).
 //!
-//! A narrow interface over glommio's `DmaFile` (O_DIRECT): aligned
+//! A narrow interface over [`DiskFile`] (O_DIRECT on the real disk): aligned
 //! `write_at`, unaligned `read_at`, `fdatasync`, `truncate`, `size`. Every call
-//! first consults a shared [`FaultInjector`], so tests can make writes fail
-//! (e.g. ENOSPC), tear writes (only a prefix reaches the file), or fail
-//! fdatasync — through the very code path production uses.
+//! first consults the partition's [`FaultInjector`], so tests can make writes
+//! fail (e.g. ENOSPC), tear writes (only a prefix reaches the file), fail or
+//! skip fdatasync — through the very code path production uses, on either
+//! backend. Directory work goes through [`Disk`] directly.
 //!
 //! Invariant: `write_at` is given a buffer from [`LogFile::alloc_buffer`] whose
 //! position and length are multiples of [`super::PAGE_BYTES`]. Errors keep the
-//! kernel's errno (glommio's wrapper is peeled off), so ENOSPC stays
-//! recognizable as "storage full"; a short direct write (the kernel wrote a
-//! prefix, then ran out of space) is continued, so its real error surfaces.
+//! kernel's errno, so ENOSPC stays recognizable as "storage full"; a short
+//! direct write (the kernel wrote a prefix, then ran out of space) is
+//! continued, so its real error surfaces.
+//!
+//! Must not know: segments, batches, partitions.
 
-use std::cell::Cell;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
-use glommio::GlommioError;
+use glommio::io::DmaBuffer;
+
+pub use crate::io::FaultInjector;
+use crate::io::{Disk, DiskFile};
 
 use super::{StorageError, PAGE_BYTES};
-
-/// Faults to inject into the next I/O calls (counts are decremented as they
-/// fire). All zero by default: no effect.
-#[derive(Debug, Default)]
-pub struct FaultInjector {
-    /// Fail this many upcoming `write_at` calls with `write_errno`.
-    pub fail_writes: Cell<u32>,
-    /// errno for failed writes (default ENOSPC when 0).
-    pub write_errno: Cell<i32>,
-    /// Fail this many upcoming `fdatasync` calls with EIO.
-    pub fail_fsyncs: Cell<u32>,
-    /// Tear the next write: only this many bytes (rounded down to a page) reach
-    /// the file, then the write fails with EIO.
-    pub tear_next_write_bytes: Cell<Option<usize>>,
-    /// Make the next write short, as the kernel does when it runs out of
-    /// space part way: only this many bytes (rounded down to a page) are
-    /// written and reported written; the rest is written by a continuation
-    /// (which `fail_writes` can then fail).
-    pub short_next_write_bytes: Cell<Option<usize>>,
-}
-
-impl FaultInjector {
-    fn take(c: &Cell<u32>) -> bool {
-        let n = c.get();
-        if n > 0 {
-            c.set(n - 1);
-        }
-        n > 0
-    }
-}
-
-/// The OS error inside a glommio error (its errno intact), else the
-/// converted error.
-fn os_error<T>(e: GlommioError<T>) -> io::Error {
-    match e {
-        GlommioError::IoError(e) => e,
-        GlommioError::EnhancedIoError { source, .. } => source,
-        e => e.into(),
-    }
-}
 
 /// Most continuations of one short write before it counts as failed.
 const MAX_WRITE_CONTINUATIONS: u32 = 16;
 
 /// One open segment or index file.
 pub struct LogFile {
-    file: DmaFile,
+    file: DiskFile,
     path: PathBuf,
     faults: Rc<FaultInjector>,
-    /// On a memory file system (tmpfs) there are no blocks to reserve, and
-    /// fallocate there walks every page of the range: `pre_allocate` skips it.
-    in_memory: bool,
-}
-
-/// Whether `file` lives on tmpfs/ramfs (fstatfs; false if that fails).
-fn on_memory_fs(file: &DmaFile) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: fstatfs only writes into the zeroed struct we pass; the fd is
-    // open for as long as `file` lives.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
-    const RAMFS_MAGIC: i64 = 0x858458f6;
-    let kind = st.f_type as i64;
-    rc == 0 && (kind == libc::TMPFS_MAGIC || kind == RAMFS_MAGIC)
 }
 
 impl LogFile {
-    /// Opens `path` read-write with O_DIRECT, creating it if `create`;
-    /// `truncate` empties it.
+    /// Opens `path` on `disk` read-write (O_DIRECT on the real disk),
+    /// creating it if `create`; `truncate` empties it.
     pub async fn open(
+        disk: &Disk,
         path: &Path,
         create: bool,
         truncate: bool,
         faults: Rc<FaultInjector>,
     ) -> Result<LogFile, StorageError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(truncate)
-            .dma_open(path)
+        let file = disk
+            .open(path, create, truncate)
             .await
-            .map_err(|e| StorageError::io("open", path, os_error(e)))?;
+            .map_err(|e| StorageError::io("open", path, e))?;
         Ok(LogFile {
-            in_memory: on_memory_fs(&file),
             file,
             path: path.to_path_buf(),
             faults,
@@ -127,11 +73,15 @@ impl LogFile {
     /// (saves a memset of the data part on the append path).
     pub fn alloc_buffer_zeroed_from(&self, len: usize, zero_from: usize) -> DmaBuffer {
         let len = super::align_up(len as u64) as usize;
-        let mut buf = self.file.alloc_dma_buffer(len);
+        let mut buf = self.file.alloc_buffer(len);
         let bytes = buf.as_bytes_mut();
         let from = zero_from.min(bytes.len());
         bytes[from..].fill(0);
         buf
+    }
+
+    fn io_err(&self, op: &'static str, e: io::Error) -> StorageError {
+        StorageError::io(op, &self.path, e)
     }
 
     /// Writes the whole aligned `buf` at aligned `pos`. A short write is
@@ -144,15 +94,11 @@ impl LogFile {
             if let Some(keep) = self.faults.tear_next_write_bytes.take() {
                 let keep = super::align_down(keep.min(buf.len()) as u64) as usize;
                 if keep > 0 {
-                    let mut part = self.file.alloc_dma_buffer(keep);
+                    let mut part = self.file.alloc_buffer(keep);
                     part.as_bytes_mut().copy_from_slice(&buf.as_bytes()[..keep]);
-                    let _ = self.file.write_at(part, pos).await;
+                    let _ = self.file.write_at(Rc::new(part), pos).await;
                 }
-                return Err(StorageError::io(
-                    "write",
-                    &self.path,
-                    io::Error::from_raw_os_error(libc::EIO),
-                ));
+                return Err(self.io_err("write", io::Error::from_raw_os_error(libc::EIO)));
             }
         }
         let len = buf.len();
@@ -167,14 +113,13 @@ impl LogFile {
             && continuations < MAX_WRITE_CONTINUATIONS
         {
             continuations += 1;
-            let mut rest = self.file.alloc_dma_buffer(len - n);
+            let mut rest = self.file.alloc_buffer(len - n);
             rest.as_bytes_mut().copy_from_slice(&buf.as_bytes()[n..]);
             n += self.write_once(Rc::new(rest), pos + n as u64).await?;
         }
         if n != len {
-            return Err(StorageError::io(
+            return Err(self.io_err(
                 "write",
-                &self.path,
                 io::Error::new(
                     io::ErrorKind::WriteZero,
                     format!("short write: {n} of {len} bytes"),
@@ -189,13 +134,13 @@ impl LogFile {
         if let Some(keep) = self.faults.short_next_write_bytes.take() {
             let keep = super::align_down(keep.min(buf.len()) as u64) as usize;
             if keep > 0 && keep < buf.len() {
-                let mut part = self.file.alloc_dma_buffer(keep);
+                let mut part = self.file.alloc_buffer(keep);
                 part.as_bytes_mut().copy_from_slice(&buf.as_bytes()[..keep]);
                 return self
                     .file
-                    .write_at(part, pos)
+                    .write_at(Rc::new(part), pos)
                     .await
-                    .map_err(|e| StorageError::io("write", &self.path, os_error(e)));
+                    .map_err(|e| self.io_err("write", e));
             }
         }
         if FaultInjector::take(&self.faults.fail_writes) {
@@ -203,16 +148,12 @@ impl LogFile {
                 0 => libc::ENOSPC,
                 e => e,
             };
-            return Err(StorageError::io(
-                "write",
-                &self.path,
-                io::Error::from_raw_os_error(errno),
-            ));
+            return Err(self.io_err("write", io::Error::from_raw_os_error(errno)));
         }
         self.file
-            .write_rc_at(buf, pos)
+            .write_at(buf, pos)
             .await
-            .map_err(|e| StorageError::io("write", &self.path, os_error(e)))
+            .map_err(|e| self.io_err("write", e))
     }
 
     /// Reads up to `len` bytes at any `pos` (fewer at end of file).
@@ -220,54 +161,45 @@ impl LogFile {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        let r = self
-            .file
+        self.file
             .read_at(pos, len)
             .await
-            .map_err(|e| StorageError::io("read", &self.path, os_error(e)))?;
-        Ok(Bytes::copy_from_slice(&r))
+            .map_err(|e| self.io_err("read", e))
     }
 
     pub async fn fdatasync(&self) -> Result<(), StorageError> {
         if FaultInjector::take(&self.faults.fail_fsyncs) {
-            return Err(StorageError::io(
-                "fdatasync",
-                &self.path,
-                io::Error::from_raw_os_error(libc::EIO),
-            ));
+            return Err(self.io_err("fdatasync", io::Error::from_raw_os_error(libc::EIO)));
+        }
+        if FaultInjector::take(&self.faults.skip_fsyncs) {
+            return Ok(());
         }
         self.file
             .fdatasync()
             .await
-            .map_err(|e| StorageError::io("fdatasync", &self.path, os_error(e)))
+            .map_err(|e| self.io_err("fdatasync", e))
     }
 
     pub async fn truncate(&self, len: u64) -> Result<(), StorageError> {
         self.file
             .truncate(len)
             .await
-            .map_err(|e| StorageError::io("truncate", &self.path, os_error(e)))
+            .map_err(|e| self.io_err("truncate", e))
     }
 
     /// Reserves blocks for `[0, len)` without changing the file size
     /// (fallocate with FALLOC_FL_KEEP_SIZE), so later writes there do not
     /// allocate. The logical/physical size seen by recovery is unchanged.
     pub async fn pre_allocate(&self, len: u64) -> Result<(), StorageError> {
-        if self.in_memory {
-            return Ok(());
-        }
         self.file
-            .pre_allocate(len, true)
+            .pre_allocate(len)
             .await
-            .map_err(|e| StorageError::io("fallocate", &self.path, os_error(e)))
+            .map_err(|e| self.io_err("fallocate", e))
     }
 
     /// Physical size in bytes.
     pub async fn size(&self) -> Result<u64, StorageError> {
-        self.file
-            .file_size()
-            .await
-            .map_err(|e| StorageError::io("stat", &self.path, os_error(e)))
+        self.file.size().await.map_err(|e| self.io_err("stat", e))
     }
 
     pub async fn close(self) -> Result<(), StorageError> {
@@ -275,21 +207,15 @@ impl LogFile {
         self.file
             .close()
             .await
-            .map_err(|e| StorageError::io("close", &path, os_error(e)))
+            .map_err(|e| StorageError::io("close", &path, e))
     }
 }
 
 /// fsyncs a directory so a created or renamed entry in it is durable.
-pub async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    let d = glommio::io::Directory::open(dir)
+pub async fn sync_dir(disk: &Disk, dir: &Path) -> Result<(), StorageError> {
+    disk.sync_dir(dir)
         .await
-        .map_err(|e| StorageError::io("open dir", dir, os_error(e)))?;
-    d.sync()
-        .await
-        .map_err(|e| StorageError::io("fsync dir", dir, os_error(e)))?;
-    d.close()
-        .await
-        .map_err(|e| StorageError::io("close dir", dir, os_error(e)))
+        .map_err(|e| StorageError::io("fsync dir", dir, e))
 }
 
 #[cfg(test)]
@@ -317,7 +243,7 @@ mod tests {
             let dir = tempfile::tempdir().expect("tempdir");
             let faults = Rc::new(FaultInjector::default());
             let path = dir.path().join("f.log");
-            let f = LogFile::open(&path, true, true, faults.clone())
+            let f = LogFile::open(&Disk::Real, &path, true, true, faults.clone())
                 .await
                 .expect("open");
             faults.short_next_write_bytes.set(Some(4096 + 100));
@@ -347,7 +273,7 @@ mod tests {
             let dir = tempfile::tempdir().expect("tempdir");
             let missing = dir.path().join("no").join("such.log");
             let faults = Rc::new(FaultInjector::default());
-            let Err(e) = LogFile::open(&missing, false, false, faults).await else {
+            let Err(e) = LogFile::open(&Disk::Real, &missing, false, false, faults).await else {
                 panic!("opening a missing file must fail");
             };
             match e {

@@ -20,6 +20,7 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use super::file::{sync_dir, FaultInjector};
+use crate::io::{Clock, Io};
 use super::scan::RecoveryStats;
 use super::segment::Segment;
 use super::{parse_segment_file_name, StorageError};
@@ -33,7 +34,7 @@ pub const LOG_START_CHECKPOINT_TMP: &str = "log-start-offset.tmp";
 pub struct Log {
     dir: PathBuf,
     index_interval_bytes: u32,
-    faults: Rc<FaultInjector>,
+    io: Io,
     segments: RefCell<BTreeMap<u64, Rc<Segment>>>,
     recovery: RecoveryStats,
 }
@@ -43,27 +44,25 @@ impl Log {
     pub async fn open(
         dir: &Path,
         index_interval_bytes: u32,
-        faults: Rc<FaultInjector>,
+        io: Io,
     ) -> Result<Log, StorageError> {
-        let existed = dir.is_dir();
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create dir", dir, e))?;
-        if !existed {
-            // Make the new partition directory's own entry durable.
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent).await?;
-            }
-        }
+        let disk = &io.disk;
+        // A new partition directory (and any new parent) is made durable in
+        // its parent.
+        disk.create_dir_all_synced(dir)
+            .await
+            .map_err(|e| StorageError::io("create dir", dir, e))?;
         let began = Instant::now();
         let mut bases = Vec::new();
         let mut index_files = Vec::new();
-        let rd = std::fs::read_dir(dir).map_err(|e| StorageError::io("list dir", dir, e))?;
-        for entry in rd {
-            let entry = entry.map_err(|e| StorageError::io("list dir", dir, e))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            match parse_segment_file_name(&name) {
+        let entries = disk
+            .list_dir(dir)
+            .map_err(|e| StorageError::io("list dir", dir, e))?;
+        for entry in entries {
+            let name = entry.name.as_str();
+            match parse_segment_file_name(name) {
                 Some((base, "log")) => bases.push(base),
-                Some((base, "index" | "timeindex")) => index_files.push((base, entry.path())),
+                Some((base, "index" | "timeindex")) => index_files.push((base, dir.join(name))),
                 _ if name == LOG_START_CHECKPOINT || name == LOG_START_CHECKPOINT_TMP => {}
                 _ => {
                     warn!(dir = %dir.display(), file = %name, "ignoring stray file in partition directory")
@@ -79,24 +78,25 @@ impl Log {
         // retention delete leaves (the log is unlinked first): finish it.
         for (base, path) in index_files {
             if bases.binary_search(&base).is_err() {
-                std::fs::remove_file(&path).map_err(|e| StorageError::io("delete", &path, e))?;
+                disk.remove_file(&path)
+                    .map_err(|e| StorageError::io("delete", &path, e))?;
                 info!(file = %path.display(), "removed an index whose segment was deleted (interrupted retention delete)");
                 stats.orphans_removed += 1;
             }
         }
         if stats.orphans_removed > 0 {
-            sync_dir(dir).await?;
+            sync_dir(disk, dir).await?;
         }
         let mut segments = BTreeMap::new();
         if bases.is_empty() {
-            let seg = Segment::create(dir, 0, index_interval_bytes, faults.clone()).await?;
-            sync_dir(dir).await?;
+            let seg = Segment::create(dir, 0, index_interval_bytes, io.clone()).await?;
+            sync_dir(disk, dir).await?;
             segments.insert(0, Rc::new(seg));
         } else {
             let last = bases.len() - 1;
             let mut prev_next: Option<u64> = None;
             for (i, base) in bases.into_iter().enumerate() {
-                let (f, st) = (faults.clone(), &mut stats);
+                let (f, st) = (io.clone(), &mut stats);
                 let seg = if i == last {
                     Segment::open_active(dir, base, index_interval_bytes, f, st).await?
                 } else {
@@ -117,7 +117,7 @@ impl Log {
         Ok(Log {
             dir: dir.to_path_buf(),
             index_interval_bytes,
-            faults,
+            io,
             segments: RefCell::new(segments),
             recovery: stats,
         })
@@ -148,7 +148,16 @@ impl Log {
     }
 
     pub fn faults(&self) -> &Rc<FaultInjector> {
-        &self.faults
+        &self.io.faults
+    }
+
+    /// The disk, clock and faults this log does its I/O through.
+    pub fn io(&self) -> &Io {
+        &self.io
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.io.clock
     }
 
     /// The segment being written (always exists).
@@ -198,11 +207,11 @@ impl Log {
                 &self.dir,
                 base,
                 self.index_interval_bytes,
-                self.faults.clone(),
+                self.io.clone(),
             )
             .await?,
         );
-        sync_dir(&self.dir).await?;
+        sync_dir(&self.io.disk, &self.dir).await?;
         old.mark_sealed();
         self.segments.borrow_mut().insert(base, seg.clone());
         info!(file = %seg.log_path().display(), "rolled to a new segment");
@@ -237,10 +246,11 @@ impl Log {
     pub async fn delete_files(&self, removed: &[Rc<Segment>]) -> Result<(), StorageError> {
         let paths: Vec<PathBuf> = removed.iter().flat_map(|s| s.file_paths()).collect();
         // unlink is blocking file-system work: keep it off the reactor.
-        glommio::executor()
-            .spawn_blocking(move || {
+        self.io
+            .disk
+            .blocking(move |disk| {
                 for path in paths {
-                    match std::fs::remove_file(&path) {
+                    match disk.remove_file(&path) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(e) => return Err(StorageError::io("delete", &path, e)),
@@ -249,7 +259,7 @@ impl Log {
                 Ok(())
             })
             .await?;
-        sync_dir(&self.dir).await
+        sync_dir(&self.io.disk, &self.dir).await
     }
 
     /// Syncs the active segment and persists its indexes.

@@ -10,6 +10,7 @@
 //! from its base offset; index positions are monotonic and below the logical
 //! size. Single-threaded: everything is `!Send` and lives on one shard.
 
+pub mod checkpoint;
 pub mod file;
 pub mod index;
 pub mod log;

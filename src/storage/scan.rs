@@ -286,7 +286,6 @@ mod tests {
 
     use super::*;
     use crate::protocol::batch::{BatchBuilder, HEADER_BYTES};
-    use crate::storage::file::FaultInjector;
     use crate::storage::log::Log;
 
     fn run<Fut: std::future::Future<Output = ()> + 'static>(
@@ -311,7 +310,7 @@ mod tests {
     /// A log with one sealed segment of `n` 3-record batches (index entry
     /// every 1 KiB); returns the batch positions and the sealed file.
     async fn sealed_log(dir: &std::path::Path, n: u64) -> (Vec<u64>, PathBuf) {
-        let log = Log::open(dir, 1024, Rc::new(FaultInjector::default()))
+        let log = Log::open(dir, 1024, crate::io::Io::real())
             .await
             .expect("open");
         let mut positions = Vec::new();
@@ -342,7 +341,7 @@ mod tests {
     }
 
     async fn check_first(dir: &std::path::Path) -> (SegmentCheck, RecoveryStats) {
-        let log = Log::open(dir, 1024, Rc::new(FaultInjector::default()))
+        let log = Log::open(dir, 1024, crate::io::Io::real())
             .await
             .expect("reopen");
         let seg = log.next_sealed_after(None).expect("a sealed segment");

@@ -13,16 +13,16 @@
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use tracing::warn;
 
-use super::file::{FaultInjector, LogFile};
+use super::file::LogFile;
 use super::index::{self, IndexHeader, OffsetIndex, TimeIndex};
 use super::scan::{CorruptBatch, RecoveryStats};
 use super::{align_down, segment_file_name, StorageError};
+use crate::io::Io;
 use crate::protocol::batch::{self, BatchHeader, HEADER_BYTES};
 
 /// Bytes read per I/O when scanning a segment.
@@ -66,7 +66,7 @@ pub struct Segment {
     dir: PathBuf,
     index_interval_bytes: u32,
     file: LogFile,
-    faults: Rc<FaultInjector>,
+    io: Io,
     st: RefCell<SegState>,
     /// Blocks are reserved up to here (u64::MAX: the file system refused,
     /// do not try again for this segment).
@@ -250,17 +250,17 @@ impl Segment {
         dir: &Path,
         base_offset: u64,
         index_interval_bytes: u32,
-        faults: Rc<FaultInjector>,
+        io: Io,
         create: bool,
     ) -> Result<Segment, StorageError> {
         let path = dir.join(segment_file_name(base_offset, "log"));
-        let file = LogFile::open(&path, create, false, faults.clone()).await?;
+        let file = LogFile::open(&io.disk, &path, create, false, io.faults.clone()).await?;
         Ok(Segment {
             base_offset,
             dir: dir.to_path_buf(),
             index_interval_bytes,
             file,
-            faults,
+            io,
             st: RefCell::new(empty_state(base_offset)),
             preallocated_bytes: Cell::new(0),
         })
@@ -271,9 +271,9 @@ impl Segment {
         dir: &Path,
         base_offset: u64,
         index_interval_bytes: u32,
-        faults: Rc<FaultInjector>,
+        io: Io,
     ) -> Result<Segment, StorageError> {
-        let seg = Self::open_file(dir, base_offset, index_interval_bytes, faults, true).await?;
+        let seg = Self::open_file(dir, base_offset, index_interval_bytes, io, true).await?;
         let size = seg.file.size().await?;
         if size != 0 {
             seg.file.truncate(0).await?;
@@ -287,10 +287,10 @@ impl Segment {
         dir: &Path,
         base_offset: u64,
         index_interval_bytes: u32,
-        faults: Rc<FaultInjector>,
+        io: Io,
         stats: &mut RecoveryStats,
     ) -> Result<Segment, StorageError> {
-        let seg = Self::open_file(dir, base_offset, index_interval_bytes, faults, false).await?;
+        let seg = Self::open_file(dir, base_offset, index_interval_bytes, io, false).await?;
         let file_bytes = seg.file.size().await?;
         match seg.load_indexes(file_bytes).await {
             Ok(()) => {}
@@ -331,10 +331,10 @@ impl Segment {
         dir: &Path,
         base_offset: u64,
         index_interval_bytes: u32,
-        faults: Rc<FaultInjector>,
+        io: Io,
         stats: &mut RecoveryStats,
     ) -> Result<Segment, StorageError> {
-        let seg = Self::open_file(dir, base_offset, index_interval_bytes, faults, true).await?;
+        let seg = Self::open_file(dir, base_offset, index_interval_bytes, io, true).await?;
         let file_bytes = seg.file.size().await?;
         // After a clean close the indexes describe this very file: rescan
         // only from the last indexed batch (the bytes before it never change:
@@ -392,7 +392,7 @@ impl Segment {
         st.tail = tail.to_vec();
         if st.log_bytes > 0 {
             // The age of a recovered segment counts from the restart.
-            st.first_append = Some(Instant::now());
+            st.first_append = Some(seg.io.clock.now());
         }
         drop(st);
         Ok(seg)
@@ -452,7 +452,7 @@ impl Segment {
 
     async fn read_whole(&self, ext: &str) -> Result<Bytes, String> {
         let path = self.path_for(ext);
-        let f = LogFile::open(&path, false, false, self.faults.clone())
+        let f = LogFile::open(&self.io.disk, &path, false, false, self.io.faults.clone())
             .await
             .map_err(|e| e.to_string())?;
         let size = f.size().await.map_err(|e| e.to_string())?;
@@ -514,7 +514,7 @@ impl Segment {
         };
         for (ext, bytes) in [("index", o), ("timeindex", t)] {
             let path = self.path_for(ext);
-            let f = LogFile::open(&path, true, true, self.faults.clone()).await?;
+            let f = LogFile::open(&self.io.disk, &path, true, true, self.io.faults.clone()).await?;
             let mut buf = f.alloc_buffer(bytes.len());
             buf.as_bytes_mut()[..bytes.len()].copy_from_slice(&bytes);
             f.write_at(buf, 0).await?;
@@ -586,7 +586,8 @@ impl Segment {
         st.log_bytes = new_log_bytes;
         st.file_bytes = st.file_bytes.max(written_end);
         st.tail = new_tail;
-        st.first_append.get_or_insert_with(Instant::now);
+        let now = self.io.clock.now();
+        st.first_append.get_or_insert(now);
         Ok(())
     }
 

@@ -1,0 +1,854 @@
+//! [`SimDisk`]: an in-memory disk that loses what a power failure loses,
+//! deterministically from a seed (docs/decisions/0011-io-seam.md).
+//!
+//! Owns: a namespace of directories and files (inodes) and, per file, its
+//! content as last fsynced (durable) and as the page cache holds it now
+//! (current); per directory, its entries as last fsynced and as they are now.
+//! [`SimDisk::crash`] returns the disk a power loss would leave: durable
+//! entries and durable contents, plus — when the seed says so — some pages of
+//! unsynced writes (torn writes at page granularity, an extending write's new
+//! size kept or not). It can fail an fsync with EIO (the pages that were
+//! dirty are then treated as possibly lost: a later fsync does not make them
+//! durable until they are written again, as Linux marks them clean), report a
+//! full disk (ENOSPC past a byte capacity), crash after a given number of
+//! mutating operations (the op in flight may or may not take effect; every
+//! later call fails with EIO), and yield to the executor at seeded points.
+//!
+//! Invariants: a crash never loses what a completed fsync (file) or directory
+//! fsync (entries) made durable; direct-I/O files only see page-aligned writes
+//! (asserted, as O_DIRECT requires); after [`SimDisk::crash`] or a crash
+//! countdown the old disk is dead and changes nothing any more.
+//!
+//! Not modelled: metadata journaling order beyond the rules above (a rename is
+//! durable per parent directory fsync, each side separately), sub-page tears,
+//! bit rot, reordering between files, latency. A `std::sync::Mutex` guards
+//! the state so the handle is `Send` like the real one (the registry's
+//! blocking work carries it); this is test machinery, not the data path.
+//!
+//! Must not know: segments, batches, partitions, topics.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::path::{Component, Path};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use super::disk::{DirEntry, Disk};
+
+/// Page size of the simulated disk, in bytes (torn writes keep or lose whole
+/// pages; direct writes must be aligned to it).
+pub const SIM_PAGE_BYTES: usize = 4096;
+
+/// SplitMix64: a tiny, well-known deterministic generator (the simulation
+/// must not depend on a dev-only crate).
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+    fn per_mille(&mut self, p: u32) -> bool {
+        p > 0 && self.below(1000) < p as u64
+    }
+    fn coin(&mut self) -> bool {
+        self.next() & 1 == 1
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    Dir(u64),
+    File(u64),
+}
+
+#[derive(Debug, Default, Clone)]
+struct Inode {
+    cur: Vec<u8>,
+    dur: Vec<u8>,
+    /// Pages that were dirty when an fsync failed and not written since.
+    lost: BTreeSet<usize>,
+    open: u32,
+}
+
+/// Counters of what the disk did (for tests and failure reports).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SimStats {
+    pub mutating_ops: u64,
+    pub fsyncs: u64,
+    pub dir_syncs: u64,
+    pub failed_fsyncs: u64,
+    pub enospc: u64,
+    pub crashes: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    capacity_bytes: Option<u64>,
+    fsync_failure_per_mille: u32,
+    yield_per_mille: u32,
+    torn_crashes: bool,
+    ignore_dir_syncs: bool,
+}
+
+#[derive(Debug)]
+struct State {
+    rng: Rng,
+    inodes: HashMap<u64, Inode>,
+    next_id: u64,
+    /// Directory entries now: (directory id, name) → node. Root is id 0.
+    cur: BTreeMap<(u64, String), Node>,
+    /// Directory entries as last fsynced.
+    dur: BTreeMap<(u64, String), Node>,
+    crash_in_ops: Option<u64>,
+    dead: bool,
+    settings: Settings,
+    stats: SimStats,
+}
+
+/// The simulated disk. Use it through [`Disk::Sim`].
+#[derive(Debug)]
+pub struct SimDisk {
+    st: Mutex<State>,
+}
+
+fn err(errno: i32) -> io::Error {
+    io::Error::from_raw_os_error(errno)
+}
+
+/// What the operation being started must do.
+#[derive(PartialEq, Eq)]
+enum Fate {
+    Run,
+    /// Power fails during this op: it may or may not take effect, then EIO.
+    Crash,
+}
+
+impl State {
+    fn alive(&self) -> io::Result<()> {
+        if self.dead {
+            Err(err(libc::EIO))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Starts a mutating operation (counts down to a scheduled crash).
+    fn begin(&mut self) -> io::Result<Fate> {
+        self.alive()?;
+        self.stats.mutating_ops += 1;
+        match self.crash_in_ops {
+            Some(0) => {
+                self.dead = true;
+                self.crash_in_ops = None;
+                Ok(Fate::Crash)
+            }
+            Some(n) => {
+                self.crash_in_ops = Some(n - 1);
+                Ok(Fate::Run)
+            }
+            None => Ok(Fate::Run),
+        }
+    }
+
+    /// The id of directory `path` (current namespace).
+    fn dir_id(&self, path: &Path) -> io::Result<u64> {
+        let mut id = 0;
+        for c in path.components() {
+            match c {
+                Component::RootDir | Component::CurDir => {}
+                Component::Normal(name) => {
+                    let key = (id, name.to_string_lossy().into_owned());
+                    match self.cur.get(&key) {
+                        Some(Node::Dir(d)) => id = *d,
+                        Some(Node::File(_)) => return Err(err(libc::ENOTDIR)),
+                        None => return Err(err(libc::ENOENT)),
+                    }
+                }
+                _ => return Err(err(libc::EINVAL)),
+            }
+        }
+        Ok(id)
+    }
+
+    /// (parent directory id, name) of `path`.
+    fn entry_key(&self, path: &Path) -> io::Result<(u64, String)> {
+        let name = path
+            .file_name()
+            .ok_or_else(|| err(libc::EINVAL))?
+            .to_string_lossy()
+            .into_owned();
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        Ok((self.dir_id(parent)?, name))
+    }
+
+    fn lookup(&self, path: &Path) -> io::Result<Node> {
+        let key = self.entry_key(path)?;
+        self.cur.get(&key).copied().ok_or_else(|| err(libc::ENOENT))
+    }
+
+    fn new_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn used_bytes(&self) -> u64 {
+        let linked: BTreeSet<u64> = self
+            .cur
+            .values()
+            .filter_map(|n| match n {
+                Node::File(i) => Some(*i),
+                Node::Dir(_) => None,
+            })
+            .collect();
+        self.inodes
+            .iter()
+            .filter(|(id, ino)| ino.open > 0 || linked.contains(id))
+            .map(|(_, ino)| ino.cur.len().div_ceil(SIM_PAGE_BYTES) as u64 * SIM_PAGE_BYTES as u64)
+            .sum()
+    }
+
+    fn inode(&mut self, id: u64) -> io::Result<&mut Inode> {
+        self.inodes.get_mut(&id).ok_or_else(|| err(libc::EBADF))
+    }
+
+    fn write(&mut self, id: u64, pos: usize, bytes: &[u8]) -> io::Result<usize> {
+        let fate = self.begin()?;
+        if let Some(cap) = self.settings.capacity_bytes {
+            let old = self.inode(id)?.cur.len();
+            let new_len = old.max(pos + bytes.len());
+            let page = SIM_PAGE_BYTES as u64;
+            let grow = (new_len as u64).div_ceil(page) * page - (old as u64).div_ceil(page) * page;
+            if self.used_bytes() + grow > cap {
+                self.stats.enospc += 1;
+                return Err(err(libc::ENOSPC));
+            }
+        }
+        let ino = self.inode(id)?;
+        if ino.cur.len() < pos + bytes.len() {
+            ino.cur.resize(pos + bytes.len(), 0);
+        }
+        ino.cur[pos..pos + bytes.len()].copy_from_slice(bytes);
+        let first = pos / SIM_PAGE_BYTES;
+        let end = (pos + bytes.len()).div_ceil(SIM_PAGE_BYTES);
+        let rewritten: Vec<usize> = ino.lost.range(first..end).copied().collect();
+        for p in rewritten {
+            ino.lost.remove(&p);
+        }
+        if fate == Fate::Crash {
+            // The write was under way: crash() decides which pages made it.
+            return Err(err(libc::EIO));
+        }
+        Ok(bytes.len())
+    }
+
+    fn fsync(&mut self, id: u64) -> io::Result<()> {
+        let fate = self.begin()?;
+        self.stats.fsyncs += 1;
+        let fail = fate == Fate::Crash && self.rng.coin();
+        let fail_injected = fate == Fate::Run
+            && self
+                .rng
+                .per_mille(self.settings.fsync_failure_per_mille);
+        let ino = self.inode(id)?;
+        if fail || fail_injected {
+            // Linux marks the dirty pages clean after a failed writeback:
+            // a later fsync will not write them again.
+            let pages = ino.cur.len().max(ino.dur.len()).div_ceil(SIM_PAGE_BYTES);
+            for p in 0..pages {
+                if page_of(&ino.cur, p) != page_of(&ino.dur, p) {
+                    ino.lost.insert(p);
+                }
+            }
+            self.stats.failed_fsyncs += 1;
+            return Err(err(libc::EIO));
+        }
+        let mut dur = ino.cur.clone();
+        for &p in &ino.lost {
+            let start = p * SIM_PAGE_BYTES;
+            if start >= dur.len() {
+                break;
+            }
+            let end = (start + SIM_PAGE_BYTES).min(dur.len());
+            let old = page_of(&ino.dur, p);
+            for (i, b) in dur[start..end].iter_mut().enumerate() {
+                *b = old.get(i).copied().unwrap_or(0);
+            }
+        }
+        ino.dur = dur;
+        if fate == Fate::Crash {
+            return Err(err(libc::EIO));
+        }
+        Ok(())
+    }
+
+    fn truncate(&mut self, id: u64, len: usize) -> io::Result<()> {
+        let fate = self.begin()?;
+        if fate == Fate::Crash && self.rng.coin() {
+            return Err(err(libc::EIO));
+        }
+        let ino = self.inode(id)?;
+        ino.cur.resize(len, 0);
+        let keep_pages = len.div_ceil(SIM_PAGE_BYTES);
+        ino.lost.retain(|&p| p < keep_pages);
+        if fate == Fate::Crash {
+            return Err(err(libc::EIO));
+        }
+        Ok(())
+    }
+
+    /// Applies a namespace change unless the crash in flight drops it.
+    fn ns_change(&mut self, f: impl FnOnce(&mut State) -> io::Result<()>) -> io::Result<()> {
+        let fate = self.begin()?;
+        if fate == Fate::Crash {
+            if self.rng.coin() {
+                let _ = f(self);
+            }
+            return Err(err(libc::EIO));
+        }
+        f(self)
+    }
+}
+
+/// Page `p` of `v` (shorter or empty past the end).
+fn page_of(v: &[u8], p: usize) -> &[u8] {
+    let start = (p * SIM_PAGE_BYTES).min(v.len());
+    let end = (start + SIM_PAGE_BYTES).min(v.len());
+    &v[start..end]
+}
+
+impl SimDisk {
+    /// An empty disk (only `/`), everything decided by `seed`: no capacity
+    /// limit, no injected fsync failures, torn crashes on, yields at 1 in 8
+    /// operations.
+    pub fn new(seed: u64) -> SimDisk {
+        SimDisk::with_state(
+            Rng(seed),
+            Settings {
+                capacity_bytes: None,
+                fsync_failure_per_mille: 0,
+                yield_per_mille: 125,
+                torn_crashes: true,
+                ignore_dir_syncs: false,
+            },
+            HashMap::new(),
+            BTreeMap::new(),
+            0,
+            SimStats::default(),
+        )
+    }
+
+    fn with_state(
+        rng: Rng,
+        settings: Settings,
+        inodes: HashMap<u64, Inode>,
+        entries: BTreeMap<(u64, String), Node>,
+        next_id: u64,
+        stats: SimStats,
+    ) -> SimDisk {
+        SimDisk {
+            st: Mutex::new(State {
+                rng,
+                inodes,
+                next_id,
+                cur: entries.clone(),
+                dur: entries,
+                crash_in_ops: None,
+                dead: false,
+                settings,
+                stats,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Power fails during the `n`-th mutating operation from now (0: the
+    /// next one); `None` cancels.
+    pub fn set_crash_after_ops(&self, n: Option<u64>) {
+        self.lock().crash_in_ops = n;
+    }
+
+    /// Writes that would make the files' total size exceed `bytes` fail
+    /// with ENOSPC.
+    pub fn set_capacity_bytes(&self, bytes: Option<u64>) {
+        self.lock().settings.capacity_bytes = bytes;
+    }
+
+    /// Fails this share (per mille) of fsyncs with EIO.
+    pub fn set_fsync_failure_per_mille(&self, p: u32) {
+        self.lock().settings.fsync_failure_per_mille = p;
+    }
+
+    /// Whether a crash may keep some pages of unsynced writes (else it
+    /// keeps exactly the durable state).
+    pub fn set_torn_crashes(&self, on: bool) {
+        self.lock().settings.torn_crashes = on;
+    }
+
+    /// Test hook: directory fsyncs do nothing (a missing directory fsync),
+    /// to show that the crash test notices.
+    pub fn set_ignore_dir_syncs(&self, on: bool) {
+        self.lock().settings.ignore_dir_syncs = on;
+    }
+
+    /// True once the disk crashed (countdown or [`SimDisk::crash`]).
+    pub fn is_dead(&self) -> bool {
+        self.lock().dead
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.lock().stats
+    }
+
+    /// Power loss: this disk dies (every later call fails with EIO) and the
+    /// returned disk holds what survived: durable directory entries and
+    /// contents, and — if torn crashes are on and the seed says so — some
+    /// pages (and possibly the new size) of writes not covered by an fsync.
+    pub fn crash(&self) -> Disk {
+        let mut st = self.lock();
+        st.dead = true;
+        let mut rng = Rng(st.rng.next());
+        let torn = st.settings.torn_crashes && rng.coin();
+        let mut inodes = HashMap::new();
+        for node in st.dur.values() {
+            let Node::File(id) = *node else { continue };
+            if inodes.contains_key(&id) {
+                continue;
+            }
+            let Some(ino) = st.inodes.get(&id) else {
+                continue;
+            };
+            let content = if torn {
+                torn_content(ino, &mut rng)
+            } else {
+                ino.dur.clone()
+            };
+            inodes.insert(
+                id,
+                Inode {
+                    cur: content.clone(),
+                    dur: content,
+                    lost: BTreeSet::new(),
+                    open: 0,
+                },
+            );
+        }
+        let mut stats = st.stats;
+        stats.crashes += 1;
+        Disk::Sim(Arc::new(SimDisk::with_state(
+            rng,
+            st.settings.clone(),
+            inodes,
+            st.dur.clone(),
+            st.next_id,
+            stats,
+        )))
+    }
+
+    /// Seeded yield to the executor, so tasks interleave differently per seed.
+    pub async fn maybe_yield(&self) {
+        let y = {
+            let mut st = self.lock();
+            let p = st.settings.yield_per_mille;
+            st.rng.per_mille(p)
+        };
+        if y {
+            futures_lite::future::yield_now().await;
+        }
+    }
+
+    pub fn open(
+        self: &Arc<Self>,
+        path: &Path,
+        create: bool,
+        truncate: bool,
+    ) -> io::Result<SimFile> {
+        let mut st = self.lock();
+        st.alive()?;
+        let key = st.entry_key(path)?;
+        let id = match st.cur.get(&key).copied() {
+            Some(Node::Dir(_)) => return Err(err(libc::EISDIR)),
+            Some(Node::File(id)) => {
+                if truncate {
+                    st.truncate(id, 0)?;
+                }
+                id
+            }
+            None if !create => return Err(err(libc::ENOENT)),
+            None => {
+                let id = st.new_id();
+                st.ns_change(|st| {
+                    st.inodes.insert(id, Inode::default());
+                    st.cur.insert(key, Node::File(id));
+                    Ok(())
+                })?;
+                id
+            }
+        };
+        st.inode(id)?.open += 1;
+        Ok(SimFile {
+            disk: self.clone(),
+            id,
+        })
+    }
+
+    pub fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        let id = st.dir_id(dir)?;
+        st.stats.dir_syncs += 1;
+        if st.settings.ignore_dir_syncs {
+            return st.begin().map(|_| ());
+        }
+        st.ns_change(|st| {
+            let lo = (id, String::new());
+            let hi = (id + 1, String::new());
+            let keys: Vec<_> = st.dur.range(lo.clone()..hi.clone()).map(|(k, _)| k.clone()).collect();
+            for k in keys {
+                st.dur.remove(&k);
+            }
+            let now: Vec<_> = st
+                .cur
+                .range(lo..hi)
+                .map(|(k, n)| (k.clone(), *n))
+                .collect();
+            st.dur.extend(now);
+            Ok(())
+        })
+    }
+
+    pub fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        st.alive()?;
+        let mut id = 0;
+        for c in dir.components() {
+            match c {
+                Component::RootDir | Component::CurDir => {}
+                Component::Normal(name) => {
+                    let key = (id, name.to_string_lossy().into_owned());
+                    id = match st.cur.get(&key).copied() {
+                        Some(Node::Dir(d)) => d,
+                        Some(Node::File(_)) => return Err(err(libc::EEXIST)),
+                        None => {
+                            let d = st.new_id();
+                            st.ns_change(|st| {
+                                st.cur.insert(key, Node::Dir(d));
+                                Ok(())
+                            })?;
+                            d
+                        }
+                    };
+                }
+                _ => return Err(err(libc::EINVAL)),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_dir(&self, path: &Path) -> bool {
+        let st = self.lock();
+        !st.dead && st.dir_id(path).is_ok()
+    }
+
+    pub fn exists(&self, path: &Path) -> bool {
+        let st = self.lock();
+        !st.dead && (path.parent().is_none() || st.lookup(path).is_ok())
+    }
+
+    pub fn list_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
+        let st = self.lock();
+        st.alive()?;
+        let id = st.dir_id(dir)?;
+        Ok(st
+            .cur
+            .range((id, String::new())..(id + 1, String::new()))
+            .map(|((_, name), n)| DirEntry {
+                name: name.clone(),
+                is_dir: matches!(n, Node::Dir(_)),
+            })
+            .collect())
+    }
+
+    pub fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        st.alive()?;
+        let from_key = st.entry_key(from)?;
+        let node = st.cur.get(&from_key).copied().ok_or_else(|| err(libc::ENOENT))?;
+        let to_key = st.entry_key(to)?;
+        if let Some(Node::Dir(_)) = st.cur.get(&to_key) {
+            return Err(err(libc::EISDIR));
+        }
+        st.ns_change(|st| {
+            st.cur.remove(&from_key);
+            st.cur.insert(to_key, node);
+            Ok(())
+        })
+    }
+
+    /// Unlinks `path`; a directory only if `dir` (with everything in it).
+    pub fn remove(&self, path: &Path, dir: bool) -> io::Result<()> {
+        let mut st = self.lock();
+        st.alive()?;
+        let key = st.entry_key(path)?;
+        match st.cur.get(&key) {
+            None => return Err(err(libc::ENOENT)),
+            Some(Node::Dir(_)) if !dir => return Err(err(libc::EISDIR)),
+            Some(Node::File(_)) if dir => return Err(err(libc::ENOTDIR)),
+            Some(_) => {}
+        }
+        st.ns_change(|st| {
+            st.cur.remove(&key);
+            Ok(())
+        })
+    }
+
+    pub fn read_whole(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let mut st = self.lock();
+        st.alive()?;
+        match st.lookup(path)? {
+            Node::File(id) => Ok(st.inode(id)?.cur.clone()),
+            Node::Dir(_) => Err(err(libc::EISDIR)),
+        }
+    }
+
+    /// Buffered whole-file write (create/truncate, write, optional fsync).
+    pub fn write_whole(self: &Arc<Self>, path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
+        let f = self.open(path, true, true)?;
+        let mut st = self.lock();
+        st.write(f.id, 0, bytes)?;
+        if sync {
+            st.fsync(f.id)?;
+        }
+        Ok(())
+    }
+
+    /// The current content of a file, for tests (`None` if absent).
+    pub fn file_content(&self, path: &Path) -> Option<Vec<u8>> {
+        self.read_whole(path).ok()
+    }
+}
+
+/// Content of `ino` after a crash that tears unsynced writes: per page,
+/// the current or the durable version; the size is the durable one, the
+/// current one, or a page boundary in between.
+fn torn_content(ino: &Inode, rng: &mut Rng) -> Vec<u8> {
+    if ino.cur == ino.dur {
+        return ino.dur.clone();
+    }
+    let (lo, hi) = (ino.cur.len().min(ino.dur.len()), ino.cur.len().max(ino.dur.len()));
+    let len = match rng.below(3) {
+        0 => ino.dur.len(),
+        1 => ino.cur.len(),
+        _ => {
+            let pages = (hi - lo).div_ceil(SIM_PAGE_BYTES) as u64;
+            (lo + rng.below(pages + 1) as usize * SIM_PAGE_BYTES).min(hi)
+        }
+    };
+    let mut out = vec![0u8; len];
+    for p in 0..len.div_ceil(SIM_PAGE_BYTES) {
+        let src = if rng.coin() { &ino.cur } else { &ino.dur };
+        let page = page_of(src, p);
+        let start = p * SIM_PAGE_BYTES;
+        let n = page.len().min(len - start);
+        out[start..start + n].copy_from_slice(&page[..n]);
+    }
+    out
+}
+
+/// An open file on a [`SimDisk`] (keeps its inode alive after an unlink).
+#[derive(Debug)]
+pub struct SimFile {
+    disk: Arc<SimDisk>,
+    id: u64,
+}
+
+impl Drop for SimFile {
+    fn drop(&mut self) {
+        let mut st = self.disk.lock();
+        if let Some(ino) = st.inodes.get_mut(&self.id) {
+            ino.open = ino.open.saturating_sub(1);
+        }
+    }
+}
+
+impl SimFile {
+    /// Direct write of `bytes` at `pos`: both must be page-aligned.
+    pub async fn write_at(&self, bytes: &[u8], pos: u64) -> io::Result<usize> {
+        assert_eq!(pos % SIM_PAGE_BYTES as u64, 0, "O_DIRECT write at an unaligned position");
+        assert_eq!(bytes.len() % SIM_PAGE_BYTES, 0, "O_DIRECT write of an unaligned length");
+        self.disk.maybe_yield().await;
+        let pos = usize::try_from(pos).map_err(|_| err(libc::EFBIG))?;
+        self.disk.lock().write(self.id, pos, bytes)
+    }
+
+    pub async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        self.disk.maybe_yield().await;
+        let mut st = self.disk.lock();
+        st.alive()?;
+        let cur = &st.inode(self.id)?.cur;
+        let start = usize::try_from(pos).unwrap_or(usize::MAX).min(cur.len());
+        let end = start.saturating_add(len).min(cur.len());
+        Ok(Bytes::copy_from_slice(&cur[start..end]))
+    }
+
+    pub async fn fdatasync(&self) -> io::Result<()> {
+        self.disk.maybe_yield().await;
+        self.disk.lock().fsync(self.id)
+    }
+
+    pub async fn truncate(&self, len: u64) -> io::Result<()> {
+        self.disk.maybe_yield().await;
+        let len = usize::try_from(len).map_err(|_| err(libc::EFBIG))?;
+        self.disk.lock().truncate(self.id, len)
+    }
+
+    pub fn size(&self) -> io::Result<u64> {
+        let mut st = self.disk.lock();
+        st.alive()?;
+        Ok(st.inode(self.id)?.cur.len() as u64)
+    }
+
+    /// Ok unless the disk is dead.
+    pub fn check_alive(&self) -> io::Result<()> {
+        self.disk.lock().alive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sim(d: &Disk) -> &Arc<SimDisk> {
+        d.as_sim().expect("sim")
+    }
+
+    fn page(b: u8) -> Vec<u8> {
+        vec![b; SIM_PAGE_BYTES]
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        futures_lite::future::block_on(f)
+    }
+
+    #[test]
+    fn unsynced_writes_and_entries_are_lost_synced_ones_kept() {
+        let d = Disk::sim(1);
+        let s = sim(&d);
+        s.set_torn_crashes(false);
+        d.create_dir_all_durable(Path::new("/a/b")).expect("mkdir");
+        let f = s.open(Path::new("/a/b/f"), true, false).expect("open");
+        block_on(f.write_at(&page(1), 0)).expect("write");
+        block_on(f.fdatasync()).expect("fsync");
+        block_on(f.write_at(&page(2), 4096)).expect("write");
+        // The file's entry is not durable yet: everything is lost.
+        let after = s.crash();
+        assert!(!after.exists(Path::new("/a/b/f")));
+        assert!(after.is_dir(Path::new("/a/b")), "synced directories survive");
+
+        let d = Disk::sim(2);
+        let s = sim(&d);
+        s.set_torn_crashes(false);
+        d.create_dir_all_durable(Path::new("/a")).expect("mkdir");
+        let f = s.open(Path::new("/a/f"), true, false).expect("open");
+        block_on(f.write_at(&page(1), 0)).expect("write");
+        block_on(f.fdatasync()).expect("fsync");
+        d.sync_dir_blocking(Path::new("/a")).expect("sync dir");
+        block_on(f.write_at(&page(2), 4096)).expect("write");
+        let after = s.crash();
+        assert!(s.is_dead());
+        assert_eq!(after.read(Path::new("/a/f")).expect("read"), page(1));
+        assert!(d.read(Path::new("/a/f")).is_err(), "the crashed disk is dead");
+    }
+
+    #[test]
+    fn a_failed_fsync_loses_the_dirty_pages_for_good() {
+        let d = Disk::sim(3);
+        let s = sim(&d);
+        s.set_torn_crashes(false);
+        d.create_dir_all_durable(Path::new("/a")).expect("mkdir");
+        let f = s.open(Path::new("/a/f"), true, false).expect("open");
+        d.sync_dir_blocking(Path::new("/a")).expect("sync dir");
+        block_on(f.write_at(&page(7), 0)).expect("write");
+        s.set_fsync_failure_per_mille(1000);
+        assert!(block_on(f.fdatasync()).is_err());
+        s.set_fsync_failure_per_mille(0);
+        block_on(f.fdatasync()).expect("a retried fsync succeeds ...");
+        let after = s.crash();
+        assert_eq!(
+            after.read(Path::new("/a/f")).expect("read"),
+            vec![0; SIM_PAGE_BYTES],
+            "... but does not make the pages of the failed one durable"
+        );
+    }
+
+    #[test]
+    fn renames_are_durable_per_parent_and_torn_crashes_keep_whole_pages() {
+        let d = Disk::sim(4);
+        let s = sim(&d);
+        d.create_dir_all_durable(Path::new("/x/y")).expect("mkdir");
+        d.write(Path::new("/x/y/t.tmp"), b"hello", true).expect("write");
+        d.rename(Path::new("/x/y/t.tmp"), Path::new("/x/y/t")).expect("rename");
+        d.sync_dir_blocking(Path::new("/x/y")).expect("sync");
+        let names: Vec<String> = d
+            .list_dir(Path::new("/x/y"))
+            .expect("list")
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, vec!["t".to_string()]);
+        let f = s.open(Path::new("/x/y/t2"), true, false).expect("open");
+        d.sync_dir_blocking(Path::new("/x/y")).expect("sync");
+        let mut w = page(1);
+        w.extend(page(2));
+        block_on(f.write_at(&w, 0)).expect("write");
+        // Over many seeds every page is either written or not: never a mix
+        // inside a page.
+        for _ in 0..20 {
+            let after = sim(&d).crash();
+            assert_eq!(after.read(Path::new("/x/y/t")).expect("read"), b"hello");
+            let c = after.read(Path::new("/x/y/t2")).expect("read");
+            for chunk in c.chunks(SIM_PAGE_BYTES) {
+                assert!(chunk.iter().all(|&b| b == chunk[0]), "torn inside a page");
+            }
+        }
+    }
+
+    #[test]
+    fn crash_countdown_kills_the_disk_and_enospc_past_capacity() {
+        let d = Disk::sim(5);
+        let s = sim(&d);
+        d.create_dir_all(Path::new("/a")).expect("mkdir");
+        s.set_capacity_bytes(Some(2 * SIM_PAGE_BYTES as u64));
+        let f = s.open(Path::new("/a/f"), true, false).expect("open");
+        block_on(f.write_at(&page(1), 0)).expect("fits");
+        let e = block_on(f.write_at(&[page(1), page(1)].concat(), 4096)).expect_err("full");
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        s.set_crash_after_ops(Some(1));
+        block_on(f.fdatasync()).expect("one more op");
+        assert!(block_on(f.fdatasync()).is_err(), "the crash op fails");
+        assert!(s.is_dead());
+        assert!(block_on(f.read_at(0, 10)).is_err(), "a dead disk fails reads");
+    }
+
+    #[test]
+    #[should_panic(expected = "O_DIRECT")]
+    fn unaligned_direct_writes_are_refused() {
+        let d = Disk::sim(6);
+        let f = sim(&d).open(Path::new("/f"), true, false).expect("open");
+        let _ = block_on(f.write_at(&[1, 2, 3], 0));
+    }
+}
