@@ -16,7 +16,7 @@
 //!
 //! `CORELOG_SIM_SEED=N` runs only seed N (printed on failure);
 //! `CORELOG_SIM_ITERATIONS=N` sets the number of crash cycles (default
-//! 2,000) for a soak. The `*_is_caught` tests show the checker failing when
+//! 5,000) for a soak. The `*_is_caught` tests show the checker failing when
 //! one fsync is taken away: a test that cannot fail proves nothing.
 
 use std::collections::BTreeMap;
@@ -37,7 +37,7 @@ use corelog::protocol::batch::{self, BatchBuilder};
 use corelog::protocol::TopicPartition;
 
 /// Crash cycles in the default run (debug build: well under a minute).
-const DEFAULT_CYCLES: u64 = 2_000;
+const DEFAULT_CYCLES: u64 = 5_000;
 /// Crash cycles on one disk before starting over on a fresh one (bounds
 /// the log each check reads).
 const CYCLES_PER_LIFE: u64 = 25;
@@ -93,7 +93,7 @@ fn make_batch(rng: &mut StdRng, tag: u64) -> Bytes {
         };
         let mut v = format!("{tag}:{i}:").into_bytes();
         v.resize(len.max(v.len()), (tag % 251) as u8);
-        b.push(1_000 + tag as i64, None, Some(&v), &[]);
+        b.push(1_000 + (tag % 1_000_000) as i64, None, Some(&v), &[]);
     }
     b.finish()
 }
@@ -163,7 +163,9 @@ async fn read_all(p: &Partition) -> Result<Vec<(u64, Bytes)>, String> {
             .await?
             .map_err(|e| format!("fetch at {next} after reopen: {e}"))?;
         if d.records.is_empty() {
-            return Err(format!("empty fetch at {next} below the high watermark {hw}"));
+            return Err(format!(
+                "empty fetch at {next} below the high watermark {hw}"
+            ));
         }
         for item in batch::batches(&d.records) {
             let (h, b) = item.map_err(|e| format!("fetched batch does not parse: {e}"))?;
@@ -216,11 +218,7 @@ async fn check(p: &Partition, m: &mut Model) -> Result<(), String> {
     for (base, want) in m.promised.range(start..) {
         match stored.get(base) {
             Some(got) if got == want => {}
-            Some(_) => {
-                return Err(format!(
-                    "batch at offset {base} changed across the crash"
-                ))
-            }
+            Some(_) => return Err(format!("batch at offset {base} changed across the crash")),
             None => {
                 return Err(format!(
                     "acknowledged or served batch at offset {base} is missing after the crash \
@@ -297,8 +295,7 @@ async fn workload(
                                     d.high_watermark
                                 ));
                             }
-                            m.promised
-                                .insert(h.base_offset, Bytes::copy_from_slice(b));
+                            m.promised.insert(h.base_offset, Bytes::copy_from_slice(b));
                         }
                     }
                 }
@@ -310,7 +307,9 @@ async fn workload(
                 match bounded("delete_records", p.delete_records(before)).await? {
                     Ok(_) => m.log_start_floor = m.log_start_floor.max(before),
                     Err(PartitionError::OffsetOutOfRange { .. }) => {
-                        return Err(format!("delete_records({before}) out of range [{start}, {hw}]"))
+                        return Err(format!(
+                            "delete_records({before}) out of range [{start}, {hw}]"
+                        ))
                     }
                     Err(_) => {}
                 }
@@ -324,8 +323,20 @@ async fn workload(
     Ok(())
 }
 
+/// What one life exercised (printed, so a run that exercises nothing shows).
+#[derive(Default, Debug)]
+struct LifeStats {
+    acked: u64,
+    checked: u64,
+    crashes_mid_workload: u64,
+    failed_fsyncs: u64,
+    enospc: u64,
+    dir_syncs: u64,
+}
+
 /// One disk's life: `cycles` crash cycles from an empty disk.
-async fn run_life(seed: u64, cycles: u64, sabotage: Sabotage) -> Result<(), String> {
+async fn run_life(seed: u64, cycles: u64, sabotage: Sabotage) -> Result<LifeStats, String> {
+    let mut stats = LifeStats::default();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut disk = Disk::sim(seed);
     let clock = Clock::sim(1_700_000_000_000);
@@ -337,12 +348,17 @@ async fn run_life(seed: u64, cycles: u64, sabotage: Sabotage) -> Result<(), Stri
         let sim = disk.as_sim().expect("sim disk").clone();
         sim.set_ignore_dir_syncs(sabotage.ignore_dir_syncs);
         sim.set_torn_crashes(rng.gen_bool(0.7));
+        // Recovery runs on a healthy disk; the faults start with the workload.
+        sim.set_capacity_bytes(None);
+        sim.set_fsync_failure_per_mille(0);
         let p = open(&disk, &clock, &dir, &config, sabotage)
             .await
             .map_err(|e| format!("cycle {cycle}: {e}"))?;
         check(&p, &mut m)
             .await
             .map_err(|e| format!("cycle {cycle}: {e}"))?;
+        stats.checked += m.promised.len() as u64;
+        let acked_before = m.promised.len();
         sim.set_fsync_failure_per_mille(if rng.gen_bool(0.2) { 100 } else { 0 });
         sim.set_capacity_bytes(if rng.gen_bool(0.1) {
             Some(rng.gen_range(64 * 1024..512 * 1024))
@@ -350,28 +366,43 @@ async fn run_life(seed: u64, cycles: u64, sabotage: Sabotage) -> Result<(), Stri
             None
         });
         if rng.gen_bool(0.9) {
-            sim.set_crash_after_ops(Some(rng.gen_range(0..120)));
+            sim.set_crash_after_ops(Some(rng.gen_range(0..60)));
         }
         workload(&mut rng, &p, &sim, &clock, &mut m, &mut tag)
             .await
             .map_err(|e| format!("cycle {cycle}: {e}"))?;
+        stats.acked += m.promised.len().saturating_sub(acked_before) as u64;
+        stats.crashes_mid_workload += sim.is_dead() as u64;
+        let s = sim.stats();
+        (stats.failed_fsyncs, stats.enospc) = (s.failed_fsyncs, s.enospc);
+        stats.dir_syncs = s.dir_syncs;
         // Power fails (if it has not already), then the old partition stops.
         disk = sim.crash();
         let _ = bounded("close", p.close()).await?;
     }
     // The survivor still takes appends.
+    if let Some(sim) = disk.as_sim() {
+        sim.set_capacity_bytes(None);
+        sim.set_fsync_failure_per_mille(0);
+    }
     let p = open(&disk, &clock, &dir, &config, Sabotage::default()).await?;
     check(&p, &mut m).await?;
     let b = make_batch(&mut rng, u64::MAX / 2);
     let end = p.log_end_offset();
-    let r = bounded("final append", p.append(b).map_err(|e| e.to_string())?.wait())
-        .await?
-        .map_err(|e| format!("the recovered partition refuses appends: {e}"))?;
+    let r = bounded(
+        "final append",
+        p.append(b).map_err(|e| e.to_string())?.wait(),
+    )
+    .await?
+    .map_err(|e| format!("the recovered partition refuses appends: {e}"))?;
     if r.base_offset != end {
-        return Err(format!("final append landed at {}, log end was {end}", r.base_offset));
+        return Err(format!(
+            "final append landed at {}, log end was {end}",
+            r.base_offset
+        ));
     }
     p.close().await.map_err(|e| e.to_string())?;
-    Ok(())
+    Ok(stats)
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -400,11 +431,28 @@ fn acknowledged_batches_survive_simulated_crashes() {
             Some(s) => vec![s],
             None => (0..cycles.div_ceil(CYCLES_PER_LIFE)).collect(),
         };
+        let mut total = LifeStats::default();
         for seed in seeds {
-            if let Err(e) = run_life(seed, CYCLES_PER_LIFE, Sabotage::default()).await {
-                panic!("simulated crash test failed: seed {seed}: {e}\n(reproduce with CORELOG_SIM_SEED={seed})");
+            match run_life(seed, CYCLES_PER_LIFE, Sabotage::default()).await {
+                Ok(s) => {
+                    total.acked += s.acked;
+                    total.checked += s.checked;
+                    total.crashes_mid_workload += s.crashes_mid_workload;
+                    total.failed_fsyncs += s.failed_fsyncs;
+                    total.enospc += s.enospc;
+                    total.dir_syncs += s.dir_syncs;
+                }
+                Err(e) => panic!(
+                    "simulated crash test failed: seed {seed}: {e}\n\
+                     (reproduce with CORELOG_SIM_SEED={seed})"
+                ),
             }
         }
+        println!("simulated crashes: {total:?}");
+        assert!(
+            total.acked > 0 && total.crashes_mid_workload > 0,
+            "{total:?}"
+        );
     });
 }
 

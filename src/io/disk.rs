@@ -119,9 +119,7 @@ impl Disk {
     pub async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         match self {
             Disk::Real => {
-                let d = glommio::io::Directory::open(dir)
-                    .await
-                    .map_err(os_error)?;
+                let d = glommio::io::Directory::open(dir).await.map_err(os_error)?;
                 d.sync().await.map_err(os_error)?;
                 d.close().await.map_err(os_error)
             }
@@ -351,7 +349,9 @@ impl DiskFile {
     /// (fallocate KEEP_SIZE); a no-op on tmpfs and on the simulated disk.
     pub async fn pre_allocate(&self, len: u64) -> io::Result<()> {
         match self {
-            DiskFile::Real { in_memory: true, .. } => Ok(()),
+            DiskFile::Real {
+                in_memory: true, ..
+            } => Ok(()),
             DiskFile::Real { file, .. } => file.pre_allocate(len, true).await.map_err(os_error),
             DiskFile::Sim(f) => f.check_alive(),
         }

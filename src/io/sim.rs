@@ -258,10 +258,8 @@ impl State {
         let fate = self.begin()?;
         self.stats.fsyncs += 1;
         let fail = fate == Fate::Crash && self.rng.coin();
-        let fail_injected = fate == Fate::Run
-            && self
-                .rng
-                .per_mille(self.settings.fsync_failure_per_mille);
+        let fail_injected =
+            fate == Fate::Run && self.rng.per_mille(self.settings.fsync_failure_per_mille);
         let ino = self.inode(id)?;
         if fail || fail_injected {
             // Linux marks the dirty pages clean after a failed writeback:
@@ -517,15 +515,15 @@ impl SimDisk {
         st.ns_change(|st| {
             let lo = (id, String::new());
             let hi = (id + 1, String::new());
-            let keys: Vec<_> = st.dur.range(lo.clone()..hi.clone()).map(|(k, _)| k.clone()).collect();
+            let keys: Vec<_> = st
+                .dur
+                .range(lo.clone()..hi.clone())
+                .map(|(k, _)| k.clone())
+                .collect();
             for k in keys {
                 st.dur.remove(&k);
             }
-            let now: Vec<_> = st
-                .cur
-                .range(lo..hi)
-                .map(|(k, n)| (k.clone(), *n))
-                .collect();
+            let now: Vec<_> = st.cur.range(lo..hi).map(|(k, n)| (k.clone(), *n)).collect();
             st.dur.extend(now);
             Ok(())
         })
@@ -587,7 +585,11 @@ impl SimDisk {
         let mut st = self.lock();
         st.alive()?;
         let from_key = st.entry_key(from)?;
-        let node = st.cur.get(&from_key).copied().ok_or_else(|| err(libc::ENOENT))?;
+        let node = st
+            .cur
+            .get(&from_key)
+            .copied()
+            .ok_or_else(|| err(libc::ENOENT))?;
         let to_key = st.entry_key(to)?;
         if let Some(Node::Dir(_)) = st.cur.get(&to_key) {
             return Err(err(libc::EISDIR));
@@ -649,7 +651,10 @@ fn torn_content(ino: &Inode, rng: &mut Rng) -> Vec<u8> {
     if ino.cur == ino.dur {
         return ino.dur.clone();
     }
-    let (lo, hi) = (ino.cur.len().min(ino.dur.len()), ino.cur.len().max(ino.dur.len()));
+    let (lo, hi) = (
+        ino.cur.len().min(ino.dur.len()),
+        ino.cur.len().max(ino.dur.len()),
+    );
     let len = match rng.below(3) {
         0 => ino.dur.len(),
         1 => ino.cur.len(),
@@ -688,8 +693,16 @@ impl Drop for SimFile {
 impl SimFile {
     /// Direct write of `bytes` at `pos`: both must be page-aligned.
     pub async fn write_at(&self, bytes: &[u8], pos: u64) -> io::Result<usize> {
-        assert_eq!(pos % SIM_PAGE_BYTES as u64, 0, "O_DIRECT write at an unaligned position");
-        assert_eq!(bytes.len() % SIM_PAGE_BYTES, 0, "O_DIRECT write of an unaligned length");
+        assert_eq!(
+            pos % SIM_PAGE_BYTES as u64,
+            0,
+            "O_DIRECT write at an unaligned position"
+        );
+        assert_eq!(
+            bytes.len() % SIM_PAGE_BYTES,
+            0,
+            "O_DIRECT write of an unaligned length"
+        );
         self.disk.maybe_yield().await;
         let pos = usize::try_from(pos).map_err(|_| err(libc::EFBIG))?;
         self.disk.lock().write(self.id, pos, bytes)
@@ -757,7 +770,10 @@ mod tests {
         // The file's entry is not durable yet: everything is lost.
         let after = s.crash();
         assert!(!after.exists(Path::new("/a/b/f")));
-        assert!(after.is_dir(Path::new("/a/b")), "synced directories survive");
+        assert!(
+            after.is_dir(Path::new("/a/b")),
+            "synced directories survive"
+        );
 
         let d = Disk::sim(2);
         let s = sim(&d);
@@ -771,7 +787,10 @@ mod tests {
         let after = s.crash();
         assert!(s.is_dead());
         assert_eq!(after.read(Path::new("/a/f")).expect("read"), page(1));
-        assert!(d.read(Path::new("/a/f")).is_err(), "the crashed disk is dead");
+        assert!(
+            d.read(Path::new("/a/f")).is_err(),
+            "the crashed disk is dead"
+        );
     }
 
     #[test]
@@ -800,8 +819,10 @@ mod tests {
         let d = Disk::sim(4);
         let s = sim(&d);
         d.create_dir_all_durable(Path::new("/x/y")).expect("mkdir");
-        d.write(Path::new("/x/y/t.tmp"), b"hello", true).expect("write");
-        d.rename(Path::new("/x/y/t.tmp"), Path::new("/x/y/t")).expect("rename");
+        d.write(Path::new("/x/y/t.tmp"), b"hello", true)
+            .expect("write");
+        d.rename(Path::new("/x/y/t.tmp"), Path::new("/x/y/t"))
+            .expect("rename");
         d.sync_dir_blocking(Path::new("/x/y")).expect("sync");
         let names: Vec<String> = d
             .list_dir(Path::new("/x/y"))
@@ -841,7 +862,10 @@ mod tests {
         block_on(f.fdatasync()).expect("one more op");
         assert!(block_on(f.fdatasync()).is_err(), "the crash op fails");
         assert!(s.is_dead());
-        assert!(block_on(f.read_at(0, 10)).is_err(), "a dead disk fails reads");
+        assert!(
+            block_on(f.read_at(0, 10)).is_err(),
+            "a dead disk fails reads"
+        );
     }
 
     #[test]

@@ -26,10 +26,10 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use crate::config::{RecoveryScan, TopicConfig};
+use crate::io::{FaultInjector, Io};
 use crate::protocol::batch::{self, BatchError};
 use crate::protocol::messages::OffsetSpec;
 use crate::protocol::{ErrorCode, Offset, TopicPartition, WireError};
-use crate::io::{FaultInjector, Io};
 use crate::storage::log::Log;
 use crate::storage::segment::{Next, Segment};
 use crate::storage::StorageError;

@@ -133,7 +133,11 @@ impl Partition {
             let c = self.config.borrow();
             (c.retention_ms, c.retention_bytes)
         };
-        let cutoff = self.log.clock().wall_ms().saturating_sub(retention_ms.min(i64::MAX as u64) as i64);
+        let cutoff = self
+            .log
+            .clock()
+            .wall_ms()
+            .saturating_sub(retention_ms.min(i64::MAX as u64) as i64);
         let mut total: u64 = self.log.segments().iter().map(|s| s.log_bytes()).sum();
         let log_start = self.log_start.get();
         let removed = self.log.remove_head(|seg| {

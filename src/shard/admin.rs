@@ -259,7 +259,9 @@ impl Shard {
         let shard_count = self.count;
         let disk_meta = new_meta.clone();
         self.disk()
-            .blocking(move |disk| registry::write_topic_file(disk, &data_dir, &disk_meta, shard_count))
+            .blocking(move |disk| {
+                registry::write_topic_file(disk, &data_dir, &disk_meta, shard_count)
+            })
             .await
             .map_err(|e| {
                 tracing::error!("alter topic {name}: {e}");

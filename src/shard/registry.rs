@@ -365,7 +365,9 @@ mod tests {
 
         remove_topic_from_disk(&REAL, &Clock::Real, dir.path(), "orders").expect("remove");
         assert!(!topic_dir(dir.path(), "orders").exists());
-        assert!(load_topics(&REAL, dir.path(), 3, 100).expect("load").is_empty());
+        assert!(load_topics(&REAL, dir.path(), 3, 100)
+            .expect("load")
+            .is_empty());
     }
 
     #[test]
@@ -420,7 +422,10 @@ mod tests {
             let loaded = load_topics(&after, data, 1, 100).expect("load after crash");
             match loaded.as_slice() {
                 // A delete that was under way may have taken effect.
-                [] => assert!(!created || altered_ok, "seed {seed}: a created topic vanished"),
+                [] => assert!(
+                    !created || altered_ok,
+                    "seed {seed}: a created topic vanished"
+                ),
                 [m] => {
                     assert!(!deleted, "seed {seed}: a deleted topic came back");
                     assert!(*m == meta || *m == new_meta, "seed {seed}: {m:?}");

@@ -37,7 +37,8 @@ where
     F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
-    let topics = registry::load_topics(&crate::io::Disk::Real, &config.data_dir, 2, 100).expect("load topics");
+    let topics = registry::load_topics(&crate::io::Disk::Real, &config.data_dir, 2, 100)
+        .expect("load topics");
     let mesh = Mesh::full(2, 64);
     let (c0, m0, t0) = (config.clone(), mesh.clone(), topics.clone());
     let h0 = LocalExecutorBuilder::new(Placement::Unbound)

@@ -20,10 +20,10 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use super::file::{sync_dir, FaultInjector};
-use crate::io::{Clock, Io};
 use super::scan::RecoveryStats;
 use super::segment::Segment;
 use super::{parse_segment_file_name, StorageError};
+use crate::io::{Clock, Io};
 
 /// Name of the partition's durable log-start checkpoint (owned by
 /// `partition::retention`; listed here so recovery does not call it stray).
@@ -41,11 +41,7 @@ pub struct Log {
 
 impl Log {
     /// Opens (creating if needed) the log in `dir` and recovers it.
-    pub async fn open(
-        dir: &Path,
-        index_interval_bytes: u32,
-        io: Io,
-    ) -> Result<Log, StorageError> {
+    pub async fn open(dir: &Path, index_interval_bytes: u32, io: Io) -> Result<Log, StorageError> {
         let disk = &io.disk;
         // A new partition directory (and any new parent) is made durable in
         // its parent.
@@ -203,13 +199,7 @@ impl Log {
         old.persist_indexes().await?;
         let base = old.next_offset();
         let seg = Rc::new(
-            Segment::create(
-                &self.dir,
-                base,
-                self.index_interval_bytes,
-                self.io.clone(),
-            )
-            .await?,
+            Segment::create(&self.dir, base, self.index_interval_bytes, self.io.clone()).await?,
         );
         sync_dir(&self.io.disk, &self.dir).await?;
         old.mark_sealed();
