@@ -14,7 +14,6 @@
 //! the file write.
 
 use std::hint::black_box;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,7 +24,7 @@ use corelog::protocol::codec::{self, DecodeLimits};
 use corelog::protocol::messages::{
     Acks, ProducePartition, ProduceRequest, ProduceTopic, Request, RequestBody, PROTOCOL_VERSION,
 };
-use corelog::storage::file::FaultInjector;
+use corelog::io::Io;
 use corelog::storage::index::{OffsetIndex, TimeIndex};
 use corelog::storage::segment::Segment;
 
@@ -178,15 +177,15 @@ fn bench_segment_append(c: &mut Criterion) {
     g.bench_function("direct_io/64KiB", |b| {
         b.iter_custom(|iters| {
             ex.run(async {
-                let faults = Rc::new(FaultInjector::default());
-                let mut seg = Segment::create(dir.path(), 0, 4096, faults.clone())
+                let io = Io::real();
+                let mut seg = Segment::create(dir.path(), 0, 4096, io.clone())
                     .await
                     .expect("create segment");
                 let mut elapsed = Duration::ZERO;
                 for _ in 0..iters {
                     if seg.log_bytes() >= SEGMENT_CAP_BYTES {
                         drop(seg);
-                        seg = Segment::create(dir.path(), 0, 4096, faults.clone())
+                        seg = Segment::create(dir.path(), 0, 4096, io.clone())
                             .await
                             .expect("recreate segment");
                     }
