@@ -4,8 +4,8 @@
 //! Owns: the periodic retention task (delete whole sealed segments older than
 //! `retention_ms` or beyond `retention_bytes`), `Partition::delete_records`
 //! (advance the log start on request), and the durable log-start checkpoint
-//! file `log-start-offset` (decimal offset + newline; written tmp + fsync +
-//! rename + fsync dir; read at open).
+//! file `log-start-offset` (decimal offset + newline; written and read through
+//! `storage::checkpoint`: tmp + fsync + rename + fsync dir).
 //!
 //! Invariants: the active segment is never deleted; the in-memory log start is
 //! advanced before any file is deleted (no reader lands in a deleted file, and
@@ -13,7 +13,7 @@
 //! log start never moves backwards and never passes the high watermark; the
 //! checkpoint is written by one task at a time and never regresses.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,7 +21,8 @@ use tracing::{info, warn};
 
 use super::{Partition, PartitionError};
 use crate::protocol::{Offset, TopicPartition};
-use crate::storage::log::{Log, LOG_START_CHECKPOINT, LOG_START_CHECKPOINT_TMP};
+use crate::storage::checkpoint;
+use crate::storage::log::Log;
 use crate::storage::StorageError;
 
 fn now_ms() -> i64 {
@@ -40,20 +41,14 @@ pub(super) async fn recover_log_start(
 ) -> Result<Offset, PartitionError> {
     let first = log.start_offset();
     let next = log.next_offset();
-    let path = log.dir().join(LOG_START_CHECKPOINT);
-    let read_path = path.clone();
-    let text = glommio::executor()
-        .spawn_blocking(move || match std::fs::read_to_string(&read_path) {
-            Ok(t) => Ok(Some(t)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        })
+    let path = log.dir().join(checkpoint::LOG_START);
+    let bytes = checkpoint::read(log.dir(), checkpoint::LOG_START)
         .await
-        .map_err(|e| PartitionError::from_storage(StorageError::io("read", &path, e)))?;
-    let Some(text) = text else {
+        .map_err(PartitionError::from_storage)?;
+    let Some(bytes) = bytes else {
         return Ok(first);
     };
-    let Ok(ckpt) = text.trim().parse::<Offset>() else {
+    let Some(ckpt) = checkpoint::parse_offset(&bytes) else {
         warn!(%tp, file = %path.display(), "unreadable log-start checkpoint ignored");
         return Ok(first);
     };
@@ -65,28 +60,14 @@ pub(super) async fn recover_log_start(
     Ok(first.max(ckpt))
 }
 
-/// Writes `offset` durably as the checkpoint (blocking pool).
-async fn write_checkpoint(dir: PathBuf, offset: Offset) -> Result<(), StorageError> {
-    glommio::executor()
-        .spawn_blocking(move || write_checkpoint_sync(&dir, offset))
-        .await
-}
-
-fn write_checkpoint_sync(dir: &Path, offset: Offset) -> Result<(), StorageError> {
-    use std::io::Write;
-    let tmp = dir.join(LOG_START_CHECKPOINT_TMP);
-    let path = dir.join(LOG_START_CHECKPOINT);
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| StorageError::io("create", &tmp, e))?;
-        f.write_all(format!("{offset}\n").as_bytes())
-            .map_err(|e| StorageError::io("write", &tmp, e))?;
-        f.sync_all()
-            .map_err(|e| StorageError::io("fsync", &tmp, e))?;
-    }
-    std::fs::rename(&tmp, &path).map_err(|e| StorageError::io("rename", &path, e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::io("fsync dir", dir, e))
+/// Writes `offset` durably as the checkpoint.
+async fn write_checkpoint(dir: &Path, offset: Offset) -> Result<(), StorageError> {
+    checkpoint::write_atomic(
+        dir,
+        checkpoint::LOG_START,
+        &checkpoint::encode_offset(offset),
+    )
+    .await
 }
 
 impl Partition {
@@ -140,7 +121,7 @@ impl Partition {
         let res = async {
             loop {
                 let target = self.log_start.get();
-                write_checkpoint(self.log.dir().to_path_buf(), target).await?;
+                write_checkpoint(self.log.dir(), target).await?;
                 if self.log_start.get() == target {
                     return Ok(());
                 }
