@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
+use corelog::io::Io;
 use corelog::protocol::batch::{self, BatchBuilder, BatchHeader};
 use corelog::protocol::codec::{self, DecodeLimits};
 use corelog::protocol::messages::{
     Acks, ProducePartition, ProduceRequest, ProduceTopic, Request, RequestBody, PROTOCOL_VERSION,
 };
-use corelog::io::Io;
 use corelog::storage::index::{OffsetIndex, TimeIndex};
 use corelog::storage::segment::Segment;
 
@@ -189,7 +189,11 @@ fn bench_segment_append(c: &mut Criterion) {
                             .await
                             .expect("recreate segment");
                     }
-                    let item = [(seg.next_offset(), batch.clone())];
+                    let stamp = corelog::protocol::batch::Stamp {
+                        base_offset: seg.next_offset(),
+                        leader_epoch: 0,
+                    };
+                    let item = [(batch.clone(), Some(stamp))];
                     let start = Instant::now();
                     seg.append(&item).await.expect("append");
                     elapsed += start.elapsed();

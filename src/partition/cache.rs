@@ -6,17 +6,19 @@
 //! [`PartitionCache`] (one partition's view, removed with the partition).
 //!
 //! Invariants:
-//! - Only batches that are in the log and below the high watermark are
-//!   inserted (the writer inserts after the write, and fdatasync for
-//!   flush=always, succeeded), with their base offsets stamped, so cached
-//!   bytes are exactly what a disk read would return.
+//! - Only batches that are in the log and durable on this replica per the
+//!   flush policy are inserted (the writer inserts after the write, and
+//!   fdatasync for flush=always, succeeded), as the very buffer the writer
+//!   stamped once (base offset and leader epoch) and wrote, so cached bytes
+//!   are exactly what a disk read would return. The cache never stamps or
+//!   copies on insert.
 //! - Per partition, entries are contiguous in offset and ascending; an insert
 //!   that does not continue the last entry drops the partition's entries first.
 //! - `used_bytes` is the sum of the lengths of the live entries and stays at
 //!   or below `budget_bytes` after every insert.
 //! - A read returns whole batches starting with the one containing the
 //!   requested offset, or `None` (a miss: read the disk); never bytes at or
-//!   past the high watermark it is given.
+//!   past the upper bound it is given (the high watermark for consumers).
 //!
 //! Single-threaded (one shard): `Cell`/`RefCell`, no locks.
 

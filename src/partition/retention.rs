@@ -4,8 +4,8 @@
 //! Owns: the periodic retention task (delete whole sealed segments older than
 //! `retention_ms` or beyond `retention_bytes`), `Partition::delete_records`
 //! (advance the log start on request), and the durable log-start checkpoint
-//! file `log-start-offset` (decimal offset + newline; written tmp + fsync +
-//! rename + fsync dir; read at open).
+//! file `log-start-offset` (decimal offset + newline; written and read through
+//! `storage::checkpoint`: tmp + fsync + rename + fsync dir).
 //!
 //! Invariants: the active segment is never deleted; the in-memory log start is
 //! advanced before any file is deleted (no reader lands in a deleted file, and
@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use super::{Partition, PartitionError};
 use crate::protocol::{Offset, TopicPartition};
 use crate::storage::checkpoint;
-use crate::storage::log::{Log, LOG_START_CHECKPOINT};
+use crate::storage::log::Log;
 use crate::storage::StorageError;
 
 /// Reads the checkpoint (if any) and returns the log start to use at open:
@@ -33,15 +33,14 @@ pub(super) async fn recover_log_start(
 ) -> Result<Offset, PartitionError> {
     let first = log.start_offset();
     let next = log.next_offset();
-    let path = log.dir().join(LOG_START_CHECKPOINT);
-    let bytes = checkpoint::read(&log.io().disk, log.dir(), LOG_START_CHECKPOINT)
+    let path = log.dir().join(checkpoint::LOG_START);
+    let bytes = checkpoint::read(&log.io().disk, log.dir(), checkpoint::LOG_START)
         .await
         .map_err(PartitionError::from_storage)?;
     let Some(bytes) = bytes else {
         return Ok(first);
     };
-    let text = String::from_utf8_lossy(&bytes);
-    let Ok(ckpt) = text.trim().parse::<Offset>() else {
+    let Some(ckpt) = checkpoint::parse_offset(&bytes) else {
         warn!(%tp, file = %path.display(), "unreadable log-start checkpoint ignored");
         return Ok(first);
     };
@@ -55,8 +54,13 @@ pub(super) async fn recover_log_start(
 
 /// Writes `offset` durably as the checkpoint.
 async fn write_checkpoint(log: &Log, offset: Offset) -> Result<(), StorageError> {
-    let text = format!("{offset}\n").into_bytes();
-    checkpoint::write_atomic(&log.io().disk, log.dir(), LOG_START_CHECKPOINT, text).await
+    checkpoint::write_atomic(
+        &log.io().disk,
+        log.dir(),
+        checkpoint::LOG_START,
+        &checkpoint::encode_offset(offset),
+    )
+    .await
 }
 
 impl Partition {

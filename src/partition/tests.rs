@@ -666,6 +666,7 @@ fn reopen_after_clean_close_then_crash_keeps_new_appends() {
     });
 }
 
+mod recovery;
 mod retention;
 
 #[test]

@@ -1,17 +1,29 @@
-//! The partition's writer task: group write and pipelined group commit.
+//! The partition's writer task: group write and group commit.
 //!
 //! Owns: taking queued batches off the partition's queue as groups (group
 //! commit: everything queued while the last group was written and synced
 //! goes in the next), writing each group with one write, making it durable
-//! per the flush policy, then advancing the high watermark, filling the
-//! batch cache and completing the appends; plus the flush=interval sync task.
+//! per the flush policy, then committing it in order: storage reports the
+//! flushed offset → the group's tickets complete (local durability,
+//! acks=leader) and its batches enter the cache → the partition advances
+//! the high watermark (`Partition::advance_high_watermark`) → waiters below
+//! it wake. Also the flush=interval sync task and the periodic
+//! recovery-point checkpoint.
+//!
+//! Stamping happens once per batch: with the cache on, while the group is
+//! copied into its one buffer (the bytes the cache keeps and the segment
+//! copies into its aligned write buffer as they are); with the cache off,
+//! in the segment's write buffer. Replica batches are never restamped.
 //!
 //! (Overlapping group N's fdatasync with group N+1's write was tried and
 //! measured no faster on the bench disk: docs/benchmarks.md.)
 //!
 //! Invariants:
+//! - a group commits right after the previous one (asserted: it starts at
+//!   the old local durable offset), and with flush=always only once the
+//!   flushed offset covers it (asserted);
 //! - the high watermark moves only past groups that are durable per the
-//!   flush policy (flush=always: fdatasynced after their write completed);
+//!   flush policy;
 //! - groups complete in offset order; a failed write or fdatasync fails its
 //!   group and everything queued, and rolls the segment back to before the
 //!   group, so nothing after a hole is ever acknowledged.
@@ -25,8 +37,13 @@ use bytes::{Bytes, BytesMut};
 use tracing::{error, warn};
 
 use super::{Partition, PartitionError, Pending};
-use crate::protocol::batch;
+use crate::protocol::batch::{self, Stamp};
 use crate::storage::segment::{Mark, Segment};
+
+/// How often a partition makes its flushed offset the durable recovery
+/// point, in ms (also done on roll and at close; Kafka's
+/// `log.flush.offset.checkpoint.interval.ms` default).
+pub const RECOVERY_POINT_INTERVAL_MS: u64 = 60_000;
 
 /// Largest group the writer submits as one write, in bytes (a single larger
 /// batch is still written alone).
@@ -123,20 +140,28 @@ impl Partition {
             }
         }
         let last_offset = group.last()?.last_offset;
-        // With the cache on, stamp the group into one buffer now: the same
-        // bytes go to disk and, once durable, into the cache (one copy per
-        // group, not per record).
+        if self.epochs_dirty.get() {
+            // The epoch history goes to disk before any batch of a new epoch.
+            if let Err(e) = self.persist_epochs().await {
+                error!(tp = %self.tp, error = %e, "leader-epoch checkpoint failed");
+                for p in group {
+                    p.slot.complete(Err(e.clone()));
+                }
+                self.fail_queued(&e);
+                return None;
+            }
+        }
+        // With the cache on, stamp the group into one buffer now (the one
+        // stamping step): the same bytes go to disk as they are and, once
+        // durable, into the cache. With it off, the segment stamps while
+        // copying into its write buffer.
         let stamped = self.cache.enabled().then(|| stamp_group(&group));
-        let items: Vec<(u64, Bytes)> = match &stamped {
-            Some((buf, ranges)) => group
+        let items: Vec<(Bytes, Option<Stamp>)> = match &stamped {
+            Some((buf, ranges)) => ranges
                 .iter()
-                .zip(ranges)
-                .map(|(p, r)| (p.base_offset, buf.slice(r.clone())))
+                .map(|r| (buf.slice(r.clone()), None))
                 .collect(),
-            None => group
-                .iter()
-                .map(|p| (p.base_offset, p.bytes.clone()))
-                .collect(),
+            None => group.iter().map(|p| (p.bytes.clone(), p.stamp)).collect(),
         };
         let mark = seg.mark();
         let res = seg.append(&items).await;
@@ -165,14 +190,21 @@ impl Partition {
         }
     }
 
-    /// The group is durable per the flush policy: acknowledge it.
+    /// The group is durable on this replica per the flush policy: complete
+    /// its tickets (local durability), cache it, then let the partition
+    /// advance the high watermark (which wakes the waiters below it).
     fn commit(&self, w: Written) {
-        assert!(
-            w.last_offset + 1 > self.high_watermark.get(),
-            "groups commit in offset order"
+        let first = w.group.first().map_or(w.last_offset, |p| p.base_offset);
+        assert_eq!(
+            first,
+            self.local_durable.get(),
+            "a group commits right after the previous one"
         );
-        self.high_watermark.set(w.last_offset + 1);
-        self.check_invariants();
+        assert!(
+            w.last_offset < self.log.written_offset(),
+            "a committed group is written"
+        );
+        self.local_durable.set(w.last_offset + 1);
         if let Some((buf, ranges)) = &w.stamped {
             self.cache.insert(
                 buf,
@@ -185,7 +217,8 @@ impl Partition {
         for p in w.group {
             p.slot.complete(Ok(()));
         }
-        self.data_waiters.wake_all();
+        self.advance_high_watermark();
+        self.check_invariants();
     }
 
     /// Fails the group `w` and everything queued, and rolls the segment
@@ -193,7 +226,7 @@ impl Partition {
     async fn fail_written(&self, w: Written, err: PartitionError, what: &str) {
         error!(tp = %self.tp, error = %err, batches = w.group.len(),
             "{what} failed; failing the group and everything queued after it");
-        w.seg.rollback(w.mark).await;
+        self.log.rollback(&w.seg, w.mark).await;
         for p in w.group {
             p.slot.complete(Err(err.clone()));
         }
@@ -215,10 +248,17 @@ impl Partition {
             self.commit(w);
             return;
         }
-        let res = w.seg.fdatasync().await;
+        let res = self.log.flush().await;
         self.fdatasyncs.set(self.fdatasyncs.get() + 1);
         match res {
-            Ok(()) => self.commit(w),
+            Ok(flushed) => {
+                assert!(
+                    flushed > w.last_offset,
+                    "flushed {flushed} must cover the group up to {}",
+                    w.last_offset
+                );
+                self.commit(w)
+            }
             Err(e) => {
                 let err = PartitionError::from_storage(e);
                 self.fail_written(w, err, "fdatasync").await;
@@ -250,7 +290,25 @@ pub(super) async fn writer_loop(weak: Weak<Partition>) {
             p.writer_done_waiters.wake_all();
             return;
         }
+        p.writer_in_turn.set(true);
         p.write_turn().await;
+        p.writer_in_turn.set(false);
+        p.writer_done_waiters.wake_all();
+    }
+}
+
+/// Makes the flushed offset the durable recovery point every
+/// [`RECOVERY_POINT_INTERVAL_MS`] until the partition closes.
+pub(super) async fn recovery_point_loop(weak: Weak<Partition>) {
+    loop {
+        crate::timer::sleep(Duration::from_millis(RECOVERY_POINT_INTERVAL_MS)).await;
+        let Some(p) = weak.upgrade() else { return };
+        if p.closing.get() {
+            return;
+        }
+        if let Err(e) = p.log.checkpoint_recovery_point().await {
+            warn!(tp = %p.tp, error = %e, "recovery-point checkpoint failed; will retry");
+        }
     }
 }
 
@@ -272,8 +330,8 @@ pub(super) async fn sync_loop(weak: Weak<Partition>) {
             p.sync_running.set(false);
         }
         if p.dirty.replace(false) {
-            match p.log.active().fdatasync().await {
-                Ok(()) => p.fdatasyncs.set(p.fdatasyncs.get() + 1),
+            match p.log.flush().await {
+                Ok(_) => p.fdatasyncs.set(p.fdatasyncs.get() + 1),
                 Err(e) => {
                     warn!(tp = %p.tp, error = %e, "interval fdatasync failed; will retry");
                     p.dirty.set(true);
@@ -286,8 +344,9 @@ pub(super) async fn sync_loop(weak: Weak<Partition>) {
     }
 }
 
-/// The group's batches copied into one buffer with their base offsets
-/// stamped, and each batch's byte range in it.
+/// The group's batches copied into one buffer, stamped there (leader
+/// appends; replica batches are already stamped), and each batch's byte
+/// range in it.
 fn stamp_group(group: &[Pending]) -> (Bytes, Vec<Range<usize>>) {
     let total: usize = group.iter().map(|p| p.bytes.len()).sum();
     let mut buf = BytesMut::with_capacity(total);
@@ -295,7 +354,9 @@ fn stamp_group(group: &[Pending]) -> (Bytes, Vec<Range<usize>>) {
     for p in group {
         let start = buf.len();
         buf.extend_from_slice(&p.bytes);
-        batch::set_base_offset(&mut buf[start..], p.base_offset);
+        if let Some(s) = p.stamp {
+            batch::stamp(&mut buf[start..], s);
+        }
         ranges.push(start..buf.len());
     }
     (buf.freeze(), ranges)

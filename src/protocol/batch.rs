@@ -214,6 +214,52 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(h)
 }
 
+/// What the broker writes into a batch's header in place, outside the CRC:
+/// its base offset and the leader epoch it was appended in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub base_offset: u64,
+    pub leader_epoch: u32,
+}
+
+/// The one stamping step: writes `stamp` into the header of `batch` (outside
+/// the CRC, so the batch stays valid and its records are never re-encoded).
+pub fn stamp(batch: &mut [u8], stamp: Stamp) {
+    set_base_offset(batch, stamp.base_offset);
+    set_leader_epoch(batch, stamp.leader_epoch);
+}
+
+/// Whether the bytes at a batch boundary of a stored log are a batch of a
+/// format this build does not read (another magic), as opposed to garbage
+/// (a torn or damaged write). `bytes` starts at the boundary and runs to the
+/// end of the file; `at_segment_start` is true at a segment's position 0.
+///
+/// Another format is recognised by a magic byte that is neither ours nor 0
+/// (zero padding) where the whole segment starts (a segment is written by
+/// one format), or elsewhere when the declared length fits in the file and
+/// the CRC over its [`CRC_START`].. range verifies: random bytes do not do
+/// that. Returns the foreign magic.
+pub fn foreign_format(bytes: &[u8], at_segment_start: bool) -> Option<u8> {
+    let magic = *bytes.get(OFF_MAGIC)?;
+    if magic == MAGIC || magic == 0 || bytes.len() < HEADER_BYTES {
+        return None;
+    }
+    if at_segment_start {
+        return Some(magic);
+    }
+    let len = u32_at(bytes, OFF_LENGTH) as usize;
+    if len < HEADER_BYTES || len > bytes.len() {
+        return None;
+    }
+    (compute_crc(&bytes[..len]) == u32_at(bytes, OFF_CRC)).then_some(magic)
+}
+
+/// The `batch_length` a header declares (`None` if `head` is too short to
+/// hold it); not validated.
+pub fn declared_length(head: &[u8]) -> Option<u32> {
+    (head.len() >= OFF_LENGTH + 4).then(|| u32_at(head, OFF_LENGTH))
+}
+
 /// Stamps the broker-assigned base offset (outside the CRC).
 pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
     batch[OFF_BASE_OFFSET..OFF_BASE_OFFSET + 8].copy_from_slice(&base_offset.to_le_bytes());

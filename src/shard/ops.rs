@@ -181,6 +181,7 @@ impl Shard {
             out.push(match s {
                 Err(e) => Err(e),
                 Ok(ticket) if acks == Acks::None => Ok(ticket.result()),
+                Ok(ticket) if acks == Acks::All => ticket.wait_all().await.map_err(|e| e.to_wire()),
                 Ok(ticket) => ticket.wait().await.map_err(|e| e.to_wire()),
             });
         }

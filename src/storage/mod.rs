@@ -3,7 +3,8 @@
 //! Owns: the on-disk layout of one partition directory — segments named by
 //! base offset (`{base_offset:020}.log`), their sparse offset and time indexes
 //! (`.index`, `.timeindex`), the page-aligned write path, recovery at open, and
-//! the I/O seam ([`file::LogFile`]) every byte of I/O goes through.
+//! the I/O seam ([`file::LogFile`]) every segment byte goes through, and the
+//! partition's small checkpoint files ([`checkpoint`]).
 //!
 //! Invariants: a segment's logical size only grows by whole batches; bytes past
 //! the logical size are never served; offsets inside a segment are contiguous
@@ -50,6 +51,14 @@ pub enum StorageError {
         offset: u64,
         reason: String,
     },
+    /// A stored batch of a format this build does not read: the partition
+    /// is not opened (nothing is truncated or rewritten).
+    #[error("{} holds a batch of an unknown format (magic {magic}, this build reads magic {}) at byte {position}: refusing to open the partition; the file is left as it is", file.display(), crate::protocol::batch::MAGIC)]
+    UnknownFormat {
+        file: PathBuf,
+        position: u64,
+        magic: u8,
+    },
 }
 
 impl StorageError {
@@ -70,7 +79,7 @@ impl StorageError {
                     io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
                 ) || matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
             }
-            StorageError::Corrupt { .. } => false,
+            StorageError::Corrupt { .. } | StorageError::UnknownFormat { .. } => false,
         }
     }
 }

@@ -56,6 +56,13 @@ pub struct RecoveryStats {
     /// Sealed segments whose rebuild scan stopped at invalid data (served
     /// only up to it, never truncated).
     pub sealed_damage: Vec<CorruptBatch>,
+    /// Invalid data in the active segment below the recovery point (or a
+    /// log that ends before it): acknowledged data is damaged or missing.
+    /// Left in place, never truncated; the partition serves up to it and
+    /// refuses appends (docs/storage.md, "Recovery").
+    pub acked_damage: Option<CorruptBatch>,
+    /// The recovery point read at open (0 without a checkpoint).
+    pub recovery_point: u64,
     /// Places where one segment's next offset is not the next one's base.
     pub gaps: usize,
     /// `.index`/`.timeindex` files removed because their segment's log was
@@ -77,10 +84,18 @@ impl RecoveryStats {
                 position = d.position, reason = %d.reason,
                 "corrupt batch in a sealed segment: served only up to it (fetches that reach it get CorruptData)");
         }
+        if let Some(d) = &self.acked_damage {
+            error!(topic = %topic, partition, offset = d.offset, file = %d.file.display(),
+                position = d.position, recovery_point = self.recovery_point, reason = %d.reason,
+                "acknowledged data below the recovery point is damaged: NOT truncated; served up to offset {}, \
+                 fetches past it get CorruptData and appends are refused until an operator acts (docs/storage.md, \"Acknowledged damage\")",
+                d.offset);
+        }
         info!(
             topic = %topic,
             partition,
             segments = self.segments,
+            recovery_point = self.recovery_point,
             segments_scanned = self.segments_scanned,
             bytes_scanned = self.bytes_scanned,
             bytes_truncated = self.bytes_truncated,
@@ -317,7 +332,13 @@ mod tests {
         for i in 0..n {
             let seg = log.active();
             positions.push(seg.log_bytes());
-            seg.append(&[(i * 3, batch(3))]).await.expect("append");
+            let stamp = crate::protocol::batch::Stamp {
+                base_offset: i * 3,
+                leader_epoch: 0,
+            };
+            seg.append(&[(batch(3), Some(stamp))])
+                .await
+                .expect("append");
         }
         let sealed = log.active();
         log.roll().await.expect("roll");

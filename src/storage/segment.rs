@@ -6,10 +6,18 @@
 //! padding past the logical end) and writes whole pages from the aligned start
 //! of the tail. Only after the write succeeds does the logical size move.
 //!
+//! Recovery of the active segment (`open_active`) is told the partition's
+//! recovery point: invalid data at an offset at or past it is a torn tail and
+//! is cut away; invalid data below it is damage to acknowledged data, left in
+//! place and reported (the segment is then `damaged`: never written again).
+//! A batch of another format (magic) refuses the open; nothing is truncated.
+//!
 //! Invariants: `log_bytes <= file_bytes` except transiently after a
 //! truncation; `tail == log[align_down(log_bytes)..log_bytes]`; batches are
-//! contiguous in offset from `base_offset` to `next_offset`; index entries
-//! point at batch starts below `log_bytes`.
+//! contiguous in offset from `base_offset` to `next_offset` (append asserts
+//! each new batch starts at the previous next offset); index entries point at
+//! batch starts below `log_bytes`; what `append` writes are the stamped
+//! bytes it was given, CRC-valid (debug builds re-check each copy).
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -23,7 +31,7 @@ use super::index::{self, IndexHeader, OffsetIndex, TimeIndex};
 use super::scan::{CorruptBatch, RecoveryStats};
 use super::{align_down, segment_file_name, StorageError};
 use crate::io::Io;
-use crate::protocol::batch::{self, BatchHeader, HEADER_BYTES};
+use crate::protocol::batch::{self, BatchHeader, Stamp, HEADER_BYTES};
 
 /// Bytes read per I/O when scanning a segment.
 const SCAN_READ_BYTES: usize = 256 * 1024;
@@ -46,6 +54,8 @@ struct SegState {
     bytes_since_index: u64,
     first_append: Option<Instant>,
     sealed: bool,
+    /// Recovery left acknowledged damage in place: never written again.
+    damaged: bool,
 }
 
 /// State to return to when a group write or its fdatasync fails.
@@ -225,6 +235,7 @@ fn empty_state(base: u64) -> SegState {
         bytes_since_index: 0,
         first_append: None,
         sealed: false,
+        damaged: false,
     }
 }
 
@@ -292,6 +303,7 @@ impl Segment {
     ) -> Result<Segment, StorageError> {
         let seg = Self::open_file(dir, base_offset, index_interval_bytes, io, false).await?;
         let file_bytes = seg.file.size().await?;
+        seg.refuse_foreign_format(0, file_bytes).await?;
         match seg.load_indexes(file_bytes).await {
             Ok(()) => {}
             Err(reason) => {
@@ -301,6 +313,7 @@ impl Segment {
                 let (good_end, stop) = seg.scan(file_bytes).await?;
                 stats.bytes_scanned += good_end;
                 if let Some(reason) = stop {
+                    seg.refuse_foreign_format(good_end, file_bytes).await?;
                     if !seg.is_pure_padding(good_end, file_bytes).await? {
                         warn!(file = %seg.log_path().display(), position = good_end,
                             offset = seg.next_offset(), bytes_ignored = file_bytes - good_end, %reason,
@@ -327,11 +340,17 @@ impl Segment {
 
     /// Opens the active (last) segment: scans every batch, truncates a torn or
     /// corrupt tail, rebuilds the in-memory indexes.
+    ///
+    /// `recovery_point`: every offset below it was fdatasynced before the
+    /// crash. Invalid data at an offset below it is not a torn tail: it is
+    /// left in place, recorded in `stats.acked_damage`, and the segment is
+    /// served up to it and never written again.
     pub async fn open_active(
         dir: &Path,
         base_offset: u64,
         index_interval_bytes: u32,
         io: Io,
+        recovery_point: u64,
         stats: &mut RecoveryStats,
     ) -> Result<Segment, StorageError> {
         let seg = Self::open_file(dir, base_offset, index_interval_bytes, io, true).await?;
@@ -366,16 +385,43 @@ impl Segment {
         stats.segments_scanned += 1;
         stats.bytes_scanned += good_end.saturating_sub(scan_from);
         if let Some(reason) = stop {
+            seg.refuse_foreign_format(good_end, file_bytes).await?;
+            let next = seg.next_offset();
             if !seg.is_pure_padding(good_end, file_bytes).await? {
-                stats.bytes_truncated += file_bytes - good_end;
-                let next = seg.next_offset();
-                warn!(file = %seg.log_path().display(), bytes_truncated = file_bytes - good_end,
-                    last_good_offset = if next > base_offset { (next - 1) as i64 } else { -1 },
-                    position = good_end, %reason, "truncating torn or corrupt log tail");
-                seg.file.truncate(good_end).await?;
-                seg.st.borrow_mut().file_bytes = good_end;
+                if next < recovery_point {
+                    // Acknowledged (fdatasynced) data is damaged: never cut it.
+                    stats.acked_damage = Some(CorruptBatch {
+                        file: seg.log_path().to_path_buf(),
+                        position: good_end,
+                        offset: next,
+                        reason,
+                    });
+                    seg.st.borrow_mut().damaged = true;
+                } else {
+                    stats.bytes_truncated += file_bytes - good_end;
+                    warn!(file = %seg.log_path().display(), bytes_truncated = file_bytes - good_end,
+                        last_good_offset = if next > base_offset { (next - 1) as i64 } else { -1 },
+                        position = good_end, recovery_point, %reason,
+                        "truncating torn or corrupt log tail (past the recovery point)");
+                    seg.file.truncate(good_end).await?;
+                    seg.st.borrow_mut().file_bytes = good_end;
+                }
             }
+        } else if good_end == 0 {
+            seg.refuse_foreign_format(0, file_bytes).await?;
         }
+        seg.load_tail(good_end).await?;
+        if seg.st.borrow().log_bytes > 0 {
+            // The age of a recovered segment counts from the restart.
+            seg.st.borrow_mut().first_append = Some(seg.io.clock.now());
+        }
+        Ok(seg)
+    }
+
+    /// Reads the partial last page up to `good_end` into memory (the tail
+    /// the next append rewrites).
+    async fn load_tail(&self, good_end: u64) -> Result<(), StorageError> {
+        let seg = self;
         let tail_start = align_down(good_end);
         let tail = seg
             .file
@@ -388,14 +434,37 @@ impl Segment {
                 reason: "short read of the tail page".into(),
             });
         }
-        let mut st = seg.st.borrow_mut();
-        st.tail = tail.to_vec();
-        if st.log_bytes > 0 {
-            // The age of a recovered segment counts from the restart.
-            st.first_append = Some(seg.io.clock.now());
+        seg.st.borrow_mut().tail = tail.to_vec();
+        Ok(())
+    }
+
+    /// Fails with [`StorageError::UnknownFormat`] when the bytes at batch
+    /// boundary `pos` are a batch of another format (`batch::foreign_format`).
+    async fn refuse_foreign_format(&self, pos: u64, file_bytes: u64) -> Result<(), StorageError> {
+        if pos + HEADER_BYTES as u64 > file_bytes {
+            return Ok(());
         }
-        drop(st);
-        Ok(seg)
+        let head = self.file.read_at(pos, HEADER_BYTES).await?;
+        let at_start = pos == 0;
+        if batch::foreign_format(&head, true).is_none() {
+            return Ok(());
+        }
+        let bytes = if at_start {
+            head
+        } else {
+            // The whole declared batch (bounded by the file) for the CRC check.
+            let len = batch::declared_length(&head).unwrap_or(0) as u64;
+            let len = len.clamp(HEADER_BYTES as u64, file_bytes - pos);
+            self.file.read_at(pos, len as usize).await?
+        };
+        match batch::foreign_format(&bytes, at_start) {
+            Some(magic) => Err(StorageError::UnknownFormat {
+                file: self.log_path().to_path_buf(),
+                position: pos,
+                magic,
+            }),
+            None => Ok(()),
+        }
     }
 
     async fn is_pure_padding(&self, good_end: u64, file_bytes: u64) -> Result<bool, StorageError> {
@@ -525,15 +594,21 @@ impl Segment {
         Ok(())
     }
 
-    /// Appends whole batches, stamping each with its assigned base offset.
-    /// On error nothing changes logically (call [`Segment::rollback`] to
-    /// also drop what a failed fdatasync may not cover).
-    pub async fn append(&self, batches: &[(u64, Bytes)]) -> Result<(), StorageError> {
+    /// Appends whole batches. A batch with a [`Stamp`] is stamped (base
+    /// offset and leader epoch, the one stamping step) in the copy this write
+    /// makes; one without is written as given (already stamped: by the
+    /// writer's group buffer, or by the leader for a replica). Each batch
+    /// must start at the previous one's next offset (asserted: a bug, not
+    /// input). On error nothing changes logically (call
+    /// [`Segment::rollback`] to also drop what a failed fdatasync may not
+    /// cover).
+    pub async fn append(&self, batches: &[(Bytes, Option<Stamp>)]) -> Result<(), StorageError> {
         let (start, buf, new_tail, new_log_bytes, metas) = {
             let st = self.st.borrow();
             assert!(!st.sealed, "append to a sealed segment");
+            assert!(!st.damaged, "append to a segment with acknowledged damage");
             let start = align_down(st.log_bytes);
-            let total: usize = batches.iter().map(|(_, b)| b.len()).sum();
+            let total: usize = batches.iter().map(|(b, _)| b.len()).sum();
             // Tail and batches overwrite the front; only the padding after
             // them needs zeroing.
             let mut buf = self
@@ -544,20 +619,29 @@ impl Segment {
             let mut at = st.tail.len();
             let mut metas = Vec::with_capacity(batches.len());
             let mut expect = st.next_offset;
-            for (base, b) in batches {
-                assert_eq!(*base, expect, "batches must be contiguous in offset");
+            for (b, stamp) in batches {
                 let dst = &mut bytes[at..at + b.len()];
                 dst.copy_from_slice(b);
-                batch::set_base_offset(dst, *base);
+                if let Some(s) = stamp {
+                    batch::stamp(dst, *s);
+                }
                 match BatchHeader::parse(dst) {
                     Ok(h) => {
+                        assert_eq!(
+                            h.base_offset, expect,
+                            "a batch must start at the previous batch's next offset"
+                        );
+                        debug_assert!(
+                            batch::verify_crc(dst).is_ok(),
+                            "a stamped batch must stay CRC-valid"
+                        );
                         expect = h.next_offset();
                         metas.push((start + at as u64, h));
                     }
                     Err(e) => {
                         return Err(StorageError::Corrupt {
                             file: self.log_path().to_path_buf(),
-                            offset: *base,
+                            offset: expect,
                             reason: format!("unparsable batch queued for write: {e}"),
                         })
                     }
@@ -628,6 +712,67 @@ impl Segment {
             Ok(()) => self.preallocated_bytes.set(0),
             Err(e) => warn!(error = %e, "could not release preallocated blocks"),
         }
+    }
+
+    /// Where a cut that drops `offset` and everything after it goes: the
+    /// position and base offset of the first batch holding `offset` or a
+    /// later one (`None`: nothing in this segment does).
+    pub async fn cut_point(&self, offset: u64) -> Result<Option<(u64, u64)>, StorageError> {
+        let limit = self.log_bytes();
+        let mut cur = self.cursor(self.position_for_offset(offset), limit, None);
+        loop {
+            let pos = cur.position();
+            match cur.next().await? {
+                Next::Batch(h, _) if h.last_offset() >= offset => {
+                    return Ok(Some((pos, h.base_offset)))
+                }
+                Next::Batch(..) => {}
+                Next::End => return Ok(None),
+                Next::Invalid { pos, reason } => {
+                    return Err(StorageError::Corrupt {
+                        file: self.log_path().to_path_buf(),
+                        offset,
+                        reason: format!(
+                            "cannot truncate past invalid data at byte {pos}: {reason}"
+                        ),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Cuts the segment at batch boundary `cut` (from [`Segment::cut_point`])
+    /// durably (truncate + fdatasync), rebuilds its state by a scan and
+    /// rewrites its indexes; it becomes writable (unsealed). Returns the new
+    /// next offset. The caller removes every later segment first.
+    pub async fn truncate_at(&self, cut: u64) -> Result<u64, StorageError> {
+        assert!(cut <= self.log_bytes(), "a cut inside the segment");
+        self.file.truncate(cut).await?;
+        self.file.fdatasync().await?;
+        let (good_end, stop) = self.scan(cut).await?;
+        if let Some(reason) = stop {
+            return Err(StorageError::Corrupt {
+                file: self.log_path().to_path_buf(),
+                offset: self.next_offset(),
+                reason: format!("after truncation to byte {cut}: {reason}"),
+            });
+        }
+        debug_assert_eq!(
+            good_end, cut,
+            "the scan reads back exactly the kept batches"
+        );
+        self.load_tail(cut).await?;
+        {
+            let mut st = self.st.borrow_mut();
+            st.sealed = false;
+            st.first_append = (cut > 0).then(|| self.io.clock.now());
+        }
+        if self.preallocated_bytes.get() != u64::MAX {
+            self.preallocated_bytes.set(0);
+        }
+        // Indexes describing the longer file must never be trusted again.
+        self.persist_indexes().await?;
+        Ok(self.next_offset())
     }
 
     pub fn mark(&self) -> Mark {
@@ -710,6 +855,10 @@ impl Segment {
     }
     pub fn is_sealed(&self) -> bool {
         self.st.borrow().sealed
+    }
+    /// Recovery left acknowledged damage in this segment (never written).
+    pub fn is_damaged(&self) -> bool {
+        self.st.borrow().damaged
     }
 
     /// Position of a batch at or before the one holding `offset`.
