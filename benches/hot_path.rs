@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
+use corelog::io::Io;
 use corelog::protocol::batch::{self, BatchBuilder, BatchHeader};
 use corelog::protocol::codec::{self, DecodeLimits};
 use corelog::protocol::messages::{
     Acks, ProducePartition, ProduceRequest, ProduceTopic, Request, RequestBody, PROTOCOL_VERSION,
 };
-use corelog::io::Io;
 use corelog::storage::index::{OffsetIndex, TimeIndex};
 use corelog::storage::segment::Segment;
 
