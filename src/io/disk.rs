@@ -138,53 +138,49 @@ impl Disk {
         }
     }
 
-    /// The directories [`Disk::create_dir_all`] would create for `dir`,
-    /// outermost first.
-    fn missing_dirs(&self, dir: &Path) -> Vec<PathBuf> {
-        let mut missing = Vec::new();
-        let mut at = Some(dir);
-        while let Some(d) = at {
-            if self.is_dir(d) {
-                break;
+    /// Creates `dir` and any missing parents; returns the directories whose
+    /// fsync makes the new ones durable (the parent of each, outermost
+    /// first; empty if nothing was created).
+    fn create_missing(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        let mut parents = Vec::new();
+        let mut created = false;
+        let mut at = dir;
+        while !self.is_dir(at) {
+            created = true;
+            match at.parent().filter(|p| !p.as_os_str().is_empty()) {
+                Some(p) => {
+                    parents.push(p.to_path_buf());
+                    at = p;
+                }
+                None => break,
             }
-            missing.push(d.to_path_buf());
-            at = d.parent().filter(|p| !p.as_os_str().is_empty());
         }
-        missing.reverse();
-        missing
+        if created {
+            self.create_dir_all(dir)?;
+        }
+        parents.reverse();
+        Ok(parents)
     }
 
     /// Creates `dir` and any missing parents, and fsyncs the parent of each
     /// directory it created, so the new directories survive a crash
     /// (blocking). Returns whether anything was created.
     pub fn create_dir_all_durable(&self, dir: &Path) -> io::Result<bool> {
-        let missing = self.missing_dirs(dir);
-        if missing.is_empty() {
-            return Ok(false);
+        let parents = self.create_missing(dir)?;
+        for p in &parents {
+            self.sync_dir_blocking(p)?;
         }
-        self.create_dir_all(dir)?;
-        for d in &missing {
-            if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
-                self.sync_dir_blocking(parent)?;
-            }
-        }
-        Ok(true)
+        Ok(!parents.is_empty())
     }
 
     /// [`Disk::create_dir_all_durable`] with the directory fsyncs through
     /// the executor (for a shard's reactor).
     pub async fn create_dir_all_synced(&self, dir: &Path) -> io::Result<bool> {
-        let missing = self.missing_dirs(dir);
-        if missing.is_empty() {
-            return Ok(false);
+        let parents = self.create_missing(dir)?;
+        for p in &parents {
+            self.sync_dir(p).await?;
         }
-        self.create_dir_all(dir)?;
-        for d in &missing {
-            if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
-                self.sync_dir(parent).await?;
-            }
-        }
-        Ok(true)
+        Ok(!parents.is_empty())
     }
 
     /// Creates `dir` and any missing parents (not durable by itself).

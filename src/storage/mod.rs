@@ -2,9 +2,13 @@
 //!
 //! Owns: the on-disk layout of one partition directory — segments named by
 //! base offset (`{base_offset:020}.log`), their sparse offset and time indexes
-//! (`.index`, `.timeindex`), the page-aligned write path, recovery at open, and
-//! the I/O seam ([`file::LogFile`]) every segment byte goes through, and the
-//! partition's small checkpoint files ([`checkpoint`]).
+//! (`.index`, `.timeindex`), the page-aligned write path, recovery at open,
+//! small atomic checkpoint files ([`checkpoint`]), and [`file::LogFile`]. Every
+//! file, directory and fsync goes through the shard's `crate::io::Disk`
+//! (carried in a `crate::io::Io` with the clock), never `std::fs` or glommio's
+//! file API directly.
+//!
+//! Must not know: partitions, high watermarks, topics, shards.
 //!
 //! Invariants: a segment's logical size only grows by whole batches; bytes past
 //! the logical size are never served; offsets inside a segment are contiguous
