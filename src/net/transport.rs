@@ -42,8 +42,8 @@ pub trait Acceptor: 'static {
 impl Acceptor for TcpListener {
     type Stream = TcpStream;
 
-    fn accept(&self) -> impl Future<Output = io::Result<TcpStream>> + '_ {
-        async move { TcpListener::accept(self).await.map_err(io::Error::other) }
+    async fn accept(&self) -> io::Result<TcpStream> {
+        TcpListener::accept(self).await.map_err(io::Error::other)
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -25,11 +25,14 @@ use super::Shard;
 /// Items grouped by owner: per shard, (index in the input, item).
 pub type Groups<I> = Vec<Vec<(usize, I)>>;
 
+/// One owner's op: the input indexes of its items, and its pending answers.
+type OwnerOp<R> = (Vec<usize>, Started<Vec<PartResult<R>>>);
+
 /// Ops started on their owners whose per-item answers are pending.
 pub struct Scattered<R> {
     len: usize,
     immediate: Vec<(usize, WireError)>,
-    started: Vec<(Vec<usize>, Started<Vec<PartResult<R>>>)>,
+    started: Vec<OwnerOp<R>>,
 }
 
 impl<R: Send + Sync + 'static> Scattered<R> {

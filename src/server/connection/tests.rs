@@ -28,6 +28,7 @@ struct Stub;
 
 impl Handler<Request, Response> for Stub {
     fn start(&self, req: Request) -> LocalBoxFuture<'_, LocalBoxFuture<'static, Response>> {
+        #[allow(clippy::async_yields_async)]
         Box::pin(async move {
             let cid = req.correlation_id;
             let topic = match &req.body {
