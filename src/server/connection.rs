@@ -267,7 +267,10 @@ impl BusyGuard {
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        self.0.busy.set(self.0.busy.get().saturating_sub(1));
+        // Paired with the increment in `BusyGuard::new`.
+        let busy = self.0.busy.get();
+        assert!(busy > 0, "busy count underflow");
+        self.0.busy.set(busy - 1);
         self.0.touch();
     }
 }

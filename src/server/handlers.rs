@@ -334,14 +334,11 @@ async fn metadata(
             },
         })
         .collect();
-    let shard = service.shard();
-    let addr = shard.listen_addr();
+    let addr = service.listen_addr();
     let brokers = vec![BrokerInfo {
         node_id,
-        host: addr
-            .map(|a| a.ip().to_string())
-            .unwrap_or_else(|| shard.config.listen.ip().to_string()),
-        port: addr.map(|a| a.port()).unwrap_or(shard.config.listen.port()),
+        host: addr.ip().to_string(),
+        port: addr.port(),
     }];
     Response::ok(
         correlation_id,

@@ -100,9 +100,10 @@ impl Service {
         Self { shard }
     }
 
-    /// The shard this service runs on.
-    pub fn shard(&self) -> &Rc<Shard> {
-        &self.shard
+    /// The address of the broker's first listener (resolved once bound;
+    /// the configured one before), for front ends to advertise.
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        self.shard.listen_addr().unwrap_or(self.shard.config.listen)
     }
 
     pub fn node_id(&self) -> NodeId {

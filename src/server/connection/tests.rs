@@ -13,7 +13,7 @@ use glommio::LocalExecutorBuilder;
 use super::{serve, Conn, ConnLimits};
 use crate::net::frame_io::read_frame;
 use crate::net::memory::{duplex, MemoryStream};
-use crate::net::split::{split, ReadHalf};
+use crate::net::split::{split, ReadHalf, WriteHalf};
 use crate::net::write_frame;
 use crate::protocol::codec::{decode_response, encode_request, DecodeLimits};
 use crate::protocol::frame::ByteOrder;
@@ -146,19 +146,32 @@ fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Se
         .expect("join");
 }
 
+type Client = (ReadHalf<MemoryStream>, WriteHalf<MemoryStream>);
+
+/// Serves `codec` on one end of a duplex of `capacity_bytes`; the client
+/// end, and the serving task.
+fn connect<C: Codec<Request = Request, Response = Response>>(
+    codec: C,
+    capacity_bytes: usize,
+) -> (Client, glommio::Task<()>) {
+    let (server, client) = duplex(capacity_bytes);
+    let served = glommio::spawn_local(serve(conn(codec), server));
+    (split(client), served)
+}
+
+/// Sends Metadata requests for (correlation id, topic), pipelined.
+async fn send_all(w: &mut WriteHalf<MemoryStream>, reqs: &[(u32, &str)]) {
+    for (cid, topic) in reqs {
+        write_frame(w, &metadata(*cid, topic)).await.expect("write");
+    }
+}
+
 #[test]
 fn pipelined_errors_and_oversize_over_memory() {
     run(|| async {
-        let (server, client) = duplex(16 * 1024);
-        let served = glommio::spawn_local(serve(conn(flatbuffers()), server));
-        let (mut r, mut w) = split(client);
+        let ((mut r, mut w), served) = connect(flatbuffers(), 16 * 1024);
         // Pipelined: the slow request's answer is overtaken by the fast one.
-        write_frame(&mut w, &metadata(1, "slow"))
-            .await
-            .expect("write");
-        write_frame(&mut w, &metadata(2, "fast"))
-            .await
-            .expect("write");
+        send_all(&mut w, &[(1, "slow"), (2, "fast")]).await;
         assert_eq!(response(&mut r).await.map(|x| x.correlation_id), Some(2));
         assert_eq!(response(&mut r).await.map(|x| x.correlation_id), Some(1));
         // Undecodable: answered, connection kept.
@@ -187,18 +200,8 @@ fn pipelined_errors_and_oversize_over_memory() {
 #[test]
 fn in_order_codec_keeps_request_order() {
     run(|| async {
-        let (server, client) = duplex(16 * 1024);
-        let served = glommio::spawn_local(serve(conn(InOrder(flatbuffers())), server));
-        let (mut r, mut w) = split(client);
-        write_frame(&mut w, &metadata(1, "slow"))
-            .await
-            .expect("write");
-        write_frame(&mut w, &metadata(2, "fast"))
-            .await
-            .expect("write");
-        write_frame(&mut w, &metadata(3, "fast"))
-            .await
-            .expect("write");
+        let ((mut r, mut w), served) = connect(InOrder(flatbuffers()), 16 * 1024);
+        send_all(&mut w, &[(1, "slow"), (2, "fast"), (3, "fast")]).await;
         for cid in 1..=3 {
             assert_eq!(response(&mut r).await.map(|x| x.correlation_id), Some(cid));
         }
@@ -212,12 +215,8 @@ fn in_order_codec_keeps_request_order() {
 fn a_peer_gone_mid_response_ends_the_connection() {
     run(|| async {
         // 4 KiB of buffer: the 1 MiB response cannot be written at once.
-        let (server, client) = duplex(4 * 1024);
-        let served = glommio::spawn_local(serve(conn(flatbuffers()), server));
-        let (mut r, mut w) = split(client);
-        write_frame(&mut w, &metadata(1, "big"))
-            .await
-            .expect("write");
+        let ((mut r, mut w), served) = connect(flatbuffers(), 4 * 1024);
+        send_all(&mut w, &[(1, "big")]).await;
         // Read a little of the response, then go away.
         let mut some = [0u8; 1024];
         futures_lite::AsyncReadExt::read_exact(&mut r, &mut some)
