@@ -12,7 +12,10 @@
 //! Invariants: each shard reports to the main thread exactly once (ready or
 //! failed; [`StartupGuard`] reports a failure if the shard never gets that
 //! far, even if its executor could not be created); an accept error never
-//! ends the accept loop.
+//! ends the accept loop; every shard binds the same listeners, in the same
+//! order, as shard 0 announced them (asserted).
+//!
+//! Must not know: what a protocol's requests do (its codec and handler do).
 
 use std::net::SocketAddr;
 use std::rc::Rc;

@@ -1,6 +1,8 @@
 //! The partition service's requests and responses: plain Rust, no wire
 //! shape. A front end maps its protocol's (nested) messages to these flat,
 //! per-partition lists and back; results always come in input order.
+//!
+//! Must not know: any wire shape (FlatBuffers tables, Kafka versions).
 
 use std::time::Duration;
 
