@@ -1,7 +1,8 @@
 //! Corelog: a thread-per-core, io_uring event-streaming broker.
 //!
 //! Layers, lowest first (a module uses only the ones before it):
-//! `config` → `protocol` → `storage` → `partition` → `shard` → `server`,
+//! `config` → `protocol` → `storage` → `partition` → `shard` → `service` →
+//! `server` (front ends),
 //! with `net` (framed TCP I/O) under `server` and `client`, and `client`
 //! and `cli` beside the server. ARCHITECTURE.md is the codemap.
 
@@ -13,6 +14,7 @@ pub mod net;
 pub mod partition;
 pub mod protocol;
 pub mod server;
+pub mod service;
 pub mod shard;
 pub mod storage;
 pub mod timer;

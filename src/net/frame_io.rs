@@ -6,15 +6,21 @@
 //! so a peer that claims a large frame and stalls holds only what it sent,
 //! not the length it claimed; EOF exactly at a frame boundary is
 //! a clean close (`Ok(None)`), EOF anywhere else is `UnexpectedEof`;
-//! `write_frame` hands prefix and payload to the socket as one vectored write
-//! (one syscall, one segment for small frames with TCP_NODELAY).
+//! `write_frame` / [`write_frame_parts`] hand prefix and payload buffers to
+//! the socket as vectored writes (one syscall, one segment for small frames
+//! with TCP_NODELAY), never joining the buffers (record bytes of a fetch
+//! response are written from where they are); after a frame is read its
+//! length is within `max_frame_bytes` (asserted).
 
 use std::io::{self, IoSlice};
 
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::protocol::frame::{check_length, length_prefix, FrameError, LENGTH_PREFIX_BYTES};
+use crate::protocol::frame::{
+    check_length_with, length_prefix, length_prefix_with, ByteOrder, FrameError,
+    LENGTH_PREFIX_BYTES,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameIoError {
@@ -53,10 +59,20 @@ async fn read_full<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> io::
     Ok(filled)
 }
 
-/// Reads one frame. `Ok(None)` is a clean EOF before the first byte of a frame.
+/// Reads one frame (little-endian length). `Ok(None)` is a clean EOF before
+/// the first byte of a frame.
 pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max_frame_bytes: u32,
+) -> Result<Option<Bytes>, FrameIoError> {
+    read_frame_with(reader, max_frame_bytes, ByteOrder::Little).await
+}
+
+/// Reads one frame whose length prefix is in `order`.
+pub async fn read_frame_with<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_frame_bytes: u32,
+    order: ByteOrder,
 ) -> Result<Option<Bytes>, FrameIoError> {
     let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
     let n = read_full(reader, &mut prefix).await?;
@@ -69,7 +85,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             expected_bytes: LENGTH_PREFIX_BYTES,
         });
     }
-    let len = check_length(prefix, max_frame_bytes).map_err(FrameIoError::TooLarge)?;
+    let len = check_length_with(prefix, max_frame_bytes, order).map_err(FrameIoError::TooLarge)?;
     let mut buf = vec![0u8; len.min(INITIAL_PAYLOAD_BYTES)];
     let mut filled = 0;
     while filled < len {
@@ -87,7 +103,68 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         }
         filled += n;
     }
+    assert!(
+        filled == len && buf.len() == len && len <= max_frame_bytes as usize,
+        "frame of {len} bytes read as {filled} (max_frame_bytes {max_frame_bytes})"
+    );
     Ok(Some(Bytes::from(buf)))
+}
+
+/// Writes one frame: a length prefix of `order` for the sum of `parts`, then
+/// every part, with vectored writes (the parts are never joined).
+pub async fn write_frame_parts<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    order: ByteOrder,
+    parts: &[Bytes],
+) -> io::Result<()> {
+    let payload_bytes: usize = parts.iter().map(Bytes::len).sum();
+    if u32::try_from(payload_bytes).is_err() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("frame of {payload_bytes} bytes does not fit a u32 length"),
+        ));
+    }
+    let prefix = length_prefix_with(payload_bytes, order);
+    let total = LENGTH_PREFIX_BYTES + payload_bytes;
+    // Slices still to write: the prefix, then every non-empty part.
+    let mut pending: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+    pending.push(&prefix);
+    pending.extend(parts.iter().filter(|p| !p.is_empty()).map(|p| &p[..]));
+    let mut first = 0;
+    let mut written = 0;
+    /// Most slices handed to one writev (IOV_MAX is 1024 on Linux).
+    const MAX_IOV: usize = 64;
+    while first < pending.len() {
+        let end = pending.len().min(first + MAX_IOV);
+        let slices: Vec<IoSlice<'_>> = pending[first..end]
+            .iter()
+            .map(|s| IoSlice::new(s))
+            .collect();
+        let n = match writer.write_vectored(&slices).await {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        written += n;
+        // Drop the slices fully written and advance into a partial one.
+        let mut left = n;
+        while left > 0 {
+            let s = pending[first];
+            if left >= s.len() {
+                left -= s.len();
+                first += 1;
+            } else {
+                pending[first] = &s[left..];
+                left = 0;
+            }
+        }
+        while first < pending.len() && pending[first].is_empty() {
+            first += 1;
+        }
+    }
+    assert_eq!(written, total, "wrote {written} of a {total}-byte frame");
+    writer.flush().await
 }
 
 /// Writes one frame: the length prefix and `payload`, vectored.

@@ -1,4 +1,5 @@
-//! Read and write halves of one glommio `TcpStream`.
+//! Read and write halves of one stream (a glommio `TcpStream`, or any
+//! `AsyncRead + AsyncWrite` transport, e.g. [`super::memory`] in tests).
 //!
 //! glommio's `TcpStream` has no `split`; its read and write paths keep
 //! separate readiness sources, so one task may read while another writes. Both
@@ -19,7 +20,7 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
 /// Splits a stream into a reading and a writing half.
-pub fn split(stream: TcpStream) -> (ReadHalf, WriteHalf) {
+pub fn split<S>(stream: S) -> (ReadHalf<S>, WriteHalf<S>) {
     let shared = Rc::new(RefCell::new(stream));
     (
         ReadHalf {
@@ -31,28 +32,28 @@ pub fn split(stream: TcpStream) -> (ReadHalf, WriteHalf) {
 
 /// The reading half of a split stream.
 #[derive(Debug)]
-pub struct ReadHalf {
-    stream: Rc<RefCell<TcpStream>>,
+pub struct ReadHalf<S = TcpStream> {
+    stream: Rc<RefCell<S>>,
 }
 
 /// The writing half of a split stream.
 #[derive(Debug)]
-pub struct WriteHalf {
-    stream: Rc<RefCell<TcpStream>>,
+pub struct WriteHalf<S = TcpStream> {
+    stream: Rc<RefCell<S>>,
 }
 
-fn with<T>(
-    stream: &Rc<RefCell<TcpStream>>,
-    f: impl FnOnce(Pin<&mut TcpStream>) -> Poll<io::Result<T>>,
+fn with<S: Unpin, T>(
+    stream: &Rc<RefCell<S>>,
+    f: impl FnOnce(Pin<&mut S>) -> Poll<io::Result<T>>,
 ) -> Poll<io::Result<T>> {
     match stream.try_borrow_mut() {
         Ok(mut s) => f(Pin::new(&mut *s)),
         // Unreachable by the module invariant; an error beats a panic.
-        Err(_) => Poll::Ready(Err(io::Error::other("tcp stream is already borrowed"))),
+        Err(_) => Poll::Ready(Err(io::Error::other("stream is already borrowed"))),
     }
 }
 
-impl ReadHalf {
+impl ReadHalf<TcpStream> {
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.stream
             .try_borrow()
@@ -62,7 +63,7 @@ impl ReadHalf {
     }
 }
 
-impl WriteHalf {
+impl WriteHalf<TcpStream> {
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.stream
             .try_borrow()
@@ -87,7 +88,7 @@ impl WriteHalf {
     }
 }
 
-impl AsyncRead for ReadHalf {
+impl<S: AsyncRead + Unpin> AsyncRead for ReadHalf<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -97,7 +98,7 @@ impl AsyncRead for ReadHalf {
     }
 }
 
-impl AsyncWrite for WriteHalf {
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteHalf<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

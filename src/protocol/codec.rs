@@ -4,6 +4,8 @@
 //! - `decode_request` / `decode_response` verify the buffer exactly once with
 //!   [`DecodeLimits`] and then copy out only names and numbers; record batches
 //!   become `Bytes` slices of the input frame (`frame.slice_ref`, no copy).
+//! - `encode_response_parts` never copies fetched record bytes: they follow
+//!   the FlatBuffer as separate buffers its tables point to.
 //! - Nothing read from the wire is cast with wrapping: a negative partition,
 //!   offset or count where the message type is unsigned is a decode error.
 //! - Decoding never panics, whatever the input bytes.
@@ -269,7 +271,7 @@ mod request;
 mod response;
 
 pub use request::{decode_request, encode_request};
-pub use response::{decode_response, encode_response};
+pub use response::{decode_response, encode_response, encode_response_parts};
 
 #[cfg(test)]
 mod tests;

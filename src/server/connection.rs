@@ -1,7 +1,9 @@
-//! One client connection: a reader loop that frames, decodes and dispatches
-//! requests in arrival order, and a writer task that sends responses as they
-//! complete (pipelining: responses carry the correlation id and may overtake
-//! each other).
+//! One client connection, generic over its wire protocol ([`Codec`] +
+//! [`Handler`]) and its transport ([`Transport`]): a reader loop that frames,
+//! decodes and dispatches requests in arrival order, and a writer task that
+//! sends responses as they complete (pipelining: FlatBuffers responses carry
+//! the correlation id and may overtake each other) or, for a codec that asks
+//! for it, in request order.
 //!
 //! Owns: per-connection backpressure (at most `max_in_flight_per_connection`
 //! requests between "frame read" and "response queued"; beyond that the
@@ -21,28 +23,33 @@
 //! is allocated, answered with MessageTooLarge (correlation id 0, naming both
 //! sizes), and the connection is closed; a well-framed but undecodable
 //! request is answered (InvalidRequest / UnsupportedVersion) and the
-//! connection continues.
+//! connection continues. In-flight permits are balanced: every frame read
+//! holds one until its response is written (or dropped), so at most
+//! `max_in_flight_per_connection` are ever out (asserted). A response is
+//! written as the buffers the codec returns (vectored, never joined).
+//!
+//! Must not know: which protocol it speaks, what a request does, sockets
+//! (the transport is a type parameter: tests use an in-memory one).
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalSender};
-use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 
-use crate::net::frame_io::{read_frame, write_frame, FrameIoError};
+use crate::config::Limits;
+use crate::net::frame_io::{read_frame_with, write_frame_parts, FrameIoError};
 use crate::net::split::{split, ReadHalf, WriteHalf};
-use crate::protocol::codec::{self, DecodeLimits};
-use crate::protocol::frame::FrameError;
-use crate::protocol::messages::{Request, Response};
-use crate::protocol::ErrorCode;
-use crate::shard::Shard;
+use crate::net::Transport;
+use crate::protocol::frame::{ByteOrder, FrameError};
 
-use super::handlers;
+use super::codec::{Codec, Handler};
 
 /// How long a connection being closed for a framing error keeps draining
 /// input, so the close is a FIN (the error response arrives) rather than a
@@ -52,61 +59,120 @@ const CLOSE_DRAIN_MS: u64 = 1_000;
 const CLOSE_DRAIN_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// What the writer task is asked to send.
-pub enum Outgoing {
-    /// A response, with the in-flight permit of its request: the permit is
-    /// released once the response is written, so a client that does not read
-    /// its responses stops the broker reading its requests.
-    Frame(Vec<u8>, Option<StaticPermit>),
-    /// Send this, then shut the socket's write side and stop.
-    FrameThenClose(Vec<u8>),
+enum Outgoing {
+    /// Response `seq` (frames are numbered as read), with the in-flight
+    /// permit of its request: the permit is released once the response is
+    /// written, so a client that does not read its responses stops the
+    /// broker reading its requests.
+    Frame {
+        seq: u64,
+        parts: Vec<Bytes>,
+        permit: Option<StaticPermit>,
+    },
+    /// Send this, then shut the stream's write side and stop.
+    FrameThenClose(Vec<Bytes>),
 }
 
 /// Hands responses to the connection's writer.
-#[derive(Clone)]
-pub struct Responder {
+struct Responder<C: Codec> {
     tx: Rc<LocalSender<Outgoing>>,
+    codec: Rc<C>,
 }
 
-impl Responder {
-    /// Queues a response. A connection that has gone away drops it.
-    pub fn send(&self, resp: &Response, permit: Option<StaticPermit>) {
-        let bytes = codec::encode_response(resp);
-        let _ = self.tx.try_send(Outgoing::Frame(bytes, permit));
-    }
-
-    fn send_then_close(&self, resp: &Response) {
-        let bytes = codec::encode_response(resp);
-        let _ = self.tx.try_send(Outgoing::FrameThenClose(bytes));
+impl<C: Codec> Clone for Responder<C> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            codec: self.codec.clone(),
+        }
     }
 }
 
-pub fn decode_limits(shard: &Shard) -> DecodeLimits {
-    DecodeLimits::for_requests(&shard.config.limits)
+impl<C: Codec> Responder<C> {
+    /// Queues response `seq`. A connection that has gone away drops it.
+    fn send(&self, seq: u64, resp: &C::Response, permit: Option<StaticPermit>) {
+        let parts = self.codec.encode(resp);
+        let _ = self.tx.try_send(Outgoing::Frame { seq, parts, permit });
+    }
+
+    fn send_then_close(&self, resp: &C::Response) {
+        let parts = self.codec.encode(resp);
+        let _ = self.tx.try_send(Outgoing::FrameThenClose(parts));
+    }
+}
+
+/// The per-connection limits (from `[limits]`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub max_frame_bytes: u32,
+    pub max_in_flight: u32,
+    pub idle: Duration,
+    pub frame: Duration,
+}
+
+impl ConnLimits {
+    pub fn from_config(l: &Limits) -> Self {
+        Self {
+            max_frame_bytes: l.max_frame_bytes,
+            max_in_flight: l.max_in_flight_per_connection,
+            idle: Duration::from_millis(l.connection_idle_timeout_ms),
+            frame: Duration::from_millis(l.frame_read_timeout_ms),
+        }
+    }
+}
+
+/// What every connection of one listener shares.
+pub struct Conn<C, H> {
+    pub codec: Rc<C>,
+    pub handler: Rc<H>,
+    pub limits: ConnLimits,
+    /// For logs.
+    pub shard: usize,
+}
+
+impl<C, H> Clone for Conn<C, H> {
+    fn clone(&self) -> Self {
+        Self {
+            codec: self.codec.clone(),
+            handler: self.handler.clone(),
+            limits: self.limits,
+            shard: self.shard,
+        }
+    }
 }
 
 /// Serves one connection until the client closes it, it breaks, or it times
 /// out (idle for `connection_idle_timeout_ms`, or a frame started and not
 /// finished within `frame_read_timeout_ms`).
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
-    tracing::debug!(shard = shard.id, %peer, "connection opened");
+pub async fn serve<C, H, S>(conn: Conn<C, H>, stream: S)
+where
+    C: Codec,
+    H: Handler<C::Request, C::Response>,
+    S: Transport,
+{
+    stream.set_nodelay();
+    let peer = stream.peer();
+    let shard_id = conn.shard;
+    tracing::debug!(shard = shard_id, %peer, "connection opened");
     let (reader, writer) = split(stream);
     let (tx, rx) = local_channel::new_unbounded::<Outgoing>();
     let activity = Rc::new(Activity::new());
-    let writer_task = glommio::spawn_local(write_loop(writer, rx, activity.clone()));
-    let responder = Responder { tx: Rc::new(tx) };
+    let in_order = conn.codec.responses_in_order();
+    let order = conn.codec.byte_order();
+    let writer_task =
+        glommio::spawn_local(write_loop(writer, rx, activity.clone(), order, in_order));
+    let responder = Responder {
+        tx: Rc::new(tx),
+        codec: conn.codec.clone(),
+    };
     let timeouts = Timeouts {
-        idle: Duration::from_millis(shard.config.limits.connection_idle_timeout_ms),
-        frame: Duration::from_millis(shard.config.limits.frame_read_timeout_ms),
+        idle: conn.limits.idle,
+        frame: conn.limits.frame,
     };
 
     let timed_out = futures_lite::future::or(
         async {
-            read_loop(&shard, reader, &responder, &activity, &peer).await;
+            read_loop(&conn, reader, &responder, &activity, &peer).await;
             None
         },
         async { Some(watchdog(&activity, timeouts).await) },
@@ -115,7 +181,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     drop(responder);
     let timed_out = match timed_out {
         Some(t) => Some(t),
-        // Responses still in flight are written before the socket closes,
+        // Responses still in flight are written before the stream closes,
         // unless the client stops reading them for the idle timeout.
         None => {
             futures_lite::future::or(
@@ -129,21 +195,21 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         }
     };
     // On a timeout the writer task (if still running) was dropped above,
-    // which cancels it; the socket closes once both halves are gone.
+    // which cancels it; the stream closes once both halves are gone.
     match timed_out {
         Some(TimedOut::Idle) => tracing::info!(
-            shard = shard.id,
+            shard = shard_id,
             %peer,
             "closing connection: idle (no request handled, nothing read or written) for connection_idle_timeout_ms ({} ms)",
             timeouts.idle.as_millis()
         ),
         Some(TimedOut::Frame) => tracing::info!(
-            shard = shard.id,
+            shard = shard_id,
             %peer,
             "closing connection: a frame was started but not finished within frame_read_timeout_ms ({} ms)",
             timeouts.frame.as_millis()
         ),
-        None => tracing::debug!(shard = shard.id, %peer, "connection closed"),
+        None => tracing::debug!(shard = shard_id, %peer, "connection closed"),
     }
 }
 
@@ -201,7 +267,10 @@ impl BusyGuard {
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        self.0.busy.set(self.0.busy.get().saturating_sub(1));
+        // Paired with the increment in `BusyGuard::new`.
+        let busy = self.0.busy.get();
+        assert!(busy > 0, "busy count underflow");
+        self.0.busy.set(busy - 1);
         self.0.touch();
     }
 }
@@ -232,12 +301,12 @@ async fn watchdog(activity: &Activity, t: Timeouts) -> TimedOut {
 }
 
 /// A `ReadHalf` that records progress in `Activity`.
-struct TrackedRead<'a> {
-    inner: &'a mut ReadHalf,
+struct TrackedRead<'a, S> {
+    inner: &'a mut ReadHalf<S>,
     activity: &'a Activity,
 }
 
-impl AsyncRead for TrackedRead<'_> {
+impl<S: AsyncRead + Unpin> AsyncRead for TrackedRead<'_, S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -258,32 +327,43 @@ impl AsyncRead for TrackedRead<'_> {
 }
 
 /// Reads, decodes and dispatches requests until EOF or a framing error.
-async fn read_loop(
-    shard: &Rc<Shard>,
-    mut reader: ReadHalf,
-    responder: &Responder,
+async fn read_loop<C, H, S>(
+    conn: &Conn<C, H>,
+    mut reader: ReadHalf<S>,
+    responder: &Responder<C>,
     activity: &Rc<Activity>,
     peer: &str,
-) {
-    let limits = &shard.config.limits;
-    let max_frame_bytes = limits.max_frame_bytes;
-    let decode = decode_limits(shard);
-    let in_flight = Rc::new(Semaphore::new(limits.max_in_flight_per_connection as u64));
+) where
+    C: Codec,
+    H: Handler<C::Request, C::Response>,
+    S: Transport,
+{
+    let shard = conn.shard;
+    let max_frame_bytes = conn.limits.max_frame_bytes;
+    let max_in_flight = u64::from(conn.limits.max_in_flight);
+    let in_flight = Rc::new(Semaphore::new(max_in_flight));
+    let order = conn.codec.byte_order();
+    let mut seq: u64 = 0;
 
     loop {
         let permit = match in_flight.acquire_static_permit(1).await {
             Ok(p) => p,
             Err(_) => break,
         };
-        let read = read_frame(
+        // Permits are balanced: never more out than the limit.
+        assert!(in_flight.available() < max_in_flight || max_in_flight == 0);
+        let read = read_frame_with(
             &mut TrackedRead {
                 inner: &mut reader,
                 activity,
             },
             max_frame_bytes,
+            order,
         )
         .await;
         activity.frame_started.set(None);
+        let this = seq;
+        seq += 1;
         let frame = match read {
             Ok(Some(f)) => f,
             Ok(None) => break,
@@ -292,93 +372,97 @@ async fn read_loop(
                 max_frame_bytes,
             })) => {
                 tracing::warn!(
-                    shard = shard.id,
+                    shard,
                     %peer,
                     "closing: frame of {declared_bytes} bytes exceeds max_frame_bytes ({max_frame_bytes})"
                 );
-                responder.send_then_close(&Response::error(
-                    0,
-                    ErrorCode::MessageTooLarge,
-                    format!(
-                        "request frame of {declared_bytes} bytes exceeds max_frame_bytes ({max_frame_bytes}); closing the connection"
-                    ),
-                ));
-                drain(&mut reader).await;
+                if let Some(resp) = conn.codec.frame_too_large(declared_bytes, max_frame_bytes) {
+                    responder.send_then_close(&resp);
+                    drain(&mut reader).await;
+                }
                 break;
             }
-            Err(FrameIoError::TooLarge(FrameError::Empty)) => {
-                // Four zero bytes: still in sync with the framing.
-                responder.send(
-                    &Response::error(0, ErrorCode::InvalidRequest, "empty frame (length 0)"),
-                    Some(permit),
-                );
-                continue;
-            }
+            Err(FrameIoError::TooLarge(FrameError::Empty)) => match conn.codec.empty_frame() {
+                Some(resp) => {
+                    responder.send(this, &resp, Some(permit));
+                    continue;
+                }
+                None => break,
+            },
             Err(e) => {
-                tracing::debug!(shard = shard.id, %peer, "connection ended: {e}");
+                tracing::debug!(shard, %peer, "connection ended: {e}");
                 break;
             }
         };
-        match codec::decode_request(&frame, &decode) {
-            Ok(req) => dispatch(shard, req, permit, responder, activity).await,
-            Err(e) => {
-                tracing::debug!(shard = shard.id, %peer, "undecodable request: {e}");
-                responder.send(
-                    &Response {
-                        correlation_id: e.correlation_id,
-                        error: Some(e.error),
-                        body: None,
-                    },
-                    Some(permit),
-                );
+        match conn.codec.decode(frame) {
+            Ok(req) => dispatch(conn, this, req, permit, responder, activity).await,
+            Err(resp) => {
+                tracing::debug!(shard, %peer, "undecodable request");
+                responder.send(this, &resp, Some(permit));
             }
         }
     }
 }
 
-/// Hands a request to its handler. Produce appends (and forwards) here,
-/// before the next frame is read, so requests on one connection append in
-/// arrival order; everything else completes in a spawned task.
-async fn dispatch(
-    shard: &Rc<Shard>,
-    req: Request,
+/// Hands a request to its handler. The handler's ordered part (a produce's
+/// appends and forwards) runs here, before the next frame is read, so
+/// requests on one connection append in arrival order; the rest completes
+/// in a spawned task.
+async fn dispatch<C, H>(
+    conn: &Conn<C, H>,
+    seq: u64,
+    req: C::Request,
     permit: StaticPermit,
-    responder: &Responder,
+    responder: &Responder<C>,
     activity: &Rc<Activity>,
-) {
+) where
+    C: Codec,
+    H: Handler<C::Request, C::Response>,
+{
     let busy = BusyGuard::new(activity);
-    let Request {
-        correlation_id,
-        body,
-        ..
-    } = req;
-    let pending = handlers::start(shard, correlation_id, body).await;
+    let pending = conn.handler.start(req).await;
     let responder = responder.clone();
     glommio::spawn_local(async move {
-        let resp = pending.finish().await;
-        responder.send(&resp, Some(permit));
+        let resp = pending.await;
+        responder.send(seq, &resp, Some(permit));
         drop(busy);
     })
     .detach();
 }
 
-async fn write_loop(
-    mut writer: WriteHalf,
+async fn write_loop<S: AsyncWrite + Unpin>(
+    mut writer: WriteHalf<S>,
     rx: local_channel::LocalReceiver<Outgoing>,
     activity: Rc<Activity>,
+    order: ByteOrder,
+    in_order: bool,
 ) {
-    while let Some(msg) = rx.recv().await {
-        let (bytes, close, permit) = match msg {
-            Outgoing::Frame(b, permit) => (b, false, permit),
-            Outgoing::FrameThenClose(b) => (b, true, None),
+    // In-order codecs: responses that completed before an earlier one.
+    let mut waiting: BTreeMap<u64, (Vec<Bytes>, Option<StaticPermit>)> = BTreeMap::new();
+    let mut next_seq: u64 = 0;
+    'recv: while let Some(msg) = rx.recv().await {
+        let (seq, parts, permit, close) = match msg {
+            Outgoing::Frame { seq, parts, permit } => (seq, parts, permit, false),
+            Outgoing::FrameThenClose(parts) => (u64::MAX, parts, None, true),
         };
-        let written = write_frame(&mut writer, &bytes).await;
-        drop(permit);
-        if let Err(e) = written {
-            tracing::debug!("write failed: {e}");
-            break;
+        let mut ready = vec![(parts, permit)];
+        if in_order && !close {
+            let previous = waiting.insert(seq, ready.pop().unwrap_or_default());
+            assert!(previous.is_none(), "response {seq} queued twice");
+            while let Some(r) = waiting.remove(&next_seq) {
+                ready.push(r);
+                next_seq += 1;
+            }
         }
-        activity.touch();
+        for (parts, permit) in ready {
+            let written = write_frame_parts(&mut writer, order, &parts).await;
+            drop(permit);
+            if let Err(e) = written {
+                tracing::debug!("write failed: {e}");
+                break 'recv;
+            }
+            activity.touch();
+        }
         if close {
             let _ = writer.flush().await;
             let _ = writer.close().await;
@@ -389,7 +473,7 @@ async fn write_loop(
 }
 
 /// Reads and discards input for a short while (bounded in time and bytes).
-async fn drain(reader: &mut ReadHalf) {
+async fn drain<S: AsyncRead + Unpin>(reader: &mut ReadHalf<S>) {
     let deadline = Instant::now() + Duration::from_millis(CLOSE_DRAIN_MS);
     let mut buf = vec![0u8; 64 * 1024];
     let mut drained = 0usize;
@@ -409,3 +493,6 @@ async fn drain(reader: &mut ReadHalf) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,255 +1,116 @@
-//! Request handlers: route each request to the shards that own its data and
-//! map the outcome to a response. Kept thin: the work is in `shard`.
+//! The FlatBuffers front end's handler: maps each decoded request to the
+//! partition service and the answer back to a response. Only mapping lives
+//! here; the work is in `service`.
 //!
-//! Owns: [`start`] (the synchronous part of a request: a produce's appends
-//! and forwards) and the per-API response building.
+//! Owns: [`FlatBuffersHandler`] (the ordered part of a request: a produce's
+//! appends and forwards, then the rest) and the per-API response building
+//! (nested topics/partitions ↔ the service's flat, in-order item lists).
 //!
 //! Invariants: per-partition problems (unknown topic/partition, too large,
 //! corrupt batch, offset out of range, storage error) are answered per
 //! partition, never as a failed request; admin errors are request-level;
-//! results keep the request's topic and partition order.
+//! results keep the request's topic and partition order (the service answers
+//! one result per item, in order; asserted when mapping back).
+//!
+//! Must not know: frames, sockets, shards, partitions.
 
-use std::rc::Rc;
 use std::time::Duration;
 
 use crate::protocol::messages::*;
-use crate::protocol::{CorrelationId, ErrorCode, WireError};
-use crate::shard::mesh::{InfoItem, OffsetItem, ProduceItem, ShardReply, ShardRequest};
+use crate::protocol::{CorrelationId, WireError};
+use crate::service::types::{self as svc, PartResult};
+use crate::service::Service;
 use crate::shard::ops::LocalBoxFuture;
-use crate::shard::route::ProduceInFlight;
-use crate::shard::Shard;
 
-use super::fetch;
+use super::codec::Handler;
 
-/// A request whose ordered part is done; [`Pending::finish`] produces the response.
-pub enum Pending {
-    Produce {
-        correlation_id: CorrelationId,
-        /// (topic name, partition ids, index of each in the flat item list
-        /// or the immediate error), in request order.
-        layout: Vec<TopicLayout>,
-        in_flight: ProduceInFlight,
-        /// Longest wait for acknowledgement, in ms (0: no limit).
-        timeout_ms: u32,
-    },
-    Later(LocalBoxFuture<'static, Response>),
+/// Handles Corelog's FlatBuffers requests on one shard.
+pub struct FlatBuffersHandler {
+    pub service: Service,
 }
 
-impl Pending {
-    pub async fn finish(self) -> Response {
-        match self {
-            Pending::Later(f) => f.await,
-            Pending::Produce {
-                correlation_id,
-                layout,
-                in_flight,
-                timeout_ms,
-            } => {
-                let finished = if timeout_ms == 0 {
-                    Some(in_flight.finish().await)
-                } else {
-                    futures_lite::future::or(async { Some(in_flight.finish().await) }, async {
-                        crate::timer::sleep(Duration::from_millis(timeout_ms as u64)).await;
-                        None
-                    })
-                    .await
-                };
-                let finished = finished.unwrap_or_else(|| {
-                    let e = WireError::new(
-                        ErrorCode::RequestTimedOut,
-                        format!(
-                            "not acknowledged within timeout_ms ({timeout_ms}); the batch may still be stored"
-                        ),
-                    );
-                    (0..layout.iter().map(|(_, p)| p.len()).sum::<usize>())
-                        .map(|_| Err(e.clone()))
-                        .collect()
-                });
-                let mut results: Vec<Option<PartResult>> = finished.into_iter().map(Some).collect();
-                let topics = layout
-                    .into_iter()
-                    .map(|(name, parts)| ProduceTopicResult {
-                        name,
-                        partitions: parts
-                            .into_iter()
-                            .map(|(partition, slot)| {
-                                let r = match slot {
-                                    Ok(i) => results.get_mut(i).and_then(Option::take).unwrap_or(
-                                        Err(WireError::new(ErrorCode::Internal, "missing result")),
-                                    ),
-                                    Err(e) => Err(e),
-                                };
-                                ProducePartitionResult {
-                                    partition,
-                                    log_start_offset: r.as_ref().ok().map(|a| a.log_start_offset),
-                                    result: r.map(|a| a.base_offset),
-                                }
-                            })
-                            .collect(),
-                    })
-                    .collect();
-                Response::ok(
-                    correlation_id,
-                    ResponseBody::Produce(ProduceResponse { topics }),
-                )
-            }
-        }
+impl Handler<Request, Response> for FlatBuffersHandler {
+    fn start(&self, req: Request) -> LocalBoxFuture<'_, LocalBoxFuture<'static, Response>> {
+        // The outer future is the ordered part; it yields the rest on purpose.
+        #[allow(clippy::async_yields_async)]
+        Box::pin(async move { start(&self.service, req.correlation_id, req.body).await })
     }
 }
 
-type PartResult = Result<crate::partition::AppendResult, WireError>;
-
-/// A produce topic: its name and, per partition, the index of its item in
-/// the dispatched list or the error it was refused with up front.
-pub type TopicLayout = (String, Vec<(u32, Result<usize, WireError>)>);
+fn failed(correlation_id: CorrelationId, e: WireError) -> Response {
+    Response {
+        correlation_id,
+        error: Some(e),
+        body: None,
+    }
+}
 
 /// Does the part of a request that must happen before the next frame is
 /// read, and returns the rest.
-pub async fn start(shard: &Rc<Shard>, correlation_id: CorrelationId, body: RequestBody) -> Pending {
-    let s = shard.clone();
+pub async fn start(
+    service: &Service,
+    correlation_id: CorrelationId,
+    body: RequestBody,
+) -> LocalBoxFuture<'static, Response> {
+    let s = service.clone();
+    let cid = correlation_id;
     match body {
-        RequestBody::Produce(req) => produce(shard, correlation_id, req).await,
+        RequestBody::Produce(req) => produce(service, cid, req).await,
         RequestBody::ApiVersions(_) => {
-            let resp = api_versions(shard, correlation_id);
-            Pending::Later(Box::pin(async move { resp }))
+            let resp = api_versions(service, cid);
+            Box::pin(async move { resp })
         }
-        RequestBody::CreateTopic(req) => Pending::Later(Box::pin(async move {
+        RequestBody::CreateTopic(req) => Box::pin(async move {
             let name = req.name.clone();
-            let reply = s
-                .call(
-                    0,
-                    ShardRequest::CreateTopic {
-                        name: req.name,
-                        partitions: req.partitions,
-                        configs: req.configs,
-                    },
-                )
-                .await;
-            admin_response(correlation_id, reply, |_| {
-                ResponseBody::CreateTopic(CreateTopicResponse { name })
-            })
-        })),
-        RequestBody::DeleteTopic(req) => Pending::Later(Box::pin(async move {
-            let name = req.name.clone();
-            let reply = s
-                .call(0, ShardRequest::DeleteTopic { name: req.name })
-                .await;
-            admin_response(correlation_id, reply, |_| {
-                ResponseBody::DeleteTopic(DeleteTopicResponse { name })
-            })
-        })),
-        RequestBody::Metadata(req) => {
-            Pending::Later(Box::pin(
-                async move { metadata(&s, correlation_id, req).await },
-            ))
-        }
-        RequestBody::Fetch(req) => Pending::Later(Box::pin(async move {
-            fetch::handle(&s, correlation_id, req).await
-        })),
-        RequestBody::ListOffsets(req) => Pending::Later(Box::pin(async move {
-            list_offsets(&s, correlation_id, req).await
-        })),
-        RequestBody::DeleteRecords(req) => Pending::Later(Box::pin(async move {
-            delete_records(&s, correlation_id, req).await
-        })),
-        RequestBody::AlterTopicConfig(req) => Pending::Later(Box::pin(async move {
-            let name = req.name.clone();
-            let reply = s
-                .call(
-                    0,
-                    ShardRequest::AlterTopicConfig {
-                        name: req.name,
-                        configs: req.configs,
-                    },
-                )
-                .await;
-            // Shard 0 answers only after every shard has the new table entry.
-            let configs = s
-                .topic(&name)
-                .map(|m| {
-                    m.config
-                        .entries()
-                        .into_iter()
-                        .map(|(key, value)| ConfigEntry { key, value })
-                        .collect()
-                })
-                .unwrap_or_default();
-            admin_response(correlation_id, reply, |_| {
-                ResponseBody::AlterTopicConfig(AlterTopicConfigResponse { name, configs })
-            })
-        })),
-    }
-}
-
-/// DeleteRecords: runs on the partition's owner.
-async fn delete_records(
-    s: &Rc<Shard>,
-    correlation_id: CorrelationId,
-    req: DeleteRecordsRequest,
-) -> Response {
-    let owner = match s.owner_of(&req.topic, req.partition) {
-        Ok(o) => o,
-        Err(e) => {
-            return Response {
-                correlation_id,
-                error: Some(e),
-                body: None,
+            match s.create_topic(req.name, req.partitions, req.configs).await {
+                Ok(()) => {
+                    Response::ok(cid, ResponseBody::CreateTopic(CreateTopicResponse { name }))
+                }
+                Err(e) => failed(cid, e),
             }
-        }
-    };
-    let reply = s
-        .call(
-            owner,
-            ShardRequest::DeleteRecords {
-                topic: req.topic.clone(),
-                partition: req.partition,
-                before: req.before_offset,
-            },
-        )
-        .await;
-    match reply {
-        ShardReply::LogStart(Ok(log_start_offset)) => Response::ok(
-            correlation_id,
-            ResponseBody::DeleteRecords(DeleteRecordsResponse {
-                topic: req.topic,
-                partition: req.partition,
-                log_start_offset,
-            }),
-        ),
-        ShardReply::LogStart(Err(e)) | ShardReply::Done(Err(e)) => Response {
-            correlation_id,
-            error: Some(e),
-            body: None,
-        },
-        other => Response::error(
-            correlation_id,
-            ErrorCode::Internal,
-            format!("unexpected reply {other:?}"),
-        ),
+        }),
+        RequestBody::DeleteTopic(req) => Box::pin(async move {
+            let name = req.name.clone();
+            match s.delete_topic(req.name).await {
+                Ok(()) => {
+                    Response::ok(cid, ResponseBody::DeleteTopic(DeleteTopicResponse { name }))
+                }
+                Err(e) => failed(cid, e),
+            }
+        }),
+        RequestBody::AlterTopicConfig(req) => Box::pin(async move {
+            let name = req.name.clone();
+            match s.alter_topic_config(req.name, req.configs).await {
+                Ok(configs) => Response::ok(
+                    cid,
+                    ResponseBody::AlterTopicConfig(AlterTopicConfigResponse { name, configs }),
+                ),
+                Err(e) => failed(cid, e),
+            }
+        }),
+        RequestBody::Metadata(req) => Box::pin(async move { metadata(&s, cid, req).await }),
+        RequestBody::Fetch(req) => Box::pin(async move { fetch(&s, cid, req).await }),
+        RequestBody::ListOffsets(req) => Box::pin(async move { list_offsets(&s, cid, req).await }),
+        RequestBody::DeleteRecords(req) => Box::pin(async move {
+            match s
+                .delete_records(&req.topic, req.partition, req.before_offset)
+                .await
+            {
+                Ok(log_start_offset) => Response::ok(
+                    cid,
+                    ResponseBody::DeleteRecords(DeleteRecordsResponse {
+                        topic: req.topic,
+                        partition: req.partition,
+                        log_start_offset,
+                    }),
+                ),
+                Err(e) => failed(cid, e),
+            }
+        }),
     }
 }
 
-fn admin_response(
-    correlation_id: CorrelationId,
-    reply: ShardReply,
-    ok: impl FnOnce(()) -> ResponseBody,
-) -> Response {
-    match reply {
-        ShardReply::Done(Ok(())) => Response::ok(correlation_id, ok(())),
-        ShardReply::Done(Err(e)) => Response {
-            correlation_id,
-            error: Some(e),
-            body: None,
-        },
-        other => Response::error(
-            correlation_id,
-            ErrorCode::Internal,
-            format!("unexpected reply {other:?}"),
-        ),
-    }
-}
-
-fn api_versions(shard: &Shard, correlation_id: CorrelationId) -> Response {
+fn api_versions(service: &Service, correlation_id: CorrelationId) -> Response {
     let apis = [
         ApiKey::ApiVersions,
         ApiKey::CreateTopic,
@@ -273,123 +134,211 @@ fn api_versions(shard: &Shard, correlation_id: CorrelationId) -> Response {
         ResponseBody::ApiVersions(ApiVersionsResponse {
             apis,
             broker_software: format!("corelog {}", crate::VERSION),
-            node_id: shard.config.node_id,
-            shard_count: shard.count as u32,
+            node_id: service.node_id(),
+            shard_count: service.shard_count() as u32,
         }),
     )
 }
 
-async fn produce(shard: &Rc<Shard>, correlation_id: CorrelationId, req: ProduceRequest) -> Pending {
-    let max_batch_bytes = shard.config.limits.max_batch_bytes;
+/// Takes the next `n` results of `flat` (the service's in-order answers).
+fn next_n<T>(flat: &mut std::vec::IntoIter<T>, n: usize) -> Vec<T> {
+    let got: Vec<T> = flat.by_ref().take(n).collect();
+    assert_eq!(
+        got.len(),
+        n,
+        "the service answered fewer results than items"
+    );
+    got
+}
+
+async fn produce(
+    service: &Service,
+    correlation_id: CorrelationId,
+    req: ProduceRequest,
+) -> LocalBoxFuture<'static, Response> {
+    // The shape to answer in: (topic, its partition ids), in request order.
+    let mut layout: Vec<(String, Vec<u32>)> = Vec::with_capacity(req.topics.len());
     let mut items = Vec::new();
-    let mut layout = Vec::with_capacity(req.topics.len());
     for t in req.topics {
-        let mut parts = Vec::with_capacity(t.partitions.len());
+        let mut ids = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            // Refuse oversized batches here rather than ship them to the owner.
-            let slot = if p.batch.len() > max_batch_bytes as usize {
-                Err(WireError::new(
-                    ErrorCode::MessageTooLarge,
-                    format!(
-                        "batch of {} bytes exceeds max_batch_bytes ({max_batch_bytes})",
-                        p.batch.len()
-                    ),
-                ))
-            } else {
-                items.push(ProduceItem {
-                    topic: t.name.clone(),
-                    partition: p.partition,
-                    batch: p.batch,
-                });
-                Ok(items.len() - 1)
-            };
-            parts.push((p.partition, slot));
+            ids.push(p.partition);
+            items.push(svc::ProduceItem {
+                topic: t.name.clone(),
+                partition: p.partition,
+                batch: p.batch,
+            });
         }
-        layout.push((t.name, parts));
+        layout.push((t.name, ids));
     }
-    let in_flight = shard.produce_dispatch(req.acks, items).await;
-    Pending::Produce {
-        timeout_ms: req.timeout_ms,
+    let timeout = match req.timeout_ms {
+        0 => None,
+        ms => Some(Duration::from_millis(u64::from(ms))),
+    };
+    let in_flight = service
+        .produce(svc::ProduceRequest {
+            acks: req.acks,
+            timeout,
+            items,
+        })
+        .await;
+    Box::pin(async move {
+        let mut results = in_flight.finish().await.into_iter();
+        let topics = layout
+            .into_iter()
+            .map(|(name, ids)| {
+                let rs = next_n(&mut results, ids.len());
+                ProduceTopicResult {
+                    name,
+                    partitions: ids
+                        .into_iter()
+                        .zip(rs)
+                        .map(|(partition, r)| ProducePartitionResult {
+                            partition,
+                            log_start_offset: r.as_ref().ok().map(|a| a.log_start_offset),
+                            result: r.map(|a| a.base_offset),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Response::ok(
+            correlation_id,
+            ResponseBody::Produce(ProduceResponse { topics }),
+        )
+    })
+}
+
+async fn fetch(service: &Service, correlation_id: CorrelationId, req: FetchRequest) -> Response {
+    // 0 means "as much as the broker allows" in this protocol.
+    let unbounded = |n: u32| if n == 0 { u32::MAX } else { n };
+    let items = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| svc::FetchItem {
+                topic: t.name.clone(),
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: unbounded(p.max_bytes),
+            })
+        })
+        .collect();
+    let fetched = service
+        .fetch(svc::FetchRequest {
+            items,
+            max_bytes: unbounded(req.max_bytes),
+            min_bytes: req.min_bytes,
+            max_wait: Duration::from_millis(u64::from(req.max_wait_ms)),
+        })
+        .await;
+    let mut results = fetched.into_iter();
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let rs = next_n(&mut results, t.partitions.len());
+            FetchTopicResult {
+                name: t.name,
+                partitions: t
+                    .partitions
+                    .into_iter()
+                    .zip(rs)
+                    .map(|(p, r)| fetch_partition_result(p.partition, r))
+                    .collect(),
+            }
+        })
+        .collect();
+    Response::ok(
         correlation_id,
-        layout,
-        in_flight,
+        ResponseBody::Fetch(FetchResponse { topics }),
+    )
+}
+
+fn fetch_partition_result(partition: u32, r: PartResult<svc::Fetched>) -> FetchPartitionResult {
+    match r {
+        Ok(f) => FetchPartitionResult {
+            partition,
+            error: None,
+            high_watermark: Some(f.high_watermark),
+            log_start_offset: Some(f.log_start_offset),
+            log_end_offset: Some(f.log_end_offset),
+            records: join_chunks(f.chunks),
+        },
+        Err(e) => FetchPartitionResult {
+            partition,
+            error: Some(e),
+            high_watermark: None,
+            log_start_offset: None,
+            log_end_offset: None,
+            records: bytes::Bytes::new(),
+        },
+    }
+}
+
+/// The records of all chunks as one buffer: no copy for a single chunk (the
+/// common case); several chunks come only from a fetch that waited for
+/// `min_bytes` over several rounds, and this protocol's message carries one
+/// buffer per partition.
+fn join_chunks(chunks: Vec<bytes::Bytes>) -> bytes::Bytes {
+    match chunks.len() {
+        0 => bytes::Bytes::new(),
+        1 => chunks.into_iter().next().unwrap_or_default(),
+        _ => bytes::Bytes::from(chunks.concat()),
     }
 }
 
 async fn metadata(
-    shard: &Rc<Shard>,
+    service: &Service,
     correlation_id: CorrelationId,
     req: MetadataRequest,
 ) -> Response {
-    let names = if req.topics.is_empty() {
-        shard.topic_names()
-    } else {
-        req.topics
-    };
-    let metas: Vec<_> = names.iter().map(|n| shard.topic(n)).collect();
-    let mut items = Vec::new();
-    for meta in metas.iter().flatten() {
-        for p in 0..meta.partitions {
-            items.push(InfoItem {
-                topic: meta.name.clone(),
-                partition: p,
-            });
-        }
-    }
-    let mut infos = shard.partition_info_many(items).await.into_iter();
-    let mut topics = Vec::with_capacity(names.len());
-    for (name, meta) in names.into_iter().zip(metas) {
-        let Some(meta) = meta else {
-            topics.push(TopicInfo {
-                error: Some(WireError::new(
-                    ErrorCode::UnknownTopicOrPartition,
-                    format!("unknown topic '{name}'"),
-                )),
+    let node_id = service.node_id();
+    let topics = service
+        .metadata(req.topics)
+        .await
+        .into_iter()
+        .map(|(name, d)| match d {
+            Err(e) => TopicInfo {
                 name,
+                error: Some(e),
                 partitions: Vec::new(),
                 configs: Vec::new(),
-            });
-            continue;
-        };
-        let partitions = (0..meta.partitions)
-            .map(|p| {
-                let (start, end, hw) = match infos.next() {
-                    Some(Ok(o)) => o,
-                    Some(Err(e)) => {
-                        tracing::debug!("metadata for {name}/{p}: {e}");
-                        (0, 0, 0)
-                    }
-                    None => (0, 0, 0),
-                };
-                PartitionInfo {
-                    partition: p,
-                    leader_node: shard.config.node_id,
-                    leader_shard: meta.owner(p).unwrap_or(0),
-                    log_start_offset: start,
-                    log_end_offset: end,
-                    high_watermark: hw,
-                }
-            })
-            .collect();
-        topics.push(TopicInfo {
-            name,
-            error: None,
-            partitions,
-            configs: meta
-                .config
-                .entries()
-                .into_iter()
-                .map(|(key, value)| ConfigEntry { key, value })
-                .collect(),
-        });
-    }
-    let addr = shard.listen_addr();
+            },
+            Ok(d) => TopicInfo {
+                name,
+                error: None,
+                partitions: d
+                    .partitions
+                    .into_iter()
+                    .map(|p| {
+                        let o = p.offsets.unwrap_or_else(|e| {
+                            tracing::debug!("metadata for partition {}: {e}", p.partition);
+                            svc::PartitionOffsets {
+                                log_start_offset: 0,
+                                log_end_offset: 0,
+                                high_watermark: 0,
+                            }
+                        });
+                        PartitionInfo {
+                            partition: p.partition,
+                            leader_node: node_id,
+                            leader_shard: p.owner_shard,
+                            log_start_offset: o.log_start_offset,
+                            log_end_offset: o.log_end_offset,
+                            high_watermark: o.high_watermark,
+                        }
+                    })
+                    .collect(),
+                configs: d.configs,
+            },
+        })
+        .collect();
+    let addr = service.listen_addr();
     let brokers = vec![BrokerInfo {
-        node_id: shard.config.node_id,
-        host: addr
-            .map(|a| a.ip().to_string())
-            .unwrap_or_else(|| shard.config.listen.ip().to_string()),
-        port: addr.map(|a| a.port()).unwrap_or(shard.config.listen.port()),
+        node_id,
+        host: addr.ip().to_string(),
+        port: addr.port(),
     }];
     Response::ok(
         correlation_id,
@@ -398,37 +347,39 @@ async fn metadata(
 }
 
 async fn list_offsets(
-    shard: &Rc<Shard>,
+    service: &Service,
     correlation_id: CorrelationId,
     req: ListOffsetsRequest,
 ) -> Response {
-    let items: Vec<OffsetItem> = req
+    let items = req
         .topics
         .iter()
         .flat_map(|t| {
-            t.partitions.iter().map(|p| OffsetItem {
+            t.partitions.iter().map(|p| svc::OffsetQuery {
                 topic: t.name.clone(),
                 partition: p.partition,
                 spec: p.spec,
             })
         })
         .collect();
-    let mut results = shard.list_offsets_many(items).await.into_iter();
+    let mut results = service.list_offsets(items).await.into_iter();
     let topics = req
         .topics
         .into_iter()
-        .map(|t| ListOffsetsTopicResult {
-            name: t.name,
-            partitions: t
-                .partitions
-                .into_iter()
-                .map(|p| ListOffsetsPartitionResult {
-                    partition: p.partition,
-                    result: results
-                        .next()
-                        .unwrap_or(Err(WireError::new(ErrorCode::Internal, "missing result"))),
-                })
-                .collect(),
+        .map(|t| {
+            let rs = next_n(&mut results, t.partitions.len());
+            ListOffsetsTopicResult {
+                name: t.name,
+                partitions: t
+                    .partitions
+                    .into_iter()
+                    .zip(rs)
+                    .map(|(p, result)| ListOffsetsPartitionResult {
+                        partition: p.partition,
+                        result,
+                    })
+                    .collect(),
+            }
         })
         .collect();
     Response::ok(

@@ -1,16 +1,21 @@
 //! One shard's life: boot (mesh + partition recovery), listen, accept,
 //! shut down.
 //!
-//! Owns: the startup order (every shard recovers its partitions; shard 0
-//! binds the configured address first and resolves port 0; the others bind
-//! the resolved address, each with its own SO_REUSEPORT socket), the startup
-//! report to the main thread, the accept loop, and graceful shutdown (stop
-//! accepting, close partitions).
+//! Owns: the listeners of the broker ([`listeners`]: a list of (address,
+//! protocol), one SO_REUSEPORT socket per listener per shard), the startup
+//! order (every shard recovers its partitions; shard 0 binds the configured
+//! addresses first and resolves port 0; the others bind the resolved
+//! addresses), the startup report to the main thread, the accept loops
+//! (generic over the [`Acceptor`] and the protocol), and graceful shutdown
+//! (stop accepting, close partitions).
 //!
 //! Invariants: each shard reports to the main thread exactly once (ready or
 //! failed; [`StartupGuard`] reports a failure if the shard never gets that
 //! far, even if its executor could not be created); an accept error never
-//! ends the accept loop.
+//! ends the accept loop; every shard binds the same listeners, in the same
+//! order, as shard 0 announced them (asserted).
+//!
+//! Must not know: what a protocol's requests do (its codec and handler do).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -20,10 +25,66 @@ use std::time::Duration;
 use glommio::net::TcpListener;
 
 use crate::config::BrokerConfig;
+use crate::net::Acceptor;
+use crate::protocol::codec::DecodeLimits;
+use crate::service::Service;
 use crate::shard::{Mesh, Shard, TopicMeta};
 
-use super::connection;
+use super::codec::{Codec, FlatBuffers, Handler};
+use super::connection::{self, Conn, ConnLimits};
+use super::handlers::FlatBuffersHandler;
 use super::StartupReport;
+
+/// The wire protocol a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Corelog's FlatBuffers protocol (`listen`).
+    FlatBuffers,
+}
+
+/// One listener every shard runs: where, and in which protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerSpec {
+    /// The config key that set `addr` (for error messages).
+    pub setting: &'static str,
+    pub addr: SocketAddr,
+    pub protocol: Protocol,
+}
+
+/// The broker's listeners, from the configuration. The first one is the
+/// address `listening on` reports. A second protocol (e.g. Kafka's) is one
+/// more entry here, a [`Protocol`] variant and its arm in [`spawn_listener`].
+pub fn listeners(config: &BrokerConfig) -> Vec<ListenerSpec> {
+    vec![ListenerSpec {
+        setting: "listen",
+        addr: config.listen,
+        protocol: Protocol::FlatBuffers,
+    }]
+}
+
+/// Starts the accept loop of one bound listener on this shard.
+fn spawn_listener(
+    shard: &Rc<Shard>,
+    spec: &ListenerSpec,
+    listener: TcpListener,
+) -> glommio::Task<()> {
+    let limits = ConnLimits::from_config(&shard.config.limits);
+    match spec.protocol {
+        Protocol::FlatBuffers => {
+            let conn = Conn {
+                codec: Rc::new(FlatBuffers {
+                    limits: DecodeLimits::for_requests(&shard.config.limits),
+                }),
+                handler: Rc::new(FlatBuffersHandler {
+                    service: Service::new(shard.clone()),
+                }),
+                limits,
+                shard: shard.id,
+            };
+            glommio::spawn_local(accept_loop(shard.clone(), listener, conn))
+        }
+    }
+}
 
 /// Reports a shard's startup outcome to the main thread exactly once; a
 /// guard dropped without reporting reports a failure.
@@ -63,7 +124,7 @@ pub async fn shard_main(
     topics: Vec<TopicMeta>,
     mut guard: StartupGuard,
 ) {
-    let configured = config.listen;
+    let specs = listeners(&config);
     let shard = match Shard::boot(id, count, config, mesh, topics).await {
         Ok(s) => s,
         Err(e) => {
@@ -72,63 +133,86 @@ pub async fn shard_main(
         }
     };
 
-    // Shard 0 binds first and resolves port 0; the others follow its address.
-    let bind_addr = if id == 0 {
-        configured
+    // Shard 0 binds first and resolves port 0; the others follow its addresses.
+    let bind_addrs: Vec<SocketAddr> = if id == 0 {
+        specs.iter().map(|s| s.addr).collect()
     } else {
-        match shard.recv_listen_addr().await {
-            Some(a) => a,
-            None => {
+        match shard.recv_listen_addrs().await {
+            Some(a) if a.len() == specs.len() => a,
+            _ => {
                 guard.report(Err(format!(
-                    "shard {id}: shard 0 never announced its listen address"
+                    "shard {id}: shard 0 never announced its listen addresses"
                 )));
                 return;
             }
         }
     };
-    let listener = match TcpListener::bind(bind_addr) {
-        Ok(l) => l,
-        Err(e) => {
-            guard.report(Err(format!("cannot listen on {bind_addr}: {e}")));
-            return;
-        }
-    };
-    let addr = match listener.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            guard.report(Err(format!("cannot read the listen address: {e}")));
-            return;
-        }
-    };
-    if id == 0 {
-        shard.send_listen_addr(addr).await;
+    let mut bound = Vec::with_capacity(specs.len());
+    for (spec, bind_addr) in specs.iter().zip(&bind_addrs) {
+        let listener = match TcpListener::bind(bind_addr) {
+            Ok(l) => l,
+            Err(e) => {
+                guard.report(Err(format!("cannot listen on {bind_addr}: {e}")));
+                return;
+            }
+        };
+        let addr = match Acceptor::local_addr(&listener) {
+            Ok(a) => a,
+            Err(e) => {
+                guard.report(Err(format!(
+                    "cannot read the {} address: {e}",
+                    spec.setting
+                )));
+                return;
+            }
+        };
+        bound.push((listener, addr));
     }
+    let addrs: Vec<SocketAddr> = bound.iter().map(|(_, a)| *a).collect();
+    assert_eq!(addrs.len(), specs.len());
+    if id == 0 {
+        shard.send_listen_addrs(&addrs).await;
+    }
+    let Some(&addr) = addrs.first() else {
+        guard.report(Err("no listener is configured".into()));
+        return;
+    };
     shard.set_listen_addr(addr);
     shard.start_receivers();
     if id == 0 {
         shard.watch_signals();
     }
 
-    let accept = glommio::spawn_local(accept_loop(shard.clone(), listener));
+    let accepts: Vec<_> = specs
+        .iter()
+        .zip(bound)
+        .map(|(spec, (listener, _))| spawn_listener(&shard, spec, listener))
+        .collect();
     guard.report(Ok(addr));
-    tracing::debug!(shard = id, "accepting on {addr}");
+    tracing::debug!(shard = id, "accepting on {addrs:?}");
 
     shard.stopped().await;
     tracing::debug!(shard = id, "stopping");
-    let _ = accept.cancel().await;
+    for accept in accepts {
+        let _ = accept.cancel().await;
+    }
     shard.close_all().await;
     tracing::debug!(shard = id, "stopped");
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+async fn accept_loop<A, C, H>(shard: Rc<Shard>, listener: A, conn: Conn<C, H>)
+where
+    A: Acceptor,
+    C: Codec,
+    H: Handler<C::Request, C::Response>,
+{
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 if shard.is_stopping() {
                     break;
                 }
-                let s = shard.clone();
-                glommio::spawn_local(connection::serve(s, stream)).detach();
+                glommio::spawn_local(connection::serve(conn.clone(), stream)).detach();
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.

@@ -1,9 +1,11 @@
 //! The broker: process startup, per-shard listeners, connections and
 //! request handling.
 //!
-//! Owns: [`run`] (the `corelog serve` entry point), the per-shard main
-//! ([`listener`]), the connection loop ([`connection`]) and the request
-//! handlers ([`handlers`], [`fetch`]).
+//! Owns: [`run`] (the `corelog serve` entry point), the per-shard main and
+//! its listeners ([`listener`]), the protocol-generic connection loop
+//! ([`connection`], over a [`codec::Codec`] and a transport), and the
+//! FlatBuffers front end ([`codec::FlatBuffers`], [`handlers`]), which maps
+//! requests to the partition service (`crate::service`).
 //!
 //! Invariants: `listening on <addr>` is printed exactly once, on stdout, and
 //! only after every shard has opened its partitions and is accepting; a
@@ -11,9 +13,12 @@
 //! naming the cause; after it, nothing a client sends can stop the broker
 //! (errors are answered or end that one connection). Logs go to stderr via
 //! tracing.
+//!
+//! Must not know: partitions or how requests are routed to shards (that is
+//! `service` and `shard`).
 
+pub mod codec;
 pub mod connection;
-pub mod fetch;
 pub mod handlers;
 pub mod listener;
 

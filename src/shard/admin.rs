@@ -9,6 +9,12 @@
 //! shard's table only after all its partitions are open on their owners, and
 //! a create is answered only after every shard has the topic in its table
 //! (so a produce right after create never sees unknown topic).
+//!
+//! The ops ([`CreateTopic`], [`DeleteTopic`], [`AlterTopicConfig`] to shard 0;
+//! [`OpenPartitions`], [`UpsertTopic`], [`RemoveTopic`] from shard 0 to every
+//! shard) are typed [`ShardOp`]s answering `Result<(), WireError>`.
+//!
+//! Must not know: any wire protocol; what clients do with partitions.
 
 use std::rc::Rc;
 
@@ -16,9 +22,123 @@ use crate::protocol::ids::validate_topic_name;
 use crate::protocol::messages::ConfigEntry;
 use crate::protocol::{ErrorCode, ShardId, WireError};
 
-use super::mesh::{ShardReply, ShardRequest};
+use super::mesh::ShardOp;
+use super::ops::LocalBoxFuture;
 use super::registry::{self, TopicMeta};
 use super::Shard;
+
+/// To shard 0: create a topic (validated there).
+#[derive(Debug)]
+pub struct CreateTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub configs: Vec<ConfigEntry>,
+}
+
+/// To shard 0: delete a topic and its files.
+#[derive(Debug)]
+pub struct DeleteTopic {
+    pub name: String,
+}
+
+/// To shard 0: change a live topic's settings.
+#[derive(Debug)]
+pub struct AlterTopicConfig {
+    pub name: String,
+    pub configs: Vec<ConfigEntry>,
+}
+
+/// From shard 0 to an owner: open (creating) these partitions of a new topic.
+#[derive(Debug)]
+pub struct OpenPartitions {
+    pub meta: TopicMeta,
+    pub partitions: Vec<u32>,
+}
+
+/// From shard 0 to every shard: the topic exists or changed (table change;
+/// owners apply `meta.config` to their live partitions).
+#[derive(Debug)]
+pub struct UpsertTopic {
+    pub meta: TopicMeta,
+}
+
+/// From shard 0 to every shard: forget the topic, close owned partitions.
+#[derive(Debug)]
+pub struct RemoveTopic {
+    pub name: String,
+}
+
+type Done = Result<(), WireError>;
+
+impl ShardOp for CreateTopic {
+    type Reply = Done;
+    fn start(self, shard: &Rc<Shard>) -> LocalBoxFuture<'static, Done> {
+        let s = shard.clone();
+        Box::pin(async move {
+            s.create_topic(self.name, self.partitions, self.configs)
+                .await
+        })
+    }
+}
+
+impl ShardOp for DeleteTopic {
+    type Reply = Done;
+    fn start(self, shard: &Rc<Shard>) -> LocalBoxFuture<'static, Done> {
+        let s = shard.clone();
+        Box::pin(async move { s.delete_topic(self.name).await })
+    }
+}
+
+impl ShardOp for AlterTopicConfig {
+    type Reply = Done;
+    fn start(self, shard: &Rc<Shard>) -> LocalBoxFuture<'static, Done> {
+        let s = shard.clone();
+        Box::pin(async move { s.alter_topic_config(self.name, self.configs).await })
+    }
+}
+
+impl ShardOp for OpenPartitions {
+    type Reply = Done;
+    fn start(self, shard: &Rc<Shard>) -> LocalBoxFuture<'static, Done> {
+        let s = shard.clone();
+        Box::pin(async move { s.open_partitions(&self.meta, &self.partitions).await })
+    }
+}
+
+impl ShardOp for UpsertTopic {
+    type Reply = Done;
+    fn start(self, shard: &Rc<Shard>) -> LocalBoxFuture<'static, Done> {
+        // A table change: synchronous, applied in arrival order.
+        let meta = self.meta;
+        let owned: Vec<Rc<crate::partition::Partition>> = shard
+            .partitions
+            .borrow()
+            .get(&meta.name)
+            .map(|t| t.values().cloned().collect())
+            .unwrap_or_default();
+        for p in owned {
+            if p.config() != meta.config {
+                p.set_config(meta.config.clone());
+            }
+        }
+        shard
+            .topics
+            .borrow_mut()
+            .insert(meta.name.clone(), Rc::new(meta));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl ShardOp for RemoveTopic {
+    type Reply = Done;
+    fn start(self, shard: &Rc<Shard>) -> LocalBoxFuture<'static, Done> {
+        let s = shard.clone();
+        Box::pin(async move {
+            s.remove_topic_local(&self.name).await;
+            Ok(())
+        })
+    }
+}
 
 /// Removes the name from the in-progress set when dropped.
 struct InProgress<'a> {
@@ -114,7 +234,7 @@ impl Shard {
             })?;
 
         // 2. open partitions on their owners
-        let mut tasks = Vec::new();
+        let mut started = Vec::new();
         for s in 0..self.count {
             let parts: Vec<u32> = (0..meta.partitions)
                 .filter(|p| meta.owner(*p) == Some(s))
@@ -122,26 +242,18 @@ impl Shard {
             if parts.is_empty() {
                 continue;
             }
-            let me = self.clone();
-            let body = ShardRequest::OpenPartitions {
+            let op = OpenPartitions {
                 meta: meta.clone(),
                 partitions: parts,
             };
-            tasks.push(glommio::spawn_local(async move { me.call(s, body).await }));
+            // Run concurrently: a local open must not wait for the peers.
+            let me = self.clone();
+            started.push(glommio::spawn_local(async move { me.call(s, op).await }));
         }
         let mut failure = None;
-        for t in tasks {
-            match t.await {
-                ShardReply::Done(Ok(())) => {}
-                ShardReply::Done(Err(e)) => {
-                    failure.get_or_insert(e);
-                }
-                other => {
-                    failure.get_or_insert(WireError::new(
-                        ErrorCode::Internal,
-                        format!("unexpected reply {other:?}"),
-                    ));
-                }
+        for t in started {
+            if let Err(e) = t.await.and_then(|r| r) {
+                failure.get_or_insert(e);
             }
         }
         if let Some(e) = failure {
@@ -151,15 +263,14 @@ impl Shard {
         }
 
         // 3. every shard learns the topic before we answer
-        self.call_all(|| ShardRequest::UpsertTopic { meta: meta.clone() })
-            .await?;
+        self.call_all(|| UpsertTopic { meta: meta.clone() }).await?;
         tracing::info!("created topic {name} with {} partitions", meta.partitions);
         Ok(())
     }
 
     async fn rollback(self: &Rc<Self>, name: &str) {
         let _ = self
-            .call_all(|| ShardRequest::RemoveTopic {
+            .call_all(|| RemoveTopic {
                 name: name.to_string(),
             })
             .await;
@@ -199,8 +310,7 @@ impl Shard {
             ));
         };
         // Every shard forgets it (owners close their partitions), then the files go.
-        self.call_all(|| ShardRequest::RemoveTopic { name: name.clone() })
-            .await?;
+        self.call_all(|| RemoveTopic { name: name.clone() }).await?;
         let data_dir = self.config.data_dir.clone();
         let owned = name.clone();
         let clock = self.clock.clone();
@@ -267,7 +377,7 @@ impl Shard {
                 tracing::error!("alter topic {name}: {e}");
                 WireError::new(ErrorCode::StorageError, format!("cannot alter topic: {e}"))
             })?;
-        self.call_all(|| ShardRequest::UpsertTopic {
+        self.call_all(|| UpsertTopic {
             meta: new_meta.clone(),
         })
         .await?;

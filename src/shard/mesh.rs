@@ -1,263 +1,193 @@
-//! The cross-shard mesh: what shards say to each other and how a request
-//! finds its answer.
+//! The cross-shard mesh: typed operations one shard runs on another.
 //!
-//! Owns: [`ShardMessage`] (the one type carried by the full channel mesh),
-//! request ids and the per-shard pending map (id → local oneshot), and the
-//! receiver loops (one per peer).
+//! Owns: the [`ShardOp`] trait (a request type and its reply type), the one
+//! message type carried by the full channel mesh ([`ShardMessage`]), request
+//! ids and the per-shard pending map (id → local oneshot), the receiver loops
+//! (one per peer), and [`Shard::start_on`] / [`Shard::call`] /
+//! [`Shard::call_all`].
+//!
+//! Adding an operation is: a type, `impl ShardOp for it` (its owner-side
+//! handler), and a caller. Nothing here changes, and no caller matches a
+//! reply at run time: `call::<O>` returns `O::Reply`.
 //!
 //! Invariants: every message is `Send` plain data (owned Strings, `Bytes`);
-//! a receiver loop never awaits a send: requests run in spawned tasks (so a
-//! long poll never blocks the channel), except a produce's appends, which run
-//! synchronously in the loop so that appends from one peer happen in the
-//! order that peer sent them; replies are matched by id and a reply whose
-//! requester has gone away is dropped.
+//! the synchronous part of an op ([`ShardOp::start`], up to its first await)
+//! runs in the receiver loop, so ops from one peer start in the order that
+//! peer sent them (a produce's appends keep connection order); the rest runs
+//! in a spawned task, so a long poll never blocks the channel; a receiver
+//! loop never awaits a send; replies are matched by id, and a reply whose
+//! requester has gone away is dropped. The reply of an op is always of the
+//! type the op declares: the one downcast below is asserted, never matched.
+//!
+//! Must not know: what an operation does (partitions, protocols, codecs).
 
+use std::any::Any;
+use std::fmt;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
 
-use bytes::Bytes;
 use glommio::channels::oneshot;
 
-use crate::partition::{AppendResult, FetchData};
-use crate::protocol::messages::{Acks, ConfigEntry, OffsetSpec};
-use crate::protocol::{ErrorCode, Offset, PartitionId, ShardId, WireError};
+use crate::protocol::{ErrorCode, ShardId, WireError};
 
-use super::registry::TopicMeta;
+use super::ops::LocalBoxFuture;
 use super::Shard;
 
 /// A per-partition outcome.
 pub type PartResult<T> = Result<T, WireError>;
 
+/// An operation one shard asks of another (or of itself, without the mesh).
+pub trait ShardOp: Send + Sync + 'static {
+    /// What the op answers. Travels back over the mesh, so `Send` (and
+    /// `Sync`, as glommio's mesh requires of its messages).
+    type Reply: Send + Sync + 'static;
+
+    /// Runs the op on `shard`. Everything before the returned future is first
+    /// polled runs synchronously in arrival order (e.g. a produce's appends);
+    /// the future completes the op.
+    fn start(self, shard: &Rc<Shard>) -> LocalBoxFuture<'static, Self::Reply>;
+}
+
+/// A boxed [`ShardOp`] whose reply is erased for transport (implemented for
+/// every `ShardOp`; nothing else implements it).
+#[doc(hidden)]
+pub trait ErasedOp: Send + Sync {
+    fn start_erased(self: Box<Self>, shard: &Rc<Shard>) -> LocalBoxFuture<'static, AnyReply>;
+    fn name(&self) -> &'static str;
+}
+
+/// A reply in transit; always the `ShardOp::Reply` of its request.
+pub type AnyReply = Box<dyn Any + Send + Sync>;
+
+impl<O: ShardOp> ErasedOp for O {
+    fn start_erased(self: Box<Self>, shard: &Rc<Shard>) -> LocalBoxFuture<'static, AnyReply> {
+        let fut = (*self).start(shard);
+        Box::pin(async move { Box::new(fut.await) as AnyReply })
+    }
+
+    fn name(&self) -> &'static str {
+        std::any::type_name::<O>()
+    }
+}
+
 /// Everything that travels between shards.
-#[derive(Debug)]
 pub enum ShardMessage {
-    /// Startup: shard 0's resolved listen address, sent once to every peer.
-    ListenAddr(SocketAddr),
-    Request {
-        id: u64,
-        body: ShardRequest,
-    },
-    Reply {
-        id: u64,
-        body: ShardReply,
-    },
+    /// Startup: shard 0's resolved listener addresses (one per configured
+    /// listener, in order), sent once to every peer.
+    ListenAddrs(Vec<SocketAddr>),
+    /// An op to run; its reply goes back as `Reply` with the same id.
+    Request { id: u64, op: Box<dyn ErasedOp> },
+    /// The reply to request `id`, of that request's `ShardOp::Reply` type.
+    Reply { id: u64, body: AnyReply },
     /// Shutdown: stop accepting, close partitions, exit.
     Shutdown,
 }
 
-#[derive(Debug, Clone)]
-pub struct ProduceItem {
-    pub topic: String,
-    pub partition: PartitionId,
-    pub batch: Bytes,
+impl fmt::Debug for ShardMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShardMessage::ListenAddrs(a) => write!(f, "ListenAddrs({a:?})"),
+            ShardMessage::Request { id, .. } => write!(f, "Request #{id}"),
+            ShardMessage::Reply { id, .. } => write!(f, "Reply #{id}"),
+            ShardMessage::Shutdown => write!(f, "Shutdown"),
+        }
+    }
 }
 
-#[derive(Debug, Clone)]
-pub struct FetchItem {
-    pub topic: String,
-    pub partition: PartitionId,
-    pub offset: Offset,
-    pub max_bytes: u32,
-}
-
-#[derive(Debug, Clone)]
-pub struct WaitItem {
-    pub topic: String,
-    pub partition: PartitionId,
-    /// Wake once the high watermark moves past this offset.
-    pub offset: Offset,
-}
-
-#[derive(Debug, Clone)]
-pub struct OffsetItem {
-    pub topic: String,
-    pub partition: PartitionId,
-    pub spec: OffsetSpec,
-}
-
-#[derive(Debug, Clone)]
-pub struct InfoItem {
-    pub topic: String,
-    pub partition: PartitionId,
-}
-
-/// `(log_start_offset, log_end_offset, high_watermark)` of one partition.
-pub type PartitionOffsets = (Offset, Offset, Offset);
-
-/// A request one shard asks of another (or of itself, without the mesh).
-#[derive(Debug)]
-pub enum ShardRequest {
-    /// Append on the owner; the reply comes once durable (or at once for acks=none).
-    Produce {
-        acks: Acks,
-        items: Vec<ProduceItem>,
-    },
-    /// Fetch; the owner caps the sum of its records at `budget_bytes`
-    /// (at least one batch is always returned if any is available).
-    Fetch {
-        items: Vec<FetchItem>,
-        budget_bytes: u32,
-    },
-    /// Resolves when any of the partitions has data past its offset, or at the deadline.
-    WaitForData {
-        items: Vec<WaitItem>,
-        deadline: Instant,
-    },
-    ListOffsets {
-        items: Vec<OffsetItem>,
-    },
-    PartitionInfo {
-        items: Vec<InfoItem>,
-    },
-    /// To shard 0 (the metadata owner).
-    CreateTopic {
-        name: String,
-        partitions: i32,
-        configs: Vec<ConfigEntry>,
-    },
-    /// To shard 0 (the metadata owner).
-    DeleteTopic {
-        name: String,
-    },
-    /// To the owner: advance a partition's log start (delete-records).
-    DeleteRecords {
-        topic: String,
-        partition: PartitionId,
-        before: Offset,
-    },
-    /// To shard 0 (the metadata owner): change a live topic's settings.
-    AlterTopicConfig {
-        name: String,
-        configs: Vec<ConfigEntry>,
-    },
-    /// From shard 0 to an owner: open (creating) these partitions of a new topic.
-    OpenPartitions {
-        meta: TopicMeta,
-        partitions: Vec<PartitionId>,
-    },
-    /// From shard 0 to every shard: the topic exists or changed (table
-    /// change; owners apply `meta.config` to their live partitions).
-    UpsertTopic {
-        meta: TopicMeta,
-    },
-    /// From shard 0 to every shard: forget the topic, close owned partitions.
-    RemoveTopic {
-        name: String,
-    },
-}
-
-#[derive(Debug)]
-pub enum ShardReply {
-    Produce(Vec<PartResult<AppendResult>>),
-    Fetch(Vec<PartResult<FetchData>>),
-    Waited,
-    ListOffsets(Vec<PartResult<(Offset, i64)>>),
-    PartitionInfo(Vec<PartResult<PartitionOffsets>>),
-    /// The partition's log start after a delete-records.
-    LogStart(PartResult<Offset>),
-    /// Outcome of an admin or table operation.
-    Done(Result<(), WireError>),
-}
-
-/// Error for a reply of the wrong kind or a vanished peer.
+/// Error for a vanished peer (or another shard-level failure).
 pub fn internal(what: impl Into<String>) -> WireError {
     WireError::new(ErrorCode::Internal, what)
 }
 
-/// An answer on its way back from a peer.
-pub struct PendingReply {
-    rx: Option<oneshot::Receiver<ShardReply>>,
-    ready: Option<ShardReply>,
-    peer: ShardId,
+/// An op whose synchronous part has run here, or that has been handed to
+/// its peer (in order); [`Started::wait`] gives its reply.
+pub enum Started<R> {
+    Local(LocalBoxFuture<'static, R>),
+    Remote {
+        rx: oneshot::Receiver<AnyReply>,
+        peer: ShardId,
+    },
+    Failed(WireError),
 }
 
-impl PendingReply {
-    pub fn ready(reply: ShardReply, peer: ShardId) -> Self {
-        Self {
-            rx: None,
-            ready: Some(reply),
-            peer,
-        }
-    }
-
-    /// The reply, or an Internal error if the peer went away.
-    pub async fn wait(mut self) -> Result<ShardReply, WireError> {
-        if let Some(r) = self.ready.take() {
-            return Ok(r);
-        }
-        match self.rx.take() {
-            Some(rx) => rx
-                .await
-                .map_err(|_| internal(format!("shard {} did not answer", self.peer))),
-            None => Err(internal("reply already taken")),
+impl<R: Send + Sync + 'static> Started<R> {
+    /// The reply, or Internal if the peer is unreachable or went away.
+    pub async fn wait(self) -> Result<R, WireError> {
+        match self {
+            Started::Local(f) => Ok(f.await),
+            Started::Failed(e) => Err(e),
+            Started::Remote { rx, peer } => {
+                let body = rx
+                    .await
+                    .map_err(|_| internal(format!("shard {peer} did not answer")))?;
+                match body.downcast::<R>() {
+                    Ok(r) => Ok(*r),
+                    // The pending map pairs each id with the op that made it.
+                    Err(_) => panic!(
+                        "mesh invariant: reply from shard {peer} is not a {}",
+                        std::any::type_name::<R>()
+                    ),
+                }
+            }
         }
     }
 }
 
 impl Shard {
-    /// Sends `body` to `peer` over the mesh and returns the reply to await.
-    /// The send itself is awaited (FIFO per peer pair: requests sent in
-    /// order arrive in order); the reply is not.
-    pub async fn send_request(&self, peer: ShardId, body: ShardRequest) -> PendingReply {
+    /// Starts `op` on `shard`: here, its synchronous part runs now; on a
+    /// peer, the send is awaited (FIFO per peer pair: ops sent in order start
+    /// in order), the reply is not.
+    pub async fn start_on<O: ShardOp>(self: &Rc<Self>, shard: ShardId, op: O) -> Started<O::Reply> {
+        if shard == self.id {
+            return Started::Local(op.start(self));
+        }
+        assert!(shard < self.count, "op for shard {shard} of {}", self.count);
         let id = self.next_request_id.get();
         self.next_request_id.set(id.wrapping_add(1));
         let (tx, rx) = oneshot::oneshot();
-        self.pending.borrow_mut().insert(id, tx);
-        let msg = ShardMessage::Request { id, body };
-        if self.senders.send_to(peer, msg).await.is_err() {
+        let previous = self.pending.borrow_mut().insert(id, tx);
+        assert!(previous.is_none(), "request id {id} reused while pending");
+        let msg = ShardMessage::Request {
+            id,
+            op: Box::new(op),
+        };
+        if self.senders.send_to(shard, msg).await.is_err() {
             self.pending.borrow_mut().remove(&id);
-            return PendingReply::ready(
-                ShardReply::Done(Err(internal(format!("shard {peer} is unreachable")))),
-                peer,
-            );
+            return Started::Failed(internal(format!("shard {shard} is unreachable")));
         }
-        PendingReply {
-            rx: Some(rx),
-            ready: None,
-            peer,
-        }
+        Started::Remote { rx, peer: shard }
     }
 
-    /// Runs `body` on `shard`: directly when it is this shard, else over the mesh.
-    pub async fn call(self: &Rc<Self>, shard: ShardId, body: ShardRequest) -> ShardReply {
-        if shard == self.id {
-            return self.clone().execute(body).await;
-        }
-        match self.send_request(shard, body).await.wait().await {
-            Ok(r) => r,
-            Err(e) => ShardReply::Done(Err(e)),
-        }
-    }
-
-    /// Runs `body` on every shard concurrently and returns the first error.
-    pub async fn call_all(
+    /// Runs `op` on `shard` and returns its reply (Internal if the peer is
+    /// unreachable).
+    pub async fn call<O: ShardOp>(
         self: &Rc<Self>,
-        make: impl Fn() -> ShardRequest,
-    ) -> Result<(), WireError> {
-        let mut tasks = Vec::with_capacity(self.count);
+        shard: ShardId,
+        op: O,
+    ) -> Result<O::Reply, WireError> {
+        self.start_on(shard, op).await.wait().await
+    }
+
+    /// Runs `make()` on every shard concurrently and returns the first error.
+    pub async fn call_all<O>(self: &Rc<Self>, make: impl Fn() -> O) -> Result<(), WireError>
+    where
+        O: ShardOp<Reply = Result<(), WireError>>,
+    {
+        let mut started = Vec::with_capacity(self.count);
         for s in 0..self.count {
-            let me = self.clone();
-            let body = make();
-            tasks.push(glommio::spawn_local(async move { me.call(s, body).await }));
+            started.push(self.start_on(s, make()).await);
         }
         let mut first_err = None;
-        for t in tasks {
-            match t.await {
-                ShardReply::Done(Ok(())) => {}
-                ShardReply::Done(Err(e)) => {
-                    first_err.get_or_insert(e);
-                }
-                other => {
-                    first_err.get_or_insert(internal(format!("unexpected reply {other:?}")));
-                }
+        for st in started {
+            if let Err(e) = st.wait().await.and_then(|r| r) {
+                first_err.get_or_insert(e);
             }
         }
         first_err.map_or(Ok(()), Err)
     }
 
     /// Sends a reply to `peer` (from a spawned task; never from a receiver loop).
-    async fn reply(&self, peer: ShardId, id: u64, body: ShardReply) {
+    async fn reply(&self, peer: ShardId, id: u64, body: AnyReply) {
         if self
             .senders
             .send_to(peer, ShardMessage::Reply { id, body })
@@ -290,13 +220,13 @@ impl Shard {
         }
     }
 
-    /// Startup only: waits for shard 0's listen address (the first message on
-    /// the 0 → self channel).
-    pub async fn recv_listen_addr(&self) -> Option<SocketAddr> {
+    /// Startup only: waits for shard 0's listener addresses (the first
+    /// message on the 0 → self channel).
+    pub async fn recv_listen_addrs(&self) -> Option<Vec<SocketAddr>> {
         let receivers = self.receivers.borrow_mut().take()?;
         let got = loop {
             match receivers.recv_from(0).await {
-                Ok(Some(ShardMessage::ListenAddr(a))) => break Some(a),
+                Ok(Some(ShardMessage::ListenAddrs(a))) => break Some(a),
                 Ok(Some(other)) => {
                     tracing::warn!(
                         shard = self.id,
@@ -310,13 +240,13 @@ impl Shard {
         got
     }
 
-    /// Startup only (shard 0): tells every peer the resolved listen address.
-    pub async fn send_listen_addr(&self, addr: SocketAddr) {
+    /// Startup only (shard 0): tells every peer the resolved listener addresses.
+    pub async fn send_listen_addrs(&self, addrs: &[SocketAddr]) {
         for peer in 0..self.count {
             if peer != self.id
                 && self
                     .senders
-                    .send_to(peer, ShardMessage::ListenAddr(addr))
+                    .send_to(peer, ShardMessage::ListenAddrs(addrs.to_vec()))
                     .await
                     .is_err()
             {
@@ -335,6 +265,7 @@ impl Shard {
     }
 
     fn on_message(self: &Rc<Self>, peer: ShardId, msg: ShardMessage) {
+        debug_assert!(peer != self.id && peer < self.count);
         match msg {
             ShardMessage::Reply { id, body } => {
                 if let Some(tx) = self.pending.borrow_mut().remove(&id) {
@@ -342,29 +273,19 @@ impl Shard {
                     let _ = tx.send(body);
                 }
             }
-            ShardMessage::Request {
-                id,
-                body: ShardRequest::Produce { acks, items },
-            } => {
-                // Appends happen here, synchronously, in arrival order.
-                let started = self.produce_start(&items);
+            ShardMessage::Request { id, op } => {
+                tracing::trace!(shard = self.id, peer, op = op.name(), "op");
+                // The synchronous part runs here, in arrival order.
+                let fut = op.start_erased(self);
                 let me = self.clone();
                 glommio::spawn_local(async move {
-                    let results = Self::produce_finish(started, acks).await;
-                    me.reply(peer, id, ShardReply::Produce(results)).await;
-                })
-                .detach();
-            }
-            ShardMessage::Request { id, body } => {
-                let me = self.clone();
-                glommio::spawn_local(async move {
-                    let reply = me.clone().execute(body).await;
-                    me.reply(peer, id, reply).await;
+                    let body = fut.await;
+                    me.reply(peer, id, body).await;
                 })
                 .detach();
             }
             ShardMessage::Shutdown => self.request_stop(),
-            ShardMessage::ListenAddr(_) => {
+            ShardMessage::ListenAddrs(_) => {
                 tracing::warn!(shard = self.id, peer, "late listen address ignored")
             }
         }

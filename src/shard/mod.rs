@@ -1,11 +1,15 @@
 //! Shards: one glommio executor per CPU, each owning a set of partitions.
 //!
 //! Owns: the per-shard state ([`Shard`]: partition table, topic table, mesh
-//! endpoints, pending replies), the cross-shard mesh ([`mesh`]), the
-//! owner-side partition operations ([`ops`]), request routing ([`route`]),
-//! topic administration on shard 0 ([`admin`]), the on-disk topic registry
-//! ([`registry`]) and process-level startup ([`startup`]: data-dir lock,
-//! RLIMIT_MEMLOCK, CPU choice, executor placement).
+//! endpoints, pending replies), the typed cross-shard mesh ([`mesh`]:
+//! [`ShardOp`]), the partition table and its lifecycle ([`ops`]: lookup on
+//! the owner, open, close), routing of per-partition items to their owners
+//! ([`route`]), topic administration on shard 0 ([`admin`]), the on-disk
+//! topic registry ([`registry`]) and process-level startup ([`startup`]:
+//! data-dir lock, RLIMIT_MEMLOCK, CPU choice, executor placement).
+//!
+//! Must not know: what is done to a partition on behalf of a client (that is
+//! `service`), any wire protocol, codec or socket.
 //!
 //! Invariants: a `Shard` lives on exactly one executor thread and is only
 //! touched from it (`Rc`, `RefCell`, `Cell`: no locks, no atomics); every
@@ -20,8 +24,6 @@ pub mod ops;
 pub mod registry;
 pub mod route;
 pub mod startup;
-#[cfg(test)]
-mod tests;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -38,7 +40,7 @@ use crate::partition::cache::BatchCache;
 use crate::partition::Partition;
 use crate::protocol::{PartitionId, ShardId, TopicPartition};
 
-pub use mesh::{ShardMessage, ShardReply, ShardRequest};
+pub use mesh::{PartResult, ShardMessage, ShardOp, Started};
 pub use registry::TopicMeta;
 
 /// The mesh every shard joins.
@@ -64,7 +66,7 @@ pub struct Shard {
     clock: Clock,
     senders: Senders<ShardMessage>,
     receivers: RefCell<Option<Receivers<ShardMessage>>>,
-    pending: RefCell<HashMap<u64, oneshot::Sender<ShardReply>>>,
+    pending: RefCell<HashMap<u64, oneshot::Sender<mesh::AnyReply>>>,
     next_request_id: Cell<u64>,
     /// Recently written batches of every partition this shard owns.
     batch_cache: Rc<BatchCache>,

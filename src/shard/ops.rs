@@ -1,31 +1,26 @@
-//! What a shard does to the partitions it owns, for itself or for a peer.
+//! The partition table of a shard: lookup on the owner, open, close.
 //!
-//! Owns: [`Shard::execute`] (the one entry point for a [`ShardRequest`],
-//! local or forwarded) and the owner-side produce / fetch / wait /
-//! list-offsets / info / open / remove operations.
+//! Owns: [`Shard::partition`] (the one way to reach an owned partition),
+//! opening partitions (at startup, and for a new topic), removing a topic's
+//! partitions, closing everything at shutdown; and two small future helpers
+//! shared by the layers above ([`LocalBoxFuture`], [`first_of`]).
 //!
-//! Invariants: only the owning shard touches a partition (these functions
-//! look partitions up in this shard's own table, so a request routed to the
-//! wrong shard answers UnknownTopicOrPartition instead of touching anything);
-//! `produce_start` is synchronous, so appends happen in call order.
+//! Invariants: only the owning shard touches a partition: a partition is in
+//! this table only if the topic table names this shard as its owner
+//! (asserted on every lookup once the table knows the topic), so a request routed to the wrong shard
+//! answers UnknownTopicOrPartition instead of touching anything.
+//!
+//! Must not know: what is done to a partition (produce, fetch: `service`).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
-use bytes::Bytes;
-
-use crate::partition::{AppendResult, AppendTicket, FetchData, Partition, PartitionLimits};
-use crate::protocol::batch;
-use crate::protocol::messages::Acks;
+use crate::partition::{Partition, PartitionLimits};
 use crate::protocol::{ErrorCode, PartitionId, TopicPartition, WireError};
 
-use super::mesh::{
-    FetchItem, InfoItem, OffsetItem, PartResult, PartitionOffsets, ProduceItem, ShardReply,
-    ShardRequest, WaitItem,
-};
+use super::mesh::PartResult;
 use super::registry::{partition_dir, TopicMeta};
 use super::Shard;
 
@@ -47,20 +42,29 @@ pub async fn first_of(mut futs: Vec<LocalBoxFuture<'_, ()>>) {
     .await
 }
 
-/// The longest prefix of `records` made of whole batches and at most
-/// `limit_bytes` long (possibly empty).
-pub fn trim_to_batches(records: &Bytes, limit_bytes: usize) -> Bytes {
-    if records.len() <= limit_bytes {
-        return records.clone();
-    }
-    let mut end = 0;
-    for b in batch::batches(records) {
-        match b {
-            Ok((_, bytes)) if end + bytes.len() <= limit_bytes => end += bytes.len(),
-            _ => break,
+/// Polls every future of `futs` concurrently; their outputs in input order.
+pub async fn join_all<T>(futs: Vec<LocalBoxFuture<'_, T>>) -> Vec<T> {
+    let mut slots: Vec<(Option<LocalBoxFuture<'_, T>>, Option<T>)> =
+        futs.into_iter().map(|f| (Some(f), None)).collect();
+    std::future::poll_fn(move |cx: &mut Context<'_>| {
+        let mut pending = false;
+        for (fut, out) in slots.iter_mut() {
+            if let Some(f) = fut {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => {
+                        *out = Some(v);
+                        *fut = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
         }
-    }
-    records.slice(..end)
+        if pending {
+            return Poll::Pending;
+        }
+        Poll::Ready(slots.iter_mut().filter_map(|(_, out)| out.take()).collect())
+    })
+    .await
 }
 
 pub fn unknown(topic: &str, partition: PartitionId) -> WireError {
@@ -79,6 +83,16 @@ impl Shard {
             .get(topic)
             .and_then(|t| t.get(&partition))
         {
+            // Pair of the registry's assignment: only the owner opened it.
+            // (A new topic's partitions open before this shard's table
+            // learns the topic, so an unknown topic is no contradiction.)
+            if let Ok(owner) = self.owner_of(topic, partition) {
+                assert_eq!(
+                    owner, self.id,
+                    "partition {topic}/{partition} is open on shard {} but owned by {owner}",
+                    self.id
+                );
+            }
             return Ok(p.clone());
         }
         let tp = TopicPartition::new(topic, partition);
@@ -89,181 +103,6 @@ impl Shard {
             ));
         }
         Err(unknown(topic, partition))
-    }
-
-    /// Runs one request on this shard.
-    pub fn execute(self: Rc<Self>, body: ShardRequest) -> LocalBoxFuture<'static, ShardReply> {
-        Box::pin(async move {
-            match body {
-                ShardRequest::Produce { acks, items } => {
-                    let started = self.produce_start(&items);
-                    ShardReply::Produce(Self::produce_finish(started, acks).await)
-                }
-                ShardRequest::Fetch {
-                    items,
-                    budget_bytes,
-                } => ShardReply::Fetch(self.fetch_local(&items, budget_bytes).await),
-                ShardRequest::WaitForData { items, deadline } => {
-                    self.wait_local(&items, deadline).await;
-                    ShardReply::Waited
-                }
-                ShardRequest::ListOffsets { items } => {
-                    ShardReply::ListOffsets(self.list_offsets_local(&items).await)
-                }
-                ShardRequest::PartitionInfo { items } => {
-                    ShardReply::PartitionInfo(self.info_local(&items))
-                }
-                ShardRequest::CreateTopic {
-                    name,
-                    partitions,
-                    configs,
-                } => ShardReply::Done(self.create_topic(name, partitions, configs).await),
-                ShardRequest::DeleteTopic { name } => {
-                    ShardReply::Done(self.delete_topic(name).await)
-                }
-                ShardRequest::OpenPartitions { meta, partitions } => {
-                    ShardReply::Done(self.open_partitions(&meta, &partitions).await)
-                }
-                ShardRequest::DeleteRecords {
-                    topic,
-                    partition,
-                    before,
-                } => ShardReply::LogStart(match self.partition(&topic, partition) {
-                    Ok(p) => p.delete_records(before).await.map_err(|e| e.to_wire()),
-                    Err(e) => Err(e),
-                }),
-                ShardRequest::AlterTopicConfig { name, configs } => {
-                    ShardReply::Done(self.alter_topic_config(name, configs).await)
-                }
-                ShardRequest::UpsertTopic { meta } => {
-                    let owned: Vec<Rc<Partition>> = self
-                        .partitions
-                        .borrow()
-                        .get(&meta.name)
-                        .map(|t| t.values().cloned().collect())
-                        .unwrap_or_default();
-                    for p in owned {
-                        if p.config() != meta.config {
-                            p.set_config(meta.config.clone());
-                        }
-                    }
-                    self.topics
-                        .borrow_mut()
-                        .insert(meta.name.clone(), Rc::new(meta));
-                    ShardReply::Done(Ok(()))
-                }
-                ShardRequest::RemoveTopic { name } => {
-                    self.remove_topic_local(&name).await;
-                    ShardReply::Done(Ok(()))
-                }
-            }
-        })
-    }
-
-    /// Appends every item synchronously, in order.
-    pub fn produce_start(&self, items: &[ProduceItem]) -> Vec<PartResult<AppendTicket>> {
-        items
-            .iter()
-            .map(|it| {
-                let p = self.partition(&it.topic, it.partition)?;
-                p.append(it.batch.clone()).map_err(|e| e.to_wire())
-            })
-            .collect()
-    }
-
-    /// Waits for durability (or not, for acks=none).
-    pub async fn produce_finish(
-        started: Vec<PartResult<AppendTicket>>,
-        acks: Acks,
-    ) -> Vec<PartResult<AppendResult>> {
-        let mut out = Vec::with_capacity(started.len());
-        for s in started {
-            out.push(match s {
-                Err(e) => Err(e),
-                Ok(ticket) if acks == Acks::None => Ok(ticket.result()),
-                Ok(ticket) if acks == Acks::All => ticket.wait_all().await.map_err(|e| e.to_wire()),
-                Ok(ticket) => ticket.wait().await.map_err(|e| e.to_wire()),
-            });
-        }
-        out
-    }
-
-    /// Fetches in order; once `budget_bytes` is used up the remaining
-    /// partitions answer with offsets only.
-    pub async fn fetch_local(
-        &self,
-        items: &[FetchItem],
-        budget_bytes: u32,
-    ) -> Vec<PartResult<FetchData>> {
-        let mut remaining = budget_bytes;
-        let mut out = Vec::with_capacity(items.len());
-        for it in items {
-            let p = match self.partition(&it.topic, it.partition) {
-                Ok(p) => p,
-                Err(e) => {
-                    out.push(Err(e));
-                    continue;
-                }
-            };
-            if remaining == 0 {
-                out.push(Ok(FetchData {
-                    records: Bytes::new(),
-                    high_watermark: p.high_watermark(),
-                    log_start_offset: p.log_start_offset(),
-                    log_end_offset: p.log_end_offset(),
-                }));
-                continue;
-            }
-            let cap = it.max_bytes.min(remaining).max(1);
-            let r = p.fetch(it.offset, cap).await.map_err(|e| e.to_wire());
-            if let Ok(d) = &r {
-                remaining = remaining.saturating_sub(d.records.len().min(u32::MAX as usize) as u32);
-            }
-            out.push(r);
-        }
-        out
-    }
-
-    /// Resolves when any owned partition among `items` has data past its
-    /// offset, or at `deadline`. Returns at once if none of them is here.
-    pub async fn wait_local(&self, items: &[WaitItem], deadline: Instant) {
-        let parts: Vec<(Rc<Partition>, u64)> = items
-            .iter()
-            .filter_map(|it| {
-                self.partition(&it.topic, it.partition)
-                    .ok()
-                    .map(|p| (p, it.offset))
-            })
-            .collect();
-        if parts.is_empty() {
-            return;
-        }
-        let futs: Vec<LocalBoxFuture<'_, ()>> = parts
-            .iter()
-            .map(|(p, off)| Box::pin(p.wait_for_data(*off, deadline)) as LocalBoxFuture<'_, ()>)
-            .collect();
-        first_of(futs).await
-    }
-
-    pub async fn list_offsets_local(&self, items: &[OffsetItem]) -> Vec<PartResult<(u64, i64)>> {
-        let mut out = Vec::with_capacity(items.len());
-        for it in items {
-            out.push(match self.partition(&it.topic, it.partition) {
-                Ok(p) => p.list_offset(it.spec).await.map_err(|e| e.to_wire()),
-                Err(e) => Err(e),
-            });
-        }
-        out
-    }
-
-    pub fn info_local(&self, items: &[InfoItem]) -> Vec<PartResult<PartitionOffsets>> {
-        items
-            .iter()
-            .map(|it| {
-                self.partition(&it.topic, it.partition)
-                    .map(|p| (p.log_start_offset(), p.log_end_offset(), p.high_watermark()))
-            })
-            .collect()
     }
 
     fn limits(&self) -> PartitionLimits {
@@ -333,7 +172,7 @@ impl Shard {
     }
 
     /// Forgets `name` and closes the partitions of it this shard owns.
-    async fn remove_topic_local(&self, name: &str) {
+    pub(super) async fn remove_topic_local(&self, name: &str) {
         self.topics.borrow_mut().remove(name);
         self.offline.borrow_mut().retain(|tp, _| tp.topic != name);
         let owned = self.partitions.borrow_mut().remove(name);
@@ -354,28 +193,5 @@ impl Shard {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::batch::BatchBuilder;
-
-    #[test]
-    fn trim_keeps_whole_batches() {
-        let mut a = BatchBuilder::new();
-        a.push(1, None, Some(b"aaaa"), &[]);
-        let a = a.finish();
-        let mut b = BatchBuilder::new();
-        b.push(2, None, Some(b"bbbbbbbb"), &[]);
-        let b = b.finish();
-        let mut all = a.to_vec();
-        all.extend_from_slice(&b);
-        let all = Bytes::from(all);
-        assert_eq!(trim_to_batches(&all, all.len()).len(), all.len());
-        assert_eq!(trim_to_batches(&all, all.len() - 1).len(), a.len());
-        assert_eq!(trim_to_batches(&all, a.len()).len(), a.len());
-        assert_eq!(trim_to_batches(&all, a.len() - 1).len(), 0);
     }
 }

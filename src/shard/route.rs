@@ -1,84 +1,90 @@
-//! Requester side of partition operations: group per-partition items by
-//! owning shard, run them locally or forward them, and put the answers back
-//! in request order.
+//! Requester side of per-partition operations: group items by owning shard,
+//! start one op per owner (here, or over the mesh), and put the answers back
+//! in input order.
 //!
-//! Owns: [`Shard::produce_dispatch`] (the ordered, two-phase produce),
-//! [`Shard::fetch_many`], [`Shard::wait_any`], [`Shard::list_offsets_many`],
-//! [`Shard::partition_info_many`].
+//! Owns: [`Shard::group_by_owner`], [`Shard::scatter_start`] (the ordered
+//! first phase: every local op's synchronous part has run and every remote op
+//! has been handed to the mesh when it returns) and [`Scattered::finish`].
 //!
-//! Invariants: results are returned in the order of the input items; an item
-//! whose topic/partition this shard does not know gets UnknownTopicOrPartition
-//! without touching any other shard; `produce_dispatch` has appended every
-//! local item and handed every remote item to the mesh before it returns.
+//! Invariants: results are returned in the order and number of the input
+//! items (asserted); an item whose topic/partition this shard does not know
+//! gets UnknownTopicOrPartition without touching any other shard; an owner
+//! answers exactly one result per item it was sent (asserted).
+//!
+//! Must not know: what the op does (it is any [`ShardOp`] answering one
+//! result per item).
 
 use std::rc::Rc;
-use std::time::Instant;
 
-use crate::partition::{AppendResult, AppendTicket, FetchData};
-use crate::protocol::messages::Acks;
-use crate::protocol::{ShardId, WireError};
+use crate::protocol::WireError;
 
-use super::mesh::{
-    internal, FetchItem, InfoItem, OffsetItem, PartResult, PartitionOffsets, PendingReply,
-    ProduceItem, ShardReply, ShardRequest, WaitItem,
-};
-use super::ops::{first_of, LocalBoxFuture};
+use super::mesh::{PartResult, ShardOp, Started};
+use super::ops::{join_all, LocalBoxFuture};
 use super::Shard;
 
-/// Items grouped by owner: per shard, (index in the request, item).
-type Groups<I> = Vec<Vec<(usize, I)>>;
+/// Items grouped by owner: per shard, (index in the input, item).
+pub type Groups<I> = Vec<Vec<(usize, I)>>;
 
-/// A produce whose appends are done (or forwarded) and whose outcome is pending.
-pub struct ProduceInFlight {
+/// One owner's op: the input indexes of its items, and its pending answers.
+type OwnerOp<R> = (Vec<usize>, Started<Vec<PartResult<R>>>);
+
+/// Ops started on their owners whose per-item answers are pending.
+pub struct Scattered<R> {
     len: usize,
-    acks: Acks,
     immediate: Vec<(usize, WireError)>,
-    local: Vec<(usize, PartResult<AppendTicket>)>,
-    remote: Vec<(Vec<usize>, PendingReply)>,
+    started: Vec<OwnerOp<R>>,
 }
 
-impl ProduceInFlight {
-    /// Waits for every partition's outcome; results in request order.
-    pub async fn finish(self) -> Vec<PartResult<AppendResult>> {
-        let mut out: Vec<PartResult<AppendResult>> =
-            (0..self.len).map(|_| Err(internal("no result"))).collect();
+impl<R: Send + Sync + 'static> Scattered<R> {
+    /// Waits for every owner; one result per input item, in input order.
+    pub async fn finish(self) -> Vec<PartResult<R>> {
+        let mut out: Vec<Option<PartResult<R>>> = (0..self.len).map(|_| None).collect();
         for (i, e) in self.immediate {
-            out[i] = Err(e);
+            out[i] = Some(Err(e));
         }
-        let (idx, started): (Vec<usize>, Vec<_>) = self.local.into_iter().unzip();
-        for (i, r) in idx
+        // Wait on every owner at once (a local op runs while peers work).
+        let waits = self
+            .started
             .into_iter()
-            .zip(Shard::produce_finish(started, self.acks).await)
-        {
-            out[i] = r;
-        }
-        for (idx, pending) in self.remote {
-            match pending.wait().await {
-                Ok(ShardReply::Produce(results)) if results.len() == idx.len() => {
+            .map(|(idx, st)| {
+                Box::pin(async move { (idx, st.wait().await) })
+                    as LocalBoxFuture<'static, (Vec<usize>, Result<Vec<PartResult<R>>, WireError>)>
+            })
+            .collect();
+        for (idx, answer) in join_all(waits).await {
+            match answer {
+                Ok(results) => {
+                    assert_eq!(
+                        results.len(),
+                        idx.len(),
+                        "an owner answered {} results for {} items",
+                        results.len(),
+                        idx.len()
+                    );
                     for (i, r) in idx.into_iter().zip(results) {
-                        out[i] = r;
+                        out[i] = Some(r);
                     }
                 }
-                Ok(ShardReply::Done(Err(e))) | Err(e) => {
+                Err(e) => {
                     for i in idx {
-                        out[i] = Err(e.clone());
-                    }
-                }
-                Ok(other) => {
-                    let e = internal(format!("unexpected produce reply {other:?}"));
-                    for i in idx {
-                        out[i] = Err(e.clone());
+                        out[i] = Some(Err(e.clone()));
                     }
                 }
             }
         }
-        out
+        out.into_iter()
+            .enumerate()
+            .map(|(i, r)| match r {
+                Some(r) => r,
+                None => panic!("item {i} of a scatter got no result"),
+            })
+            .collect()
     }
 }
 
 impl Shard {
     /// Splits items into per-owner groups; unknown ones become errors.
-    fn group<I>(
+    pub fn group_by_owner<I>(
         &self,
         items: Vec<I>,
         key: impl Fn(&I) -> (&str, u32),
@@ -88,197 +94,58 @@ impl Shard {
         for (i, it) in items.into_iter().enumerate() {
             let (topic, p) = key(&it);
             match self.owner_of(topic, p) {
-                Ok(s) if s < self.count => groups[s].push((i, it)),
-                Ok(s) => errors.push((i, internal(format!("owner shard {s} out of range")))),
+                Ok(s) => {
+                    // TopicMeta::owner only names shards of this broker.
+                    assert!(s < self.count, "owner shard {s} of {}", self.count);
+                    groups[s].push((i, it))
+                }
                 Err(e) => errors.push((i, e)),
             }
         }
         (groups, errors)
     }
 
-    /// Phase one of a produce: appends local items now (synchronously, in
-    /// order) and sends one message per remote owner (awaiting only the
-    /// send). Phase two is [`ProduceInFlight::finish`].
-    pub async fn produce_dispatch(
-        self: &Rc<Self>,
-        acks: Acks,
-        items: Vec<ProduceItem>,
-    ) -> ProduceInFlight {
-        let len = items.len();
-        let (groups, immediate) = self.group(items, |it| (it.topic.as_str(), it.partition));
-        let mut local = Vec::new();
-        let mut remote_groups = Vec::new();
-        for (s, group) in groups.into_iter().enumerate() {
-            if group.is_empty() {
-                continue;
-            }
-            let (idx, items): (Vec<usize>, Vec<ProduceItem>) = group.into_iter().unzip();
-            if s == self.id {
-                local = idx.into_iter().zip(self.produce_start(&items)).collect();
-            } else {
-                remote_groups.push((s, idx, items));
-            }
-        }
-        let mut remote = Vec::with_capacity(remote_groups.len());
-        for (s, idx, items) in remote_groups {
-            let pending = self
-                .send_request(s, ShardRequest::Produce { acks, items })
-                .await;
-            remote.push((idx, pending));
-        }
-        ProduceInFlight {
-            len,
-            acks,
-            immediate,
-            local,
-            remote,
-        }
-    }
-
-    /// Runs one request per owner group concurrently and scatters the
-    /// per-item answers back into request order.
-    async fn scatter<I: 'static, R: 'static>(
+    /// Phase one: starts `make(items of one owner)` on each owner, in shard
+    /// order (a local op's synchronous part runs now; a remote op is handed to
+    /// the mesh, awaiting only the send). Phase two is [`Scattered::finish`].
+    pub async fn scatter_start<I, O, R>(
         self: &Rc<Self>,
         items: Vec<I>,
         key: impl Fn(&I) -> (&str, u32),
-        make: impl Fn(Vec<I>) -> ShardRequest,
-        extract: fn(ShardReply) -> Result<Vec<PartResult<R>>, WireError>,
-    ) -> Vec<PartResult<R>> {
+        make: impl Fn(Vec<I>) -> O,
+    ) -> Scattered<R>
+    where
+        O: ShardOp<Reply = Vec<PartResult<R>>>,
+        R: Send + Sync + 'static,
+    {
         let len = items.len();
-        let (groups, immediate) = self.group(items, key);
-        let mut out: Vec<PartResult<R>> = (0..len).map(|_| Err(internal("no result"))).collect();
-        for (i, e) in immediate {
-            out[i] = Err(e);
-        }
-        let mut tasks = Vec::new();
+        let (groups, immediate) = self.group_by_owner(items, key);
+        let mut started = Vec::new();
         for (s, group) in groups.into_iter().enumerate() {
             if group.is_empty() {
                 continue;
             }
             let (idx, items): (Vec<usize>, Vec<I>) = group.into_iter().unzip();
-            let body = make(items);
-            let me = self.clone();
-            let task = glommio::spawn_local(async move { me.call(s as ShardId, body).await });
-            tasks.push((idx, task));
+            started.push((idx, self.start_on(s, make(items)).await));
         }
-        for (idx, task) in tasks {
-            let reply = task.await;
-            match extract(reply) {
-                Ok(results) if results.len() == idx.len() => {
-                    for (i, r) in idx.into_iter().zip(results) {
-                        out[i] = r;
-                    }
-                }
-                Ok(_) => {
-                    for i in idx {
-                        out[i] = Err(internal("reply has the wrong number of results"));
-                    }
-                }
-                Err(e) => {
-                    for i in idx {
-                        out[i] = Err(e.clone());
-                    }
-                }
-            }
+        Scattered {
+            len,
+            immediate,
+            started,
         }
-        out
     }
 
-    /// Fetches every item from its owner. Each owner caps its part at
-    /// `budget_bytes`; the caller applies the overall cap.
-    pub async fn fetch_many(
+    /// [`Shard::scatter_start`] then [`Scattered::finish`].
+    pub async fn scatter<I, O, R>(
         self: &Rc<Self>,
-        items: Vec<FetchItem>,
-        budget_bytes: u32,
-    ) -> Vec<PartResult<FetchData>> {
-        self.scatter(
-            items,
-            |it| (it.topic.as_str(), it.partition),
-            |items| ShardRequest::Fetch {
-                items,
-                budget_bytes,
-            },
-            |r| match r {
-                ShardReply::Fetch(v) => Ok(v),
-                ShardReply::Done(Err(e)) => Err(e),
-                other => Err(internal(format!("unexpected fetch reply {other:?}"))),
-            },
-        )
-        .await
-    }
-
-    pub async fn list_offsets_many(
-        self: &Rc<Self>,
-        items: Vec<OffsetItem>,
-    ) -> Vec<PartResult<(u64, i64)>> {
-        self.scatter(
-            items,
-            |it| (it.topic.as_str(), it.partition),
-            |items| ShardRequest::ListOffsets { items },
-            |r| match r {
-                ShardReply::ListOffsets(v) => Ok(v),
-                ShardReply::Done(Err(e)) => Err(e),
-                other => Err(internal(format!("unexpected list offsets reply {other:?}"))),
-            },
-        )
-        .await
-    }
-
-    pub async fn partition_info_many(
-        self: &Rc<Self>,
-        items: Vec<InfoItem>,
-    ) -> Vec<PartResult<PartitionOffsets>> {
-        self.scatter(
-            items,
-            |it| (it.topic.as_str(), it.partition),
-            |items| ShardRequest::PartitionInfo { items },
-            |r| match r {
-                ShardReply::PartitionInfo(v) => Ok(v),
-                ShardReply::Done(Err(e)) => Err(e),
-                other => Err(internal(format!("unexpected info reply {other:?}"))),
-            },
-        )
-        .await
-    }
-
-    /// Resolves as soon as any item's partition has data past its offset
-    /// (wherever it lives), or at `deadline`. Remote owners get one
-    /// WaitForData each; a wait that is no longer needed simply answers later
-    /// and its reply is dropped.
-    pub async fn wait_any(self: &Rc<Self>, items: Vec<WaitItem>, deadline: Instant) {
-        let (groups, _unknown) = self.group(items, |it| (it.topic.as_str(), it.partition));
-        let mut futs: Vec<LocalBoxFuture<'static, ()>> = Vec::new();
-        for (s, group) in groups.into_iter().enumerate() {
-            if group.is_empty() {
-                continue;
-            }
-            let items: Vec<WaitItem> = group.into_iter().map(|(_, it)| it).collect();
-            let me = self.clone();
-            if s == self.id {
-                futs.push(Box::pin(
-                    async move { me.wait_local(&items, deadline).await },
-                ));
-            } else {
-                futs.push(Box::pin(async move {
-                    let pending = me
-                        .send_request(s, ShardRequest::WaitForData { items, deadline })
-                        .await;
-                    let _ = pending.wait().await;
-                }));
-            }
-        }
-        if futs.is_empty() {
-            return;
-        }
-        // Never past the deadline, even if a peer is slow to answer.
-        let me = self.clone();
-        futs.push(Box::pin(async move {
-            let now = Instant::now();
-            if deadline > now {
-                crate::timer::sleep(deadline - now).await;
-            }
-            drop(me);
-        }));
-        first_of(futs).await
+        items: Vec<I>,
+        key: impl Fn(&I) -> (&str, u32),
+        make: impl Fn(Vec<I>) -> O,
+    ) -> Vec<PartResult<R>>
+    where
+        O: ShardOp<Reply = Vec<PartResult<R>>>,
+        R: Send + Sync + 'static,
+    {
+        self.scatter_start(items, key, make).await.finish().await
     }
 }

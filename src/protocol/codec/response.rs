@@ -218,7 +218,14 @@ fn decode_response_body(frame: &Bytes, root: &fb::Response<'_>) -> R<Option<Resp
 }
 
 pub fn encode_response(resp: &Response) -> Vec<u8> {
-    let hint = match &resp.body {
+    let mut fbb = FlatBufferBuilder::with_capacity(256 + fetch_records_bytes(resp));
+    finish_response(&mut fbb, resp, None);
+    fbb.finished_data().to_vec()
+}
+
+/// Record bytes of a fetch response (0 for other responses).
+fn fetch_records_bytes(resp: &Response) -> usize {
+    match &resp.body {
         Some(ResponseBody::Fetch(f)) => f
             .topics
             .iter()
@@ -226,15 +233,22 @@ pub fn encode_response(resp: &Response) -> Vec<u8> {
             .map(|p| p.records.len() + 96)
             .sum::<usize>(),
         _ => 0,
-    };
-    let mut fbb = FlatBufferBuilder::with_capacity(256 + hint);
+    }
+}
+
+/// Builds the root table of `resp` into `fbb` and finishes it.
+fn finish_response<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    resp: &Response,
+    tails: Option<&mut Tails<'a>>,
+) {
     let body = resp
         .body
         .as_ref()
-        .map(|b| encode_response_body(&mut fbb, b));
-    let (error_code, error_message) = error_to_wire(&mut fbb, resp.error.as_ref());
+        .map(|b| encode_response_body(fbb, b, tails));
+    let (error_code, error_message) = error_to_wire(fbb, resp.error.as_ref());
     let root = fb::Response::create(
-        &mut fbb,
+        fbb,
         &fb::ResponseArgs {
             correlation_id: resp.correlation_id,
             error_code,
@@ -244,12 +258,91 @@ pub fn encode_response(resp: &Response) -> Vec<u8> {
         },
     );
     fbb.finish(root, None);
-    fbb.finished_data().to_vec()
 }
 
-fn encode_response_body(
-    fbb: &mut FlatBufferBuilder<'_>,
+/// Fetch records kept out of the FlatBuffer: each partition table's
+/// `records` field first points at a shared empty vector (the placeholder)
+/// and is re-pointed past the end of the buffer, where the records follow.
+struct Tails<'a> {
+    placeholder: WIPOffset<flatbuffers::Vector<'a, u8>>,
+    list: Vec<(WIPOffset<fb::FetchPartitionResult<'a>>, Bytes)>,
+}
+
+/// Encodes a response as the buffers of one frame payload, in order. A fetch
+/// response's record bytes are not copied: the FlatBuffer comes first and
+/// each partition's records follow it as a `[u32 length][bytes]` vector
+/// (4-byte aligned) that its table points to, so the buffers can be written
+/// with one vectored write. The payload decodes exactly as
+/// [`encode_response`]'s does.
+pub fn encode_response_parts(resp: &Response) -> Vec<Bytes> {
+    if fetch_records_bytes(resp) == 0 {
+        return vec![Bytes::from(encode_response(resp))];
+    }
+    let mut fbb = FlatBufferBuilder::with_capacity(1024);
+    let placeholder = fbb.create_vector::<u8>(&[]);
+    let mut tails = Tails {
+        placeholder,
+        list: Vec::new(),
+    };
+    finish_response(&mut fbb, resp, Some(&mut tails));
+    let (mut buf, head) = fbb.collapse();
+    let fb_len = buf.len() - head;
+    let mut parts = Vec::with_capacity(1 + 2 * tails.list.len());
+    // Lengths and alignment padding of the appended vectors, in one buffer.
+    let mut headers = Vec::with_capacity(8 * tails.list.len());
+    let mut tail_pos = fb_len;
+    let mut spans = Vec::with_capacity(tails.list.len());
+    for (table, records) in &tails.list {
+        let pad = (4 - tail_pos % 4) % 4;
+        let header_start = headers.len();
+        headers.resize(header_start + pad, 0);
+        tail_pos += pad;
+        let field = records_field_position(&buf[head..], *table);
+        let relative = u32::try_from(tail_pos - field).unwrap_or(u32::MAX);
+        buf[head + field..head + field + 4].copy_from_slice(&relative.to_le_bytes());
+        let len = u32::try_from(records.len()).unwrap_or(u32::MAX);
+        headers.extend_from_slice(&len.to_le_bytes());
+        spans.push((header_start, headers.len(), records.clone()));
+        tail_pos += 4 + records.len();
+    }
+    let mut fb_bytes = Bytes::from(buf);
+    parts.push(fb_bytes.split_off(head));
+    let headers = Bytes::from(headers);
+    for (from, to, records) in spans {
+        parts.push(headers.slice(from..to));
+        parts.push(records);
+    }
+    debug_assert_eq!(parts.iter().map(Bytes::len).sum::<usize>(), tail_pos);
+    parts
+}
+
+/// Position (from the start of the finished buffer `data`) of the `records`
+/// uoffset field of the FetchPartitionResult table `table`.
+fn records_field_position(data: &[u8], table: WIPOffset<fb::FetchPartitionResult<'_>>) -> usize {
+    let u16_at = |at: usize| u16::from_le_bytes([data[at], data[at + 1]]) as usize;
+    let table_pos = data.len() - table.value() as usize;
+    let soffset = i32::from_le_bytes([
+        data[table_pos],
+        data[table_pos + 1],
+        data[table_pos + 2],
+        data[table_pos + 3],
+    ]);
+    let vtable = usize::try_from(table_pos as i64 - i64::from(soffset))
+        .unwrap_or_else(|_| panic!("vtable of a table we built is out of the buffer"));
+    let slot = fb::FetchPartitionResult::VT_RECORDS as usize;
+    assert!(
+        slot + 2 <= u16_at(vtable),
+        "records slot missing from the vtable"
+    );
+    let field = u16_at(vtable + slot);
+    assert!(field != 0, "records field not written");
+    table_pos + field
+}
+
+fn encode_response_body<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
     body: &ResponseBody,
+    mut tails: Option<&mut Tails<'a>>,
 ) -> (fb::ResponseBody, WIPOffset<flatbuffers::UnionWIPOffset>) {
     match body {
         ResponseBody::ApiVersions(r) => {
@@ -423,11 +516,13 @@ fn encode_response_body(
                         .map(|p| {
                             let records = if p.records.is_empty() {
                                 None
+                            } else if let Some(t) = tails.as_deref() {
+                                Some(t.placeholder)
                             } else {
                                 Some(fbb.create_vector(&p.records[..]))
                             };
                             let (error_code, error_message) = error_to_wire(fbb, p.error.as_ref());
-                            fb::FetchPartitionResult::create(
+                            let table = fb::FetchPartitionResult::create(
                                 fbb,
                                 &fb::FetchPartitionResultArgs {
                                     partition: partition_to_wire(p.partition),
@@ -438,7 +533,11 @@ fn encode_response_body(
                                     log_end_offset: opt_offset_to_wire(p.log_end_offset),
                                     records,
                                 },
-                            )
+                            );
+                            if let (Some(t), false) = (tails.as_deref_mut(), p.records.is_empty()) {
+                                t.list.push((table, p.records.clone()));
+                            }
+                            table
                         })
                         .collect();
                     let partitions = Some(fbb.create_vector(&parts));

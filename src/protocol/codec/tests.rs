@@ -285,6 +285,50 @@ fn every_response_round_trips() {
 }
 
 #[test]
+fn every_response_round_trips_as_parts_without_copying_records() {
+    // Odd record lengths force alignment padding between appended vectors.
+    let odd = |n: usize| Bytes::from((0..n).map(|i| i as u8).collect::<Vec<u8>>());
+    let part = |partition, records: Bytes| FetchPartitionResult {
+        partition,
+        error: None,
+        high_watermark: Some(9),
+        log_start_offset: Some(1),
+        log_end_offset: Some(10),
+        records,
+    };
+    let records = [odd(5), odd(0), odd(4097), odd(1)];
+    let fetch = Response::ok(
+        77,
+        ResponseBody::Fetch(FetchResponse {
+            topics: vec![
+                FetchTopicResult {
+                    name: "a".into(),
+                    partitions: vec![part(0, records[0].clone()), part(1, records[1].clone())],
+                },
+                FetchTopicResult {
+                    name: "b".into(),
+                    partitions: vec![part(2, records[2].clone()), part(3, records[3].clone())],
+                },
+            ],
+        }),
+    );
+    for r in all_responses().into_iter().chain([fetch]) {
+        let parts = encode_response_parts(&r);
+        let joined = Bytes::from(parts.concat());
+        let back = decode_response(&joined, &limits()).expect("decodes");
+        assert_eq!(back, r);
+        // Every non-empty records buffer is one of the parts, not a copy.
+        if let Some(ResponseBody::Fetch(f)) = &r.body {
+            for p in f.topics.iter().flat_map(|t| &t.partitions) {
+                if !p.records.is_empty() {
+                    assert!(parts.iter().any(|x| x.as_ptr() == p.records.as_ptr()));
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn batches_are_zero_copy_slices_of_the_frame() {
     let r = &all_requests()[6];
     let frame = Bytes::from(encode_request(r));

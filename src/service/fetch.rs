@@ -1,32 +1,53 @@
-//! Fetch with long polling.
+//! Fetch with long polling and the response byte budget.
 //!
-//! Owns: the response size cap (request `max_bytes`, capped by
-//! `limits.max_fetch_bytes`, whole batches only, at least one batch so a
-//! consumer always progresses), and the wait: when fewer than `min_bytes`
-//! are available the request waits until any requested partition gets new
-//! data (on its owner shard, local or over the mesh) or until `max_wait_ms`
-//! (capped by `limits.max_fetch_wait_ms`), then fetches only what is new
-//! (from the offset after the last batch gathered) and adds it.
+//! Owns: the budget (request `max_bytes` capped by `limits.max_fetch_bytes`,
+//! whole batches only, at least one batch so a consumer always progresses:
+//! [`apply_budget`], the one place it is enforced), and the wait: when fewer
+//! than `min_bytes` are available the request waits until any requested
+//! partition gets new data (on its owner shard, local or over the mesh) or
+//! until `max_wait` (capped by `limits.max_fetch_wait_ms`), then fetches only
+//! what is new (from the offset after the last batch gathered) and adds it.
 //!
 //! Invariants: a fetch returns as soon as data arrives, not at its deadline;
 //! it never waits past the deadline; a partition error ends the wait at once
-//! (the client needs to hear about it); the wait loop is bounded in rounds.
+//! (the client needs to hear about it); the wait loop is bounded in rounds;
+//! the records returned add up to at most the budget (asserted) unless the
+//! first batch alone is larger; record bytes are kept as the chunks the
+//! partition returned (no copy, no join).
+//!
+//! Must not know: any wire protocol (the request is [`FetchRequest`]).
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
 use crate::partition::FetchData;
 use crate::protocol::batch;
-use crate::protocol::messages::*;
-use crate::protocol::{CorrelationId, WireError};
-use crate::shard::mesh::{FetchItem, PartResult, WaitItem};
-use crate::shard::ops::trim_to_batches;
-use crate::shard::Shard;
+use crate::protocol::{ErrorCode, WireError};
+use crate::shard::{PartResult, Shard};
+
+use super::owner::{FetchOp, WaitItem, WaitOp};
+use super::types::{FetchItem, FetchRequest, Fetched};
 
 /// Most fetch-then-wait rounds one request makes.
 const MAX_ROUNDS: usize = 10_000;
+
+/// The longest prefix of `records` made of whole batches and at most
+/// `limit_bytes` long (possibly empty).
+pub fn trim_to_batches(records: &Bytes, limit_bytes: usize) -> Bytes {
+    if records.len() <= limit_bytes {
+        return records.clone();
+    }
+    let mut end = 0;
+    for b in batch::batches(records) {
+        match b {
+            Ok((_, bytes)) if end + bytes.len() <= limit_bytes => end += bytes.len(),
+            _ => break,
+        }
+    }
+    records.slice(..end)
+}
 
 /// The first whole batch of `records` (or nothing if none is complete).
 fn first_batch(records: &Bytes) -> Bytes {
@@ -52,9 +73,12 @@ fn apply_budget(
         }
         let room = budget_bytes.saturating_sub(used);
         let mut kept = trim_to_batches(&d.records, room);
-        if kept.is_empty() && used == 0 {
+        let first_exception = kept.is_empty() && used == 0;
+        if first_exception {
             kept = first_batch(&d.records);
         }
+        // The budget holds, but for one whole first batch.
+        assert!(kept.len() <= room || first_exception);
         used += kept.len();
         d.records = kept;
     }
@@ -78,32 +102,22 @@ struct Gathered {
     last: Option<PartResult<FetchData>>,
 }
 
-pub async fn handle(
-    shard: &Rc<Shard>,
-    correlation_id: CorrelationId,
-    req: FetchRequest,
-) -> Response {
+/// Fetches every item (results in item order), waiting for `min_bytes`
+/// as the module header says.
+pub async fn fetch(shard: &Rc<Shard>, req: FetchRequest) -> Vec<PartResult<Fetched>> {
     let limits = &shard.config.limits;
-    let budget_bytes = match req.max_bytes {
-        0 => limits.max_fetch_bytes,
-        n => n.min(limits.max_fetch_bytes),
-    };
-    let max_wait_ms = req.max_wait_ms.min(limits.max_fetch_wait_ms);
-    let deadline = Instant::now() + Duration::from_millis(max_wait_ms as u64);
+    let budget_bytes = req.max_bytes.min(limits.max_fetch_bytes);
+    let max_wait_ms = u64::try_from(req.max_wait.as_millis())
+        .unwrap_or(u64::MAX)
+        .min(u64::from(limits.max_fetch_wait_ms));
+    let deadline = Instant::now() + std::time::Duration::from_millis(max_wait_ms);
 
     let items: Vec<FetchItem> = req
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(|p| FetchItem {
-                topic: t.name.clone(),
-                partition: p.partition,
-                offset: p.fetch_offset,
-                max_bytes: match p.max_bytes {
-                    0 => budget_bytes,
-                    n => n.min(budget_bytes),
-                },
-            })
+        .items
+        .into_iter()
+        .map(|it| FetchItem {
+            max_bytes: it.max_bytes.min(budget_bytes),
+            ..it
         })
         .collect();
     let mut gathered: Vec<Gathered> = items
@@ -133,14 +147,23 @@ pub async fn handle(
             index.push(i);
             round_items.push(FetchItem {
                 offset: g.next_offset,
-                max_bytes: room.min(u32::MAX as usize) as u32,
+                max_bytes: u32::try_from(room).unwrap_or(u32::MAX),
                 ..it.clone()
             });
         }
-        let remaining = (budget_bytes as usize).saturating_sub(total);
+        let remaining =
+            u32::try_from((budget_bytes as usize).saturating_sub(total)).unwrap_or(u32::MAX);
         let mut results = shard
-            .fetch_many(round_items, remaining.min(u32::MAX as usize) as u32)
+            .scatter(
+                round_items,
+                |it| (it.topic.as_str(), it.partition),
+                |items| FetchOp {
+                    items,
+                    read_bytes: remaining,
+                },
+            )
             .await;
+        assert_eq!(results.len(), index.len());
         total += apply_budget(&mut results, budget_bytes as usize, total);
         let mut any_error = false;
         for (i, r) in index.into_iter().zip(results) {
@@ -183,65 +206,56 @@ pub async fn handle(
                 _ => None,
             })
             .collect();
-        shard.wait_any(waits, deadline).await;
+        wait_any(shard, waits, deadline).await;
     }
 
-    let mut gathered = gathered.into_iter();
-    let topics = req
-        .topics
-        .into_iter()
-        .map(|t| FetchTopicResult {
-            name: t.name,
-            partitions: t
-                .partitions
-                .into_iter()
-                .map(|p| partition_result(p.partition, gathered.next()))
-                .collect(),
-        })
-        .collect();
-    Response::ok(
-        correlation_id,
-        ResponseBody::Fetch(FetchResponse { topics }),
-    )
+    gathered.into_iter().map(Gathered::into_result).collect()
 }
 
-/// The records of all chunks as one buffer (no copy for a single chunk).
-fn join_chunks(chunks: Vec<Bytes>) -> Bytes {
-    match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.into_iter().next().unwrap_or_default(),
-        _ => Bytes::from(chunks.concat()),
+impl Gathered {
+    fn into_result(self) -> PartResult<Fetched> {
+        match self.last {
+            Some(Ok(d)) => Ok(Fetched {
+                chunks: self.chunks,
+                high_watermark: d.high_watermark,
+                log_start_offset: d.log_start_offset,
+                log_end_offset: d.log_end_offset,
+            }),
+            Some(Err(e)) => Err(e),
+            None => Err(WireError::new(ErrorCode::Internal, "missing result")),
+        }
     }
 }
 
-fn partition_result(partition: u32, g: Option<Gathered>) -> FetchPartitionResult {
-    let missing = || WireError::new(crate::protocol::ErrorCode::Internal, "missing result");
-    let Some(g) = g else {
-        return error_result(partition, missing());
-    };
-    match g.last {
-        Some(Ok(d)) => FetchPartitionResult {
-            partition,
-            error: None,
-            high_watermark: Some(d.high_watermark),
-            log_start_offset: Some(d.log_start_offset),
-            log_end_offset: Some(d.log_end_offset),
-            records: join_chunks(g.chunks),
-        },
-        Some(Err(e)) => error_result(partition, e),
-        None => error_result(partition, missing()),
+/// Resolves as soon as any item's partition has data past its offset
+/// (wherever it lives), or at `deadline`. Each owner gets one [`WaitOp`]; a
+/// wait that is no longer needed simply answers later and its reply is
+/// dropped.
+pub async fn wait_any(shard: &Rc<Shard>, items: Vec<WaitItem>, deadline: Instant) {
+    use crate::shard::ops::{first_of, LocalBoxFuture};
+    let (groups, _unknown) = shard.group_by_owner(items, |it| (it.topic.as_str(), it.partition));
+    let mut futs: Vec<LocalBoxFuture<'static, ()>> = Vec::new();
+    for (s, group) in groups.into_iter().enumerate() {
+        if group.is_empty() {
+            continue;
+        }
+        let items: Vec<WaitItem> = group.into_iter().map(|(_, it)| it).collect();
+        let started = shard.start_on(s, WaitOp { items, deadline }).await;
+        futs.push(Box::pin(async move {
+            let _ = started.wait().await;
+        }));
     }
-}
-
-fn error_result(partition: u32, e: WireError) -> FetchPartitionResult {
-    FetchPartitionResult {
-        partition,
-        error: Some(e),
-        high_watermark: None,
-        log_start_offset: None,
-        log_end_offset: None,
-        records: Bytes::new(),
+    if futs.is_empty() {
+        return;
     }
+    // Never past the deadline, even if a peer is slow to answer.
+    futs.push(Box::pin(async move {
+        let now = Instant::now();
+        if deadline > now {
+            crate::timer::sleep(deadline - now).await;
+        }
+    }));
+    first_of(futs).await
 }
 
 #[cfg(test)]
@@ -262,6 +276,19 @@ mod tests {
             log_start_offset: 0,
             log_end_offset: 10,
         })
+    }
+
+    #[test]
+    fn trim_keeps_whole_batches() {
+        let a = batch(b"aaaa");
+        let b = batch(b"bbbbbbbb");
+        let mut all = a.to_vec();
+        all.extend_from_slice(&b);
+        let all = Bytes::from(all);
+        assert_eq!(trim_to_batches(&all, all.len()).len(), all.len());
+        assert_eq!(trim_to_batches(&all, all.len() - 1).len(), a.len());
+        assert_eq!(trim_to_batches(&all, a.len()).len(), a.len());
+        assert_eq!(trim_to_batches(&all, a.len() - 1).len(), 0);
     }
 
     #[test]

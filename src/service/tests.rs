@@ -1,6 +1,8 @@
 //! Two real shards (two glommio executors joined by the mesh) on a temp data
-//! dir: topic admin through shard 0, produce/fetch/list-offsets forwarded
-//! between shards, a cross-shard long-poll wake-up, delete, restart recovery.
+//! dir, driven through the partition service: topic admin through shard 0,
+//! produce/fetch/list-offsets forwarded between shards, a cross-shard
+//! long-poll wake-up, delete, restart recovery; and the typed mesh itself
+//! (an op defined here, run locally, on the peer and on every shard).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -11,10 +13,34 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::BrokerConfig;
 use crate::protocol::batch::BatchBuilder;
 use crate::protocol::messages::{Acks, ConfigEntry, OffsetSpec};
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, WireError};
+use crate::shard::admin::{CreateTopic, DeleteTopic};
+use crate::shard::ops::LocalBoxFuture;
+use crate::shard::{registry, Mesh, Shard, ShardOp, TopicMeta};
 
-use super::mesh::{FetchItem, OffsetItem, ProduceItem, WaitItem};
-use super::{registry, Mesh, Shard, ShardReply, ShardRequest, TopicMeta};
+use super::owner::WaitItem;
+use super::types::{FetchItem, FetchRequest, OffsetQuery, ProduceItem, ProduceRequest, Produced};
+use super::Service;
+
+fn produce_req(items: Vec<ProduceItem>) -> ProduceRequest {
+    ProduceRequest {
+        acks: Acks::Leader,
+        timeout: None,
+        items,
+    }
+}
+
+async fn produce(s: &Service, items: Vec<ProduceItem>) -> Vec<Result<Produced, WireError>> {
+    s.produce(produce_req(items)).await.finish().await
+}
+
+fn create(name: &str, partitions: i32, configs: Vec<ConfigEntry>) -> CreateTopic {
+    CreateTopic {
+        name: name.into(),
+        partitions,
+        configs,
+    }
+}
 
 fn batch(value: &str) -> Bytes {
     let mut b = BatchBuilder::new();
@@ -47,7 +73,7 @@ where
         .spawn(move || async move {
             let s = Shard::boot(0, 2, c0, m0, t0).await.expect("boot 0");
             let addr = "127.0.0.1:1".parse().expect("addr");
-            s.send_listen_addr(addr).await;
+            s.send_listen_addrs(&[addr]).await;
             s.start_receivers();
             s.stopped().await;
             s.close_all().await;
@@ -60,7 +86,7 @@ where
             let s = Shard::boot(1, 2, config, mesh, topics)
                 .await
                 .expect("boot 1");
-            assert!(s.recv_listen_addr().await.is_some());
+            assert!(s.recv_listen_addrs().await.is_some());
             s.start_receivers();
             scenario(s.clone()).await;
             s.broadcast_shutdown().await;
@@ -86,64 +112,31 @@ fn config(dir: &std::path::Path) -> BrokerConfig {
 fn forwarding_long_poll_and_admin_across_two_shards() {
     let dir = tempfile::tempdir().expect("tempdir");
     with_two_shards(config(dir.path()), |s| async move {
+        let svc = Service::new(s.clone());
         // CreateTopic is forwarded to shard 0; we know the topic once it answers.
-        let reply = s
-            .call(
-                0,
-                ShardRequest::CreateTopic {
-                    name: "t".into(),
-                    partitions: 4,
-                    configs: vec![ConfigEntry {
-                        key: "segment_bytes".into(),
-                        value: "1048576".into(),
-                    }],
-                },
-            )
-            .await;
-        assert!(matches!(reply, ShardReply::Done(Ok(()))), "{reply:?}");
+        let configs = vec![ConfigEntry {
+            key: "segment_bytes".into(),
+            value: "1048576".into(),
+        }];
+        let reply = s.call(0, create("t", 4, configs)).await;
+        assert!(matches!(reply, Ok(Ok(()))), "{reply:?}");
         let meta = s.topic("t").expect("topic known on shard 1");
         assert_eq!(meta.assignment, registry::assign("t", 4, 2));
         assert_eq!(meta.config.segment_bytes, 1_048_576);
-        let again = s
-            .call(
-                0,
-                ShardRequest::CreateTopic {
-                    name: "t".into(),
-                    partitions: 1,
-                    configs: vec![],
-                },
-            )
-            .await;
-        assert!(
-            matches!(again, ShardReply::Done(Err(ref e)) if e.code == ErrorCode::TopicAlreadyExists)
-        );
-        let bad = s
-            .call(
-                0,
-                ShardRequest::CreateTopic {
-                    name: "u".into(),
-                    partitions: 0,
-                    configs: vec![],
-                },
-            )
-            .await;
-        assert!(
-            matches!(bad, ShardReply::Done(Err(ref e)) if e.code == ErrorCode::InvalidPartitions)
-        );
+        let again = s.call(0, create("t", 1, vec![])).await;
+        assert!(matches!(again, Ok(Err(ref e)) if e.code == ErrorCode::TopicAlreadyExists));
+        let bad = s.call(0, create("u", 0, vec![])).await;
+        assert!(matches!(bad, Ok(Err(ref e)) if e.code == ErrorCode::InvalidPartitions));
 
         // Produce to every partition (half local, half forwarded), twice.
         for round in 0..2u64 {
             let items = (0..4).map(|p| item("t", p, &format!("r{round}"))).collect();
-            let results = s.produce_dispatch(Acks::Leader, items).await.finish().await;
+            let results = produce(&svc, items).await;
             for r in &results {
                 assert_eq!(r.as_ref().map(|a| a.base_offset).ok(), Some(round));
             }
         }
-        let unknown = s
-            .produce_dispatch(Acks::Leader, vec![item("t", 9, "x"), item("nope", 0, "x")])
-            .await
-            .finish()
-            .await;
+        let unknown = produce(&svc, vec![item("t", 9, "x"), item("nope", 0, "x")]).await;
         assert!(unknown
             .iter()
             .all(|r| matches!(r, Err(e) if e.code == ErrorCode::UnknownTopicOrPartition)));
@@ -156,20 +149,32 @@ fn forwarding_long_poll_and_admin_across_two_shards() {
                 max_bytes: 1 << 20,
             })
             .collect();
-        let fetched = s.fetch_many(fetch_items, 1 << 20).await;
+        let fetched = svc
+            .fetch(FetchRequest {
+                items: fetch_items,
+                max_bytes: 1 << 20,
+                min_bytes: 0,
+                max_wait: Duration::ZERO,
+            })
+            .await;
         for f in &fetched {
             let d = f.as_ref().expect("fetch");
             assert_eq!(d.high_watermark, 2);
-            assert_eq!(crate::protocol::batch::batches(&d.records).count(), 2);
+            let batches: usize = d
+                .chunks
+                .iter()
+                .map(|c| crate::protocol::batch::batches(c).count())
+                .sum();
+            assert_eq!(batches, 2);
         }
-        let offsets = s
-            .list_offsets_many(vec![
-                OffsetItem {
+        let offsets = svc
+            .list_offsets(vec![
+                OffsetQuery {
                     topic: "t".into(),
                     partition: 0,
                     spec: OffsetSpec::Latest,
                 },
-                OffsetItem {
+                OffsetQuery {
                     topic: "t".into(),
                     partition: 1,
                     spec: OffsetSpec::Earliest,
@@ -186,16 +191,14 @@ fn forwarding_long_poll_and_admin_across_two_shards() {
             .expect("a remote partition");
         let deadline = Instant::now() + Duration::from_secs(60);
         let producer = {
-            let s = s.clone();
+            let svc = svc.clone();
             glommio::spawn_local(async move {
                 crate::timer::sleep_once(Duration::from_millis(20)).await;
-                s.produce_dispatch(Acks::Leader, vec![item("t", remote_p, "late")])
-                    .await
-                    .finish()
-                    .await
+                produce(&svc, vec![item("t", remote_p, "late")]).await
             })
         };
-        s.wait_any(
+        super::fetch::wait_any(
+            &s,
             vec![WaitItem {
                 topic: "t".into(),
                 partition: remote_p,
@@ -209,33 +212,15 @@ fn forwarding_long_poll_and_admin_across_two_shards() {
         assert_eq!(late[0].as_ref().map(|a| a.base_offset).ok(), Some(2));
 
         // Delete via shard 0: gone everywhere, directory removed.
-        let del = s
-            .call(0, ShardRequest::DeleteTopic { name: "t".into() })
-            .await;
-        assert!(matches!(del, ShardReply::Done(Ok(()))), "{del:?}");
+        let del = s.call(0, DeleteTopic { name: "t".into() }).await;
+        assert!(matches!(del, Ok(Ok(()))), "{del:?}");
         assert!(s.topic("t").is_none());
         assert!(!registry::topic_dir(&s.config.data_dir, "t").exists());
 
         // Something to find after a restart.
-        let keep = s
-            .call(
-                0,
-                ShardRequest::CreateTopic {
-                    name: "keep".into(),
-                    partitions: 2,
-                    configs: vec![],
-                },
-            )
-            .await;
-        assert!(matches!(keep, ShardReply::Done(Ok(()))), "{keep:?}");
-        let r = s
-            .produce_dispatch(
-                Acks::Leader,
-                vec![item("keep", 0, "a"), item("keep", 1, "b")],
-            )
-            .await
-            .finish()
-            .await;
+        let keep = s.call(0, create("keep", 2, vec![])).await;
+        assert!(matches!(keep, Ok(Ok(()))), "{keep:?}");
+        let r = produce(&svc, vec![item("keep", 0, "a"), item("keep", 1, "b")]).await;
         assert!(r.iter().all(|r| r.is_ok()));
     });
 
@@ -244,10 +229,10 @@ fn forwarding_long_poll_and_admin_across_two_shards() {
     let names: Vec<&str> = loaded.iter().map(|m: &TopicMeta| m.name.as_str()).collect();
     assert_eq!(names, vec!["keep"]);
     with_two_shards(config(dir.path()), |s| async move {
-        let offsets = s
-            .list_offsets_many(
+        let offsets = Service::new(s)
+            .list_offsets(
                 (0..2)
-                    .map(|p| OffsetItem {
+                    .map(|p| OffsetQuery {
                         topic: "keep".into(),
                         partition: p,
                         spec: OffsetSpec::Latest,
@@ -258,5 +243,73 @@ fn forwarding_long_poll_and_admin_across_two_shards() {
         for o in offsets {
             assert_eq!(o.ok(), Some((1, -1)));
         }
+    });
+}
+
+/// An op defined outside the mesh: answers which shard ran it, and checks
+/// that its synchronous part runs on arrival.
+struct WhereAmI {
+    tag: u64,
+}
+
+impl ShardOp for WhereAmI {
+    type Reply = (u64, usize);
+
+    fn start(self, shard: &Rc<Shard>) -> LocalBoxFuture<'static, (u64, usize)> {
+        let id = shard.id;
+        Box::pin(async move { (self.tag, id) })
+    }
+}
+
+/// An admin-style op answering `Result<(), WireError>`, failing on shard 0.
+struct FailOnZero;
+
+impl ShardOp for FailOnZero {
+    type Reply = Result<(), WireError>;
+
+    fn start(self, shard: &Rc<Shard>) -> LocalBoxFuture<'static, Self::Reply> {
+        let id = shard.id;
+        Box::pin(async move {
+            if id == 0 {
+                Err(WireError::new(ErrorCode::InvalidRequest, "shard 0 says no"))
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+#[test]
+fn typed_ops_run_locally_on_a_peer_and_everywhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    with_two_shards(config(dir.path()), |s| async move {
+        // Local: no mesh; remote: over the mesh; the reply is typed.
+        assert_eq!(s.call(1, WhereAmI { tag: 7 }).await.ok(), Some((7, 1)));
+        assert_eq!(s.call(0, WhereAmI { tag: 8 }).await.ok(), Some((8, 0)));
+        // Many in flight to the peer at once: each answer finds its caller.
+        let mut started = Vec::new();
+        for tag in 0..50u64 {
+            started.push(s.start_on((tag % 2) as usize, WhereAmI { tag }).await);
+        }
+        for (tag, st) in (0..50u64).zip(started) {
+            assert_eq!(st.wait().await.ok(), Some((tag, (tag % 2) as usize)));
+        }
+        // call_all runs everywhere and reports the first error.
+        let all = s.call_all(|| FailOnZero).await;
+        assert!(
+            matches!(all, Err(ref e) if e.message == "shard 0 says no"),
+            "{all:?}"
+        );
+        // Scatter: unknown items are answered here, in input order.
+        let svc = Service::new(s.clone());
+        let r = svc
+            .list_offsets(vec![OffsetQuery {
+                topic: "none".into(),
+                partition: 3,
+                spec: OffsetSpec::Latest,
+            }])
+            .await;
+        assert_eq!(r.len(), 1);
+        assert!(matches!(&r[0], Err(e) if e.code == ErrorCode::UnknownTopicOrPartition));
     });
 }
