@@ -190,7 +190,11 @@ fn bench_segment_append(c: &mut Criterion) {
                             .await
                             .expect("recreate segment");
                     }
-                    let item = [(seg.next_offset(), batch.clone())];
+                    let stamp = corelog::protocol::batch::Stamp {
+                        base_offset: seg.next_offset(),
+                        leader_epoch: 0,
+                    };
+                    let item = [(batch.clone(), Some(stamp))];
                     let start = Instant::now();
                     seg.append(&item).await.expect("append");
                     elapsed += start.elapsed();
