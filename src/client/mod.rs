@@ -48,6 +48,10 @@ pub enum ClientError {
     Closed,
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The peer accepted the TCP connection but is not a Corelog broker (an
+    /// HTTP server, a silent port, ...).
+    #[error("{addr} did not answer the Corelog handshake ({detail})")]
+    Handshake { addr: String, detail: String },
 }
 
 impl ClientError {

@@ -195,6 +195,10 @@ fn clone_err(e: &ClientError) -> ClientError {
         ClientError::Timeout(m) => ClientError::Timeout(m.clone()),
         ClientError::Closed => ClientError::Closed,
         ClientError::Config(m) => ClientError::Config(m.clone()),
+        ClientError::Handshake { addr, detail } => ClientError::Handshake {
+            addr: addr.clone(),
+            detail: detail.clone(),
+        },
     }
 }
 

@@ -2,10 +2,11 @@
 //! shut down.
 //!
 //! Owns: the startup order (every shard recovers its partitions; shard 0
-//! binds the configured address first and resolves port 0; the others bind
-//! the resolved address, each with its own SO_REUSEPORT socket), the startup
-//! report to the main thread, the accept loop, and graceful shutdown (stop
-//! accepting, close partitions).
+//! binds the claimed address first (`port::claim` resolved port 0 already);
+//! the others bind the address it announces, each with its own SO_REUSEPORT
+//! socket), the startup report to the main thread, the accept loop, and
+//! graceful shutdown (stop accepting, close partitions, within
+//! [`CLOSE_TIMEOUT_MS`]).
 //!
 //! Invariants: each shard reports to the main thread exactly once (ready or
 //! failed; [`StartupGuard`] reports a failure if the shard never gets that
@@ -22,8 +23,13 @@ use glommio::net::TcpListener;
 use crate::config::BrokerConfig;
 use crate::shard::{Mesh, Shard, TopicMeta};
 
-use super::connection;
 use super::StartupReport;
+use super::{connection, port};
+
+/// Longest a shard spends closing its partitions at shutdown, in ms; past
+/// it the shard stops waiting (what is not closed is recovered at the next
+/// start, as after a crash), so a shutdown always ends.
+pub const CLOSE_TIMEOUT_MS: u64 = 30_000;
 
 /// Reports a shard's startup outcome to the main thread exactly once; a
 /// guard dropped without reporting reports a failure.
@@ -86,10 +92,10 @@ pub async fn shard_main(
             }
         }
     };
-    let listener = match TcpListener::bind(bind_addr) {
+    let listener = match port::bind_shard_listener(bind_addr) {
         Ok(l) => l,
         Err(e) => {
-            guard.report(Err(format!("cannot listen on {bind_addr}: {e}")));
+            guard.report(Err(e));
             return;
         }
     };
@@ -116,7 +122,24 @@ pub async fn shard_main(
     shard.stopped().await;
     tracing::debug!(shard = id, "stopping");
     let _ = accept.cancel().await;
-    shard.close_all().await;
+    let closed = futures_lite::future::or(
+        async {
+            shard.close_all().await;
+            true
+        },
+        async {
+            crate::timer::sleep_once(Duration::from_millis(CLOSE_TIMEOUT_MS)).await;
+            false
+        },
+    )
+    .await;
+    if !closed {
+        tracing::warn!(
+            shard = id,
+            "closing partitions took over {CLOSE_TIMEOUT_MS} ms; stopping without waiting \
+             (the next start recovers them)"
+        );
+    }
     tracing::debug!(shard = id, "stopped");
 }
 

@@ -66,8 +66,20 @@ pub struct RecoveryStats {
 }
 
 impl RecoveryStats {
-    /// Logs the one-line summary, and each damaged sealed segment (error).
-    /// A new partition (no segment files were found) logs nothing.
+    /// Whether recovery changed or found something worth a line at the
+    /// default log level (truncation, rebuilt indexes, damage, gaps, orphans).
+    pub fn notable(&self) -> bool {
+        self.bytes_truncated > 0
+            || self.indexes_rebuilt > 0
+            || !self.sealed_damage.is_empty()
+            || self.gaps > 0
+            || self.orphans_removed > 0
+    }
+
+    /// Logs the one-line summary (info if [`RecoveryStats::notable`], else
+    /// debug: the shard logs one summary for all its partitions), and each
+    /// damaged sealed segment (error). A new partition (no segment files
+    /// were found) logs nothing.
     pub fn log(&self, topic: &str, partition: u32, log_start: u64, next_offset: u64) {
         if self.segments == 0 {
             return;
@@ -76,6 +88,19 @@ impl RecoveryStats {
             error!(topic = %topic, partition, offset = d.offset, file = %d.file.display(),
                 position = d.position, reason = %d.reason,
                 "corrupt batch in a sealed segment: served only up to it (fetches that reach it get CorruptData)");
+        }
+        if !self.notable() {
+            tracing::debug!(
+                topic = %topic,
+                partition,
+                segments = self.segments,
+                bytes_scanned = self.bytes_scanned,
+                log_start,
+                next_offset,
+                elapsed_ms = self.elapsed_ms,
+                "recovered partition"
+            );
+            return;
         }
         info!(
             topic = %topic,
