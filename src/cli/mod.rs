@@ -264,7 +264,10 @@ pub fn main() -> ExitCode {
             ))
         }
         Command::Serve(args) => {
-            init_tracing("info");
+            // glommio logs a failed buffer registration (a low
+            // RLIMIT_MEMLOCK) as a multi-line dump; shard::startup says it
+            // in one line instead.
+            init_tracing("info,glommio_ng::sys::uring=error");
             serve(args)
         }
         Command::Topic(args) => {

@@ -252,9 +252,11 @@ where
     W: futures_lite::AsyncWrite + Unpin,
 {
     let timeout_ms = HANDSHAKE_TIMEOUT_MS.min(config.request_timeout_ms);
-    let not_corelog = |detail: String| ClientError::Handshake {
-        addr: config.bootstrap.clone(),
-        detail,
+    let not_corelog = |detail: String| {
+        ClientError::Handshake(format!(
+            "{} did not answer the Corelog handshake ({detail})",
+            config.bootstrap
+        ))
     };
     let frame = codec::encode_request(&Request {
         correlation_id: HANDSHAKE_CORRELATION_ID,

@@ -49,9 +49,10 @@ pub enum ClientError {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// The peer accepted the TCP connection but is not a Corelog broker (an
-    /// HTTP server, a silent port, ...).
-    #[error("{addr} did not answer the Corelog handshake ({detail})")]
-    Handshake { addr: String, detail: String },
+    /// HTTP server, a silent port, ...): "ADDR did not answer the Corelog
+    /// handshake (what it did)".
+    #[error("{0}")]
+    Handshake(String),
 }
 
 impl ClientError {

@@ -97,7 +97,7 @@ pub fn run(config: BrokerConfig) -> Result<(), ServerError> {
     // Held until the process exits: no other broker can listen here.
     let claim = port::claim(config.listen).map_err(ServerError::Startup)?;
     config.listen = claim.addr();
-    startup::raise_memlock(shards as u64 * config.shard.io_memory_bytes);
+    startup::raise_memlock(shards as u64 * config.shard.io_memory_bytes)?;
     exit_if_signalled("while loading topics");
     let topics = registry::load_topics(
         &config.data_dir,

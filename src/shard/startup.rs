@@ -68,10 +68,14 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<DataDirLock, ShardError> {
     Ok(DataDirLock { _file: file })
 }
 
+/// Least RLIMIT_MEMLOCK glommio starts an executor with, in bytes.
+pub const MIN_MEMLOCK_BYTES: u64 = 512 * 1024;
+
 /// Raises RLIMIT_MEMLOCK as far as allowed (io_uring registers DMA memory
-/// against it). Failure is only a warning: small `io_memory_bytes` fit the
-/// default limit.
-pub fn raise_memlock(needed_bytes: u64) {
+/// against it). Below `needed_bytes` is one warning line (io_uring then runs
+/// without registered buffers); below [`MIN_MEMLOCK_BYTES`] no executor can
+/// start, which is one clear error.
+pub fn raise_memlock(needed_bytes: u64) -> Result<(), ShardError> {
     let mut cur = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -83,14 +87,14 @@ pub fn raise_memlock(needed_bytes: u64) {
                 "cannot read RLIMIT_MEMLOCK: {}",
                 std::io::Error::last_os_error()
             );
-            return;
+            return Ok(());
         }
         let unlimited = libc::rlimit {
             rlim_cur: libc::RLIM_INFINITY,
             rlim_max: libc::RLIM_INFINITY,
         };
         if libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) == 0 {
-            return;
+            return Ok(());
         }
         if cur.rlim_cur < cur.rlim_max {
             let raised = libc::rlimit {
@@ -102,6 +106,13 @@ pub fn raise_memlock(needed_bytes: u64) {
             }
         }
     }
+    if cur.rlim_cur != libc::RLIM_INFINITY && cur.rlim_cur < MIN_MEMLOCK_BYTES {
+        return Err(ShardError::Startup(format!(
+            "RLIMIT_MEMLOCK is {} bytes, below the {MIN_MEMLOCK_BYTES} bytes io_uring needs \
+             per shard; raise it (ulimit -l, or LimitMEMLOCK= in a systemd unit)",
+            cur.rlim_cur
+        )));
+    }
     if cur.rlim_cur != libc::RLIM_INFINITY && cur.rlim_cur < needed_bytes {
         tracing::warn!(
             "RLIMIT_MEMLOCK is {} bytes, below the {needed_bytes} bytes the shards' io_memory needs: \
@@ -110,6 +121,7 @@ pub fn raise_memlock(needed_bytes: u64) {
             cur.rlim_cur
         );
     }
+    Ok(())
 }
 
 /// One clear line for an executor that could not be created (glommio's own
