@@ -156,15 +156,16 @@ impl Default for ShardTuning {
     }
 }
 
-/// When an append becomes durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// When an append becomes durable. In TOML, flags and messages it is spelled
+/// `flush = "always"` or `flush.interval_ms = N` (TOML also accepts the
+/// equivalent inline table `flush = { interval_ms = N }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum FlushPolicy {
     /// `flush = "always"`: acknowledged only after fdatasync covers the batch.
     /// Concurrent appends to one partition share one fdatasync (group commit).
     Always(AlwaysTag),
-    /// `flush = { interval_ms = N }`: acknowledged after the write; synced
-    /// every N ms.
+    /// `flush.interval_ms = N`: acknowledged after the write; synced every N ms.
     Interval { interval_ms: u64 },
 }
 
@@ -191,7 +192,67 @@ impl FlushPolicy {
     }
 }
 
+/// What a bad `flush` value is told (in TOML, topic.json and `--config`).
+const FLUSH_EXPECTED: &str = "flush = \"always\" or flush.interval_ms = N (ms)";
+
+/// Deserialized by hand so that a bad value names the accepted spellings
+/// instead of serde's "did not match any variant of untagged enum".
+impl<'de> Deserialize<'de> for FlushPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FlushPolicy;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(FLUSH_EXPECTED)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FlushPolicy, E> {
+                match v {
+                    "always" => Ok(FlushPolicy::ALWAYS),
+                    other => Err(E::custom(format!(
+                        "flush = \"{other}\": expected {FLUSH_EXPECTED}"
+                    ))),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<FlushPolicy, A::Error> {
+                use serde::de::Error;
+                let mut interval_ms = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key != "interval_ms" {
+                        return Err(A::Error::custom(format!(
+                            "flush.{key}: unknown key; expected {FLUSH_EXPECTED}"
+                        )));
+                    }
+                    let v: i64 = map.next_value().map_err(|_| {
+                        A::Error::custom("flush.interval_ms: expected a positive integer (ms)")
+                    })?;
+                    let v = u64::try_from(v).map_err(|_| {
+                        A::Error::custom(format!(
+                            "flush.interval_ms = {v}: expected a positive integer (ms)"
+                        ))
+                    })?;
+                    interval_ms = Some(v);
+                }
+                match interval_ms {
+                    Some(interval_ms) => Ok(FlushPolicy::Interval { interval_ms }),
+                    None => Err(A::Error::custom(format!(
+                        "flush: missing interval_ms; expected {FLUSH_EXPECTED}"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Per-topic settings. Stored with the topic, so they survive restarts.
+///
+/// Every setting has one spelling, the same in corelog.toml
+/// (`[topic_defaults]`), in `--config KEY=VALUE`, in `topic describe` and in
+/// error messages: see [`TOPIC_SETTINGS`]. Retention's "unlimited" is `-1`
+/// everywhere.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopicConfig {
@@ -202,11 +263,71 @@ pub struct TopicConfig {
     /// Bytes of log between two entries of the sparse offset and time indexes.
     pub index_interval_bytes: u32,
     pub flush: FlushPolicy,
-    /// Sealed segments whose newest record is older than this are deleted, in ms.
+    /// Sealed segments whose newest record is older than this are deleted, in
+    /// ms; `u64::MAX` (written `-1`) means unlimited.
+    #[serde(deserialize_with = "de_retention_ms")]
     pub retention_ms: u64,
     /// Per-partition size bound in bytes (whole sealed segments are deleted
-    /// while the rest still holds at least this much); absent means unlimited.
+    /// while the rest still holds at least this much); absent (written `-1`)
+    /// means unlimited.
+    #[serde(deserialize_with = "de_retention_bytes")]
     pub retention_bytes: Option<u64>,
+}
+
+/// The value that means "unlimited" for `retention_ms` and `retention_bytes`,
+/// in TOML, flags and `topic describe`.
+pub const UNLIMITED: &str = "-1";
+
+/// A retention value: a non-negative integer, or -1 for unlimited (`None`).
+/// JSON `null` (how topic.json stores an unlimited `retention_bytes`) is
+/// unlimited too.
+fn de_retention<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    key: &'static str,
+) -> Result<Option<u64>, D::Error> {
+    struct V(&'static str);
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(
+                f,
+                "{} = a non-negative integer, or -1 for unlimited",
+                self.0
+            )
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Option<u64>, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Option<u64>, E> {
+            match v {
+                -1 => Ok(None),
+                v => u64::try_from(v).map(Some).map_err(|_| {
+                    E::custom(format!(
+                        "{} = {v}: expected a non-negative integer, or -1 for unlimited",
+                        self.0
+                    ))
+                }),
+            }
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Option<u64>, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Option<u64>, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Option<u64>, D2::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    d.deserialize_any(V(key))
+}
+
+fn de_retention_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    Ok(de_retention(d, "retention_ms")?.unwrap_or(u64::MAX))
+}
+
+fn de_retention_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    de_retention(d, "retention_bytes")
 }
 
 impl Default for TopicConfig {
@@ -222,28 +343,72 @@ impl Default for TopicConfig {
     }
 }
 
-/// Keys accepted by [`TopicConfig::set`], as `topic create --config KEY=VALUE`.
-pub const TOPIC_CONFIG_KEYS: &[&str] = &[
-    "segment_bytes",
-    "segment_ms",
-    "index_interval_bytes",
-    "flush",
-    "flush.interval_ms",
-    "retention_ms",
-    "retention_bytes",
+/// Every topic setting with what it means: the keys [`TopicConfig::set`]
+/// accepts, spelled as in corelog.toml's `[topic_defaults]`
+/// (`topic create --help` prints this list).
+pub const TOPIC_SETTINGS: &[(&str, &str)] = &[
+    (
+        "segment_bytes",
+        "roll to a new segment after this many bytes",
+    ),
+    (
+        "segment_ms",
+        "roll once the segment's first batch is this old, in ms",
+    ),
+    (
+        "index_interval_bytes",
+        "bytes of log between two sparse index entries",
+    ),
+    (
+        "flush",
+        "\"always\": acknowledge after fdatasync (group commit)",
+    ),
+    (
+        "flush.interval_ms",
+        "acknowledge after the write, fdatasync every N ms",
+    ),
+    (
+        "retention_ms",
+        "delete sealed segments older than this, in ms; -1 = unlimited",
+    ),
+    (
+        "retention_bytes",
+        "keep at most about this many bytes per partition; -1 = unlimited",
+    ),
 ];
+
+/// The settings as help text, one `KEY  meaning` line each.
+pub fn topic_settings_help() -> String {
+    let mut s = String::from(
+        "Topic settings (--config KEY=VALUE; the same keys as corelog.toml's [topic_defaults]):\n",
+    );
+    for (k, what) in TOPIC_SETTINGS {
+        s.push_str(&format!("  {k:<22}{what}\n"));
+    }
+    s
+}
 
 impl TopicConfig {
     /// Smallest segment accepted, in bytes (one aligned page plus headroom).
     pub const MIN_SEGMENT_BYTES: u64 = 64 * 1024;
 
     /// Applies one `key=value` override. `flush=always` or
-    /// `flush.interval_ms=N` choose the flush policy; `retention_bytes=-1`
-    /// means unlimited.
+    /// `flush.interval_ms=N` choose the flush policy; `-1` ([`UNLIMITED`])
+    /// means unlimited for `retention_ms` and `retention_bytes`.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         let num = |v: &str| -> Result<u64, ConfigError> {
             v.trim().parse::<u64>().map_err(|_| {
                 ConfigError::Invalid(format!("{key}={v}: expected a non-negative integer"))
+            })
+        };
+        let retention = |v: &str| -> Result<Option<u64>, ConfigError> {
+            if v.trim() == UNLIMITED {
+                return Ok(None);
+            }
+            v.trim().parse::<u64>().map(Some).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "{key}={v}: expected a non-negative integer, or {UNLIMITED} for unlimited"
+                ))
             })
         };
         match key {
@@ -257,7 +422,7 @@ impl TopicConfig {
                 "always" => self.flush = FlushPolicy::ALWAYS,
                 other => {
                     return Err(ConfigError::Invalid(format!(
-                        "flush={other}: use flush=always or flush.interval_ms=N"
+                        "flush={other}: expected flush=always or flush.interval_ms=N"
                     )))
                 }
             },
@@ -266,18 +431,16 @@ impl TopicConfig {
                     interval_ms: num(value)?,
                 }
             }
-            "retention_ms" => self.retention_ms = num(value)?,
-            "retention_bytes" => {
-                self.retention_bytes = if value.trim() == "-1" {
-                    None
-                } else {
-                    Some(num(value)?)
-                }
-            }
+            "retention_ms" => self.retention_ms = retention(value)?.unwrap_or(u64::MAX),
+            "retention_bytes" => self.retention_bytes = retention(value)?,
             other => {
                 return Err(ConfigError::Invalid(format!(
                     "unknown topic config key '{other}' (known: {})",
-                    TOPIC_CONFIG_KEYS.join(", ")
+                    TOPIC_SETTINGS
+                        .iter()
+                        .map(|(k, _)| *k)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )))
             }
         }
@@ -300,12 +463,19 @@ impl TopicConfig {
                 out.push(("flush.interval_ms".into(), interval_ms.to_string()))
             }
         }
-        out.push(("retention_ms".into(), self.retention_ms.to_string()));
+        out.push((
+            "retention_ms".into(),
+            if self.retention_ms == u64::MAX {
+                UNLIMITED.into()
+            } else {
+                self.retention_ms.to_string()
+            },
+        ));
         out.push((
             "retention_bytes".into(),
             self.retention_bytes
                 .map(|b| b.to_string())
-                .unwrap_or_else(|| "-1".into()),
+                .unwrap_or_else(|| UNLIMITED.into()),
         ));
         out
     }
@@ -471,5 +641,81 @@ mod tests {
         assert!(t.set("segment_bytes", "10").is_err());
         assert!(t.set("nope", "1").is_err());
         assert!(t.set("flush", "sometimes").is_err());
+    }
+
+    #[test]
+    fn one_spelling_in_toml_flags_and_messages() {
+        // The flag spelling `flush.interval_ms` is valid TOML (a dotted key).
+        let c =
+            BrokerConfig::from_toml("[topic_defaults]\nflush.interval_ms = 50\n").expect("dotted");
+        assert_eq!(c.topic_defaults.flush.interval_ms(), Some(50));
+        let mut t = TopicConfig::default();
+        t.set("flush.interval_ms", "50").expect("flag");
+        assert_eq!(t.flush, c.topic_defaults.flush);
+        // Every key `set` knows is a TOML key of [topic_defaults] and is
+        // what `entries` prints.
+        for (k, _) in TOPIC_SETTINGS {
+            let v = match *k {
+                "flush" => "\"always\"".to_string(),
+                _ => "4096000".to_string(),
+            };
+            let toml = format!("[topic_defaults]\n{k} = {v}\n");
+            BrokerConfig::from_toml(&toml).unwrap_or_else(|e| panic!("{toml}: {e}"));
+        }
+        let keys: Vec<String> = TopicConfig::default()
+            .entries()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        for k in &keys {
+            assert!(TOPIC_SETTINGS.iter().any(|(s, _)| s == k), "{k}");
+        }
+    }
+
+    #[test]
+    fn a_bad_flush_names_the_accepted_forms() {
+        for bad in [
+            "flush = \"never\"",
+            "flush = 5",
+            "flush = { every_ms = 5 }",
+            "flush.interval_ms = -3",
+        ] {
+            let err = BrokerConfig::from_toml(&format!("[topic_defaults]\n{bad}\n"))
+                .expect_err(bad)
+                .to_string();
+            assert!(!err.contains("untagged"), "{bad}: {err}");
+            assert!(!err.contains("FlushPolicy"), "{bad}: {err}");
+            assert!(err.contains("flush"), "{bad}: {err}");
+        }
+        let err = BrokerConfig::from_toml("[topic_defaults]\nflush = \"never\"\n")
+            .expect_err("never")
+            .to_string();
+        assert!(err.contains("flush.interval_ms = N"), "{err}");
+    }
+
+    #[test]
+    fn unlimited_retention_is_minus_one_everywhere() {
+        let c =
+            BrokerConfig::from_toml("[topic_defaults]\nretention_ms = -1\nretention_bytes = -1\n")
+                .expect("toml -1");
+        assert_eq!(c.topic_defaults.retention_ms, u64::MAX);
+        assert_eq!(c.topic_defaults.retention_bytes, None);
+        assert!(BrokerConfig::from_toml("[topic_defaults]\nretention_ms = -2\n").is_err());
+        let mut t = TopicConfig::default();
+        t.set("retention_ms", "-1").expect("flag -1");
+        t.set("retention_bytes", "-1").expect("flag -1");
+        assert_eq!(t, c.topic_defaults);
+        let entries = t.entries();
+        assert!(entries.contains(&("retention_ms".into(), "-1".into())));
+        assert!(entries.contains(&("retention_bytes".into(), "-1".into())));
+        // topic.json (JSON) round trip, and its older `null` form.
+        let json = serde_json::to_string(&t).expect("json");
+        assert_eq!(serde_json::from_str::<TopicConfig>(&json).expect("back"), t);
+        let old = serde_json::json!({"retention_bytes": null, "retention_ms": 5});
+        let back: TopicConfig = serde_json::from_value(old).expect("old topic.json");
+        assert_eq!(back.retention_bytes, None);
+        assert_eq!(back.retention_ms, 5);
+        let err = t.set("retention_ms", "forever").expect_err("bad");
+        assert!(err.to_string().contains("-1 for unlimited"), "{err}");
     }
 }

@@ -1,5 +1,6 @@
-//! `corelog consume TOPIC`: prints records as text (value per line) or JSON
-//! lines {"partition","offset","timestamp","key","value"}.
+//! `corelog consume TOPIC`: prints records as text (value per line, optionally
+//! preceded by partition, offset and key, as kcat's `-f`) or JSON lines
+//! {"partition","offset","timestamp","key","value"}.
 //!
 //! Invariants: default start is the latest offset; `--count N` prints exactly
 //! N records then exits 0; without it the command follows until interrupted;
@@ -14,6 +15,9 @@ use crate::client::{ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, Seek
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ConsumeArgs {
+    #[command(flatten)]
+    pub(crate) client: super::ClientArgs,
+    /// Topic to read.
     topic: String,
     /// Read only this partition (default: all).
     #[arg(long, value_name = "N")]
@@ -21,8 +25,15 @@ pub(crate) struct ConsumeArgs {
     /// Start at the earliest retained record.
     #[arg(long, conflicts_with_all = ["offset", "from_timestamp"])]
     from_beginning: bool,
-    /// Start at this offset.
-    #[arg(long, value_name = "N", conflicts_with = "from_timestamp")]
+    /// Start at this offset of the partition given by --partition (required:
+    /// offsets of different partitions are unrelated).
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with = "from_timestamp",
+        requires = "partition",
+        value_parser = super::offset_parser()
+    )]
     offset: Option<u64>,
     /// Start at the first record with timestamp >= MS (ms since the epoch).
     #[arg(long, value_name = "MS")]
@@ -30,16 +41,54 @@ pub(crate) struct ConsumeArgs {
     /// Exit after this many records.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
+    /// Output format: text (one value per line) or json (one object per line).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Text format: print each record's key before its value (an absent key
+    /// prints as nothing).
+    #[arg(long)]
+    print_key: bool,
+    /// Text format: print each record's partition and offset first.
+    #[arg(long)]
+    print_offset: bool,
+    /// Text format: what separates the fields --print-key and --print-offset
+    /// add (default: a tab).
+    #[arg(
+        long,
+        value_name = "SEP",
+        default_value = "\t",
+        hide_default_value = true
+    )]
+    separator: String,
     /// Longest one fetch waits for data on the broker, in ms.
     #[arg(long, default_value_t = 500, value_name = "MS")]
     max_wait_ms: u32,
 }
 
-fn render(r: &ConsumerRecord, format: Format, out: &mut Vec<u8>) {
+/// How text lines are laid out.
+#[derive(Debug, Clone, Default)]
+struct TextFields {
+    key: bool,
+    offset: bool,
+    separator: String,
+}
+
+fn render(r: &ConsumerRecord, format: Format, fields: &TextFields, out: &mut Vec<u8>) {
     match format {
         Format::Text => {
+            let sep = fields.separator.as_bytes();
+            if fields.offset {
+                out.extend_from_slice(format!("{}", r.partition).as_bytes());
+                out.extend_from_slice(sep);
+                out.extend_from_slice(format!("{}", r.offset).as_bytes());
+                out.extend_from_slice(sep);
+            }
+            if fields.key {
+                if let Some(k) = &r.key {
+                    out.extend_from_slice(k);
+                }
+                out.extend_from_slice(sep);
+            }
             if let Some(v) = &r.value {
                 out.extend_from_slice(v);
             }
@@ -111,13 +160,18 @@ pub(crate) async fn run(client: ClientConfig, args: ConsumeArgs) -> CliResult {
     if args.count == Some(0) {
         return Ok(());
     }
+    let fields = TextFields {
+        key: args.print_key,
+        offset: args.print_offset,
+        separator: args.separator.clone(),
+    };
     let mut printed: u64 = 0;
     let mut buf = Vec::with_capacity(64 * 1024);
     loop {
         let records = consumer.poll().await?;
         buf.clear();
         for r in &records {
-            render(r, args.format, &mut buf);
+            render(r, args.format, &fields, &mut buf);
             printed += 1;
             if args.count == Some(printed) {
                 break;
@@ -151,7 +205,8 @@ mod tests {
             headers: vec![],
         };
         let mut out = Vec::new();
-        render(&r, Format::Json, &mut out);
+        let plain = TextFields::default();
+        render(&r, Format::Json, &plain, &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
         assert_eq!(v["partition"], 2);
         assert_eq!(v["offset"], 7);
@@ -159,7 +214,31 @@ mod tests {
         assert!(v["key"].is_null());
         assert_eq!(v["value"], "hi");
         out.clear();
-        render(&r, Format::Text, &mut out);
+        render(&r, Format::Text, &plain, &mut out);
         assert_eq!(out, b"hi\n");
+        let all = TextFields {
+            key: true,
+            offset: true,
+            separator: "\t".into(),
+        };
+        out.clear();
+        render(&r, Format::Text, &all, &mut out);
+        assert_eq!(out, b"2\t7\t\thi\n", "absent key prints as nothing");
+        let keyed = ConsumerRecord {
+            key: Some(Bytes::from_static(b"k1")),
+            ..r
+        };
+        out.clear();
+        render(
+            &keyed,
+            Format::Text,
+            &TextFields {
+                key: true,
+                offset: false,
+                separator: ":".into(),
+            },
+            &mut out,
+        );
+        assert_eq!(out, b"k1:hi\n");
     }
 }

@@ -25,28 +25,39 @@ use crate::config::BrokerConfig;
     about = "Corelog: a thread-per-core event-streaming broker"
 )]
 struct Cli {
-    /// Broker address for client commands.
-    #[arg(
-        long,
-        global = true,
-        default_value = "127.0.0.1:9700",
-        value_name = "HOST:PORT"
-    )]
-    bootstrap: String,
-    /// Request timeout for client commands, in ms.
-    #[arg(long, global = true, default_value_t = 30_000, value_name = "MS")]
-    request_timeout_ms: u64,
+    /// Broker address for client commands [default: 127.0.0.1:9700] (also
+    /// accepted after the command).
+    #[arg(long, value_name = "HOST:PORT")]
+    bootstrap: Option<String>,
+    /// Request timeout for client commands, in ms [default: 30000] (also
+    /// accepted after the command).
+    #[arg(long, value_name = "MS")]
+    request_timeout_ms: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
+
+/// The connection flags of client commands (not of `serve`). Given both
+/// before and after the command, the one after it wins.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct ClientArgs {
+    /// Broker address [default: 127.0.0.1:9700].
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    bootstrap: Option<String>,
+    /// Request timeout, in ms [default: 30000].
+    #[arg(long, global = true, value_name = "MS")]
+    request_timeout_ms: Option<u64>,
+}
+
+const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9700";
+const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the broker.
     Serve(ServeArgs),
-    /// Create, delete, list and describe topics.
-    #[command(subcommand)]
-    Topic(TopicCommand),
+    /// Create, delete, list, describe and alter topics.
+    Topic(TopicArgs),
     /// Send stdin lines as records.
     Produce(produce::ProduceArgs),
     /// Print records of a topic.
@@ -64,51 +75,88 @@ struct ServeArgs {
     /// Listen address (overrides the config); port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
-    /// Number of shards (overrides the config; 0 = one per CPU).
+    /// Number of shards, at most one per CPU (overrides the config; 0 = one
+    /// per CPU).
     #[arg(long, value_name = "N")]
     shards: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+struct TopicArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: TopicCommand,
 }
 
 #[derive(Debug, Subcommand)]
 enum TopicCommand {
     /// Create a topic.
+    #[command(after_help = crate::config::topic_settings_help())]
     Create {
+        /// Topic name.
         name: String,
-        #[arg(long, value_name = "P")]
+        /// Number of partitions.
+        #[arg(long, value_name = "N")]
         partitions: u32,
-        /// Topic setting override, repeatable.
+        /// Topic setting (see below), repeatable; unset ones take the
+        /// broker's [topic_defaults].
         #[arg(long = "config", value_name = "KEY=VALUE")]
         configs: Vec<String>,
     },
     /// Delete a topic and its data.
-    Delete { name: String },
+    Delete {
+        /// Topic name.
+        name: String,
+    },
     /// List topic names.
     List {
+        /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
     /// Show a topic's partitions and settings.
     Describe {
+        /// Topic name.
         name: String,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
     /// Change settings of a live topic (persisted; survive restarts).
+    #[command(after_help = crate::config::topic_settings_help())]
     Alter {
+        /// Topic name.
         name: String,
-        /// Topic setting to change, repeatable (at least one).
+        /// Topic setting to change (see below), repeatable (at least one).
         #[arg(long = "config", value_name = "KEY=VALUE", required = true)]
         configs: Vec<String>,
     },
     /// Advance a partition's log start: records below OFFSET are deleted.
     DeleteRecords {
+        /// Topic name.
         name: String,
+        /// The partition whose records are deleted.
         #[arg(long, value_name = "N")]
         partition: u32,
         /// New log start; must not be above the high watermark.
-        #[arg(long, value_name = "OFFSET")]
+        #[arg(long, value_name = "OFFSET", value_parser = offset_parser())]
         before: u64,
     },
+}
+
+/// An offset flag: a u64 that the wire (int64) can carry.
+pub(crate) fn offset_parser() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(0..=i64::MAX as u64)
+}
+
+/// `1 partition`, `2 partitions`.
+pub(crate) fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -196,27 +244,45 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let client = ClientConfig {
-        bootstrap: cli.bootstrap.clone(),
+    let client = |sub: &ClientArgs| ClientConfig {
+        bootstrap: sub
+            .bootstrap
+            .clone()
+            .or_else(|| cli.bootstrap.clone())
+            .unwrap_or_else(|| DEFAULT_BOOTSTRAP.into()),
         client_id: "corelog-cli".into(),
-        request_timeout_ms: cli.request_timeout_ms,
+        request_timeout_ms: sub
+            .request_timeout_ms
+            .or(cli.request_timeout_ms)
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
         ..ClientConfig::default()
     };
     let result = match cli.command {
+        Command::Serve(_) if cli.bootstrap.is_some() || cli.request_timeout_ms.is_some() => {
+            Err(CliError::Message(
+                "--bootstrap and --request-timeout-ms are for client commands, not serve".into(),
+            ))
+        }
         Command::Serve(args) => {
-            init_tracing("info");
+            // glommio logs a failed buffer registration (a low
+            // RLIMIT_MEMLOCK) as a multi-line dump; shard::startup says it
+            // in one line instead.
+            init_tracing("info,glommio_ng::sys::uring=error");
             serve(args)
         }
-        Command::Topic(cmd) => {
+        Command::Topic(args) => {
             init_tracing("warn");
-            run_client(move || topic::run(client, cmd))
+            let client = client(&args.client);
+            run_client(move || topic::run(client, args.command))
         }
         Command::Produce(args) => {
             init_tracing("warn");
+            let client = client(&args.client);
             run_client(move || produce::run(client, args))
         }
         Command::Consume(args) => {
             init_tracing("warn");
+            let client = client(&args.client);
             run_client(move || consume::run(client, args))
         }
     };
@@ -240,6 +306,55 @@ mod tests {
     }
 
     #[test]
+    fn every_flag_has_help_and_serve_has_no_client_flags() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some() || arg.get_long_help().is_some(),
+                    "{path} {id} has no help"
+                );
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        let mut cli = Cli::command();
+        cli.build();
+        walk(&cli, "corelog");
+        let serve = cli.find_subcommand("serve").expect("serve");
+        for a in serve.get_arguments() {
+            assert!(
+                !matches!(a.get_id().as_str(), "bootstrap" | "request_timeout_ms"),
+                "serve has client flag {}",
+                a.get_id()
+            );
+        }
+    }
+
+    #[test]
+    fn offsets_and_partitions() {
+        assert!(Cli::try_parse_from(["corelog", "consume", "t", "--offset", "3"]).is_err());
+        assert!(Cli::try_parse_from([
+            "corelog",
+            "consume",
+            "t",
+            "--partition",
+            "0",
+            "--offset",
+            "18446744073709551615"
+        ])
+        .is_err());
+        assert_eq!(plural(1, "record"), "1 record");
+        assert_eq!(plural(0, "record"), "0 records");
+        assert_eq!(plural(2, "partition"), "2 partitions");
+    }
+
+    #[test]
     fn parses_contract_examples() {
         let c = Cli::try_parse_from([
             "corelog",
@@ -256,9 +371,12 @@ mod tests {
             "127.0.0.1:1",
         ])
         .expect("parse");
-        assert_eq!(c.bootstrap, "127.0.0.1:1");
+        let Command::Topic(ref t) = c.command else {
+            panic!("topic command expected");
+        };
+        assert_eq!(t.client.bootstrap.as_deref(), Some("127.0.0.1:1"));
         assert!(
-            matches!(c.command, Command::Topic(TopicCommand::Create { partitions: 3, ref configs, .. }) if configs.len() == 2)
+            matches!(t.command, TopicCommand::Create { partitions: 3, ref configs, .. } if configs.len() == 2)
         );
         assert!(Cli::try_parse_from([
             "corelog",

@@ -15,18 +15,26 @@ use crate::protocol::messages::Acks;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ProduceArgs {
+    #[command(flatten)]
+    pub(crate) client: super::ClientArgs,
+    /// Topic to write to.
     topic: String,
     /// Split each line at the first SEP into key and value.
     #[arg(long, value_name = "SEP")]
     key_separator: Option<String>,
+    /// When the broker acknowledges: none (fire and forget), leader (after
+    /// the write, durable per the topic's flush setting), all (every in-sync
+    /// replica; the leader on a single node).
     #[arg(long, value_enum, default_value_t = AcksArg::Leader)]
     acks: AcksArg,
     /// Send every record to this partition.
     #[arg(long, value_name = "N")]
     partition: Option<u32>,
+    /// How long a batch waits for more records before it is sent, in ms.
     #[arg(long, default_value_t = 5, value_name = "MS")]
     linger_ms: u64,
-    #[arg(long, default_value_t = 1024 * 1024, value_name = "B")]
+    /// A batch is sent once it holds this many bytes.
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     batch_bytes: usize,
     /// Produce requests in flight per partition (0 = no limit).
     #[arg(long, default_value_t = crate::client::DEFAULT_MAX_IN_FLIGHT_PER_PARTITION, value_name = "N")]
@@ -162,7 +170,7 @@ pub(crate) async fn run(client: ClientConfig, args: ProduceArgs) -> CliResult {
         settle(&mut pending, &mut acked).await?;
     }
     producer.close().await?;
-    eprintln!("produced {acked} records");
+    eprintln!("produced {}", super::plural(acked, "record"));
     Ok(())
 }
 

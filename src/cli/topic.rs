@@ -25,7 +25,10 @@ pub(crate) async fn run(client: ClientConfig, cmd: TopicCommand) -> CliResult {
         } => {
             let configs = parse_configs(&configs)?;
             admin.create_topic(&name, partitions, &configs).await?;
-            eprintln!("created topic {name} with {partitions} partitions");
+            eprintln!(
+                "created topic {name} with {}",
+                super::plural(u64::from(partitions), "partition")
+            );
         }
         TopicCommand::Delete { name } => {
             admin.delete_topic(&name).await?;

@@ -4,6 +4,12 @@
 //! task decodes responses and completes the pending request with the same
 //! correlation id. Requests are framed in the order `start` is called.
 //!
+//! Every connection starts with a handshake: an ApiVersions request whose
+//! answer must be a small, decodable Corelog response to it, within
+//! [`HANDSHAKE_TIMEOUT_MS`]; anything else (an HTTP server's reply, silence,
+//! a huge length prefix) is [`ClientError::Handshake`], named at once rather
+//! than after a request timeout or as a giant frame.
+//!
 //! Invariants: every pending request completes exactly once: with its
 //! response, with `Timeout` (it is then forgotten; a late response is
 //! dropped), or with the connection's failure. Once the connection fails,
@@ -28,10 +34,22 @@ use super::sync::{oneshot, OneshotReceiver, OneshotSender};
 use super::{ClientConfig, ClientError};
 use crate::net::{read_frame, split, write_frame, FrameIoError};
 use crate::protocol::codec::{self, DecodeLimits};
-use crate::protocol::messages::{Request, RequestBody, ResponseBody, PROTOCOL_VERSION};
+use crate::protocol::frame::{check_length, LENGTH_PREFIX_BYTES};
+use crate::protocol::messages::{
+    ApiVersionsRequest, Request, RequestBody, ResponseBody, PROTOCOL_VERSION,
+};
 use crate::protocol::{CorrelationId, WireError};
 
 type Reply = Result<ResponseBody, ClientError>;
+
+/// Longest the handshake waits for the broker's answer, in ms (capped by
+/// `request_timeout_ms`).
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+/// Largest handshake answer accepted, in bytes (an ApiVersions response is a
+/// few hundred; "HTTP" read as a length is 1.3 GB).
+pub const HANDSHAKE_MAX_FRAME_BYTES: u32 = 64 * 1024;
+/// Correlation id of the handshake; requests start after it.
+const HANDSHAKE_CORRELATION_ID: CorrelationId = 1;
 
 /// Why the connection is gone, kept to fail later requests the same way.
 #[derive(Debug, Clone)]
@@ -108,11 +126,12 @@ impl Connection {
             })?;
         stream.set_nodelay(true).map_err(std::io::Error::other)?;
         let (mut reader, mut writer) = split(stream);
+        handshake(config, &mut reader, &mut writer).await?;
         let (tx, rx) = local_channel::new_unbounded::<Vec<u8>>();
         let shared = Rc::new(Shared {
             client_id: config.client_id.clone(),
             request_timeout_ms: config.request_timeout_ms,
-            next_id: Cell::new(1),
+            next_id: Cell::new(HANDSHAKE_CORRELATION_ID + 1),
             pending: RefCell::new(HashMap::new()),
             failed: RefCell::new(None),
             tx: RefCell::new(Some(tx)),
@@ -219,6 +238,84 @@ impl Connection {
     pub fn is_closed(&self) -> bool {
         self.shared.failed.borrow().is_some()
     }
+}
+
+/// Sends ApiVersions and checks that the answer is a Corelog response to it
+/// (see the module header).
+async fn handshake<R, W>(
+    config: &ClientConfig,
+    reader: &mut R,
+    writer: &mut W,
+) -> Result<(), ClientError>
+where
+    R: futures_lite::AsyncRead + Unpin,
+    W: futures_lite::AsyncWrite + Unpin,
+{
+    let timeout_ms = HANDSHAKE_TIMEOUT_MS.min(config.request_timeout_ms);
+    let not_corelog = |detail: String| {
+        ClientError::Handshake(format!(
+            "{} did not answer the Corelog handshake ({detail})",
+            config.bootstrap
+        ))
+    };
+    let frame = codec::encode_request(&Request {
+        correlation_id: HANDSHAKE_CORRELATION_ID,
+        api_version: PROTOCOL_VERSION,
+        client_id: Some(config.client_id.clone()),
+        body: RequestBody::ApiVersions(ApiVersionsRequest::default()),
+    });
+    let exchange = async {
+        write_frame(writer, &frame)
+            .await
+            .map_err(|e| format!("sending it failed: {e}"))?;
+        let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
+        futures_lite::AsyncReadExt::read_exact(reader, &mut prefix)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => "it closed the connection".to_string(),
+                _ => format!("reading the answer failed: {e}"),
+            })?;
+        let Ok(len) = check_length(prefix, HANDSHAKE_MAX_FRAME_BYTES) else {
+            let text: String = prefix
+                .iter()
+                .map(|&b| {
+                    if b.is_ascii_graphic() || b == b' ' {
+                        b as char
+                    } else {
+                        '.'
+                    }
+                })
+                .collect();
+            return Err(format!(
+                "its answer starts with {prefix:02x?} (\"{text}\"), not a Corelog frame"
+            ));
+        };
+        let mut payload = vec![0u8; len];
+        futures_lite::AsyncReadExt::read_exact(reader, &mut payload)
+            .await
+            .map_err(|e| format!("reading the answer failed: {e}"))?;
+        let resp = codec::decode_response(&Bytes::from(payload), &DecodeLimits::default())
+            .map_err(|e| format!("its answer does not decode: {}", e.error.message))?;
+        if resp.correlation_id != HANDSHAKE_CORRELATION_ID {
+            return Err(format!(
+                "its answer has correlation id {}, not {HANDSHAKE_CORRELATION_ID}",
+                resp.correlation_id
+            ));
+        }
+        // An error answer (e.g. an unsupported version) still comes from a
+        // Corelog broker: the requests that follow report what it says.
+        match resp.body {
+            None | Some(ResponseBody::ApiVersions(_)) => Ok(()),
+            Some(other) => Err(format!("it answered ApiVersions with {other:?}")),
+        }
+    };
+    let timeout = async {
+        crate::timer::sleep_once(Duration::from_millis(timeout_ms)).await;
+        Err(format!("no answer within {timeout_ms} ms"))
+    };
+    futures_lite::future::or(exchange, timeout)
+        .await
+        .map_err(not_corelog)
 }
 
 impl Drop for Connection {

@@ -266,10 +266,14 @@ impl Consumer {
                     continue; // not asked for; ignore
                 };
                 if let Some(e) = p.error {
-                    return Err(ClientError::Broker(WireError::new(
-                        e.code,
-                        format!("{tp} at offset {position}: {}", e.message),
-                    )));
+                    // Name the partition and offset once: the broker's
+                    // message usually names them already.
+                    let message = if e.message.contains(&tp.to_string()) {
+                        e.message
+                    } else {
+                        format!("{tp} at offset {position}: {}", e.message)
+                    };
+                    return Err(ClientError::Broker(WireError::new(e.code, message)));
                 }
                 let next = decode_records(&tp, position, &p.records, &mut out)?;
                 if next > position {

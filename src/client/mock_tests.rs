@@ -164,9 +164,12 @@ fn handle(logs: &Logs, req: Request) -> Option<Response> {
         }
         RequestBody::DeleteTopic(_) => return None, // never answered: exercises timeouts
         RequestBody::DeleteRecords(_) | RequestBody::AlterTopicConfig(_) => return None,
-        RequestBody::ApiVersions(_) => {
-            return Some(Response::error(cid, ErrorCode::UnsupportedVersion, "nope"))
-        }
+        RequestBody::ApiVersions(_) => ResponseBody::ApiVersions(ApiVersionsResponse {
+            apis: vec![],
+            broker_software: "mock".into(),
+            node_id: 0,
+            shard_count: 1,
+        }),
     };
     Some(Response::ok(cid, body))
 }
@@ -183,11 +186,13 @@ fn spawn_broker(listener: TcpListener, logs: Logs, max_requests: usize, close_wh
             let (mut r, mut w) = split(s);
             let mut served = 0;
             while let Ok(Some(frame)) = read_frame(&mut r, 64 << 20).await {
-                if served == max_requests {
+                let req = decode_request(&frame, &DecodeLimits::default()).expect("valid request");
+                // The connection handshake is not one of the counted requests.
+                let handshake = matches!(req.body, RequestBody::ApiVersions(_));
+                if !handshake && served == max_requests {
                     break;
                 }
-                served += 1;
-                let req = decode_request(&frame, &DecodeLimits::default()).expect("valid request");
+                served += usize::from(!handshake);
                 if let Some(resp) = handle(&logs, req) {
                     write_frame(&mut w, &encode_response(&resp))
                         .await

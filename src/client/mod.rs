@@ -48,6 +48,11 @@ pub enum ClientError {
     Closed,
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The peer accepted the TCP connection but is not a Corelog broker (an
+    /// HTTP server, a silent port, ...): "ADDR did not answer the Corelog
+    /// handshake (what it did)".
+    #[error("{0}")]
+    Handshake(String),
 }
 
 impl ClientError {

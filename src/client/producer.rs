@@ -195,6 +195,7 @@ fn clone_err(e: &ClientError) -> ClientError {
         ClientError::Timeout(m) => ClientError::Timeout(m.clone()),
         ClientError::Closed => ClientError::Closed,
         ClientError::Config(m) => ClientError::Config(m.clone()),
+        ClientError::Handshake(m) => ClientError::Handshake(m.clone()),
     }
 }
 

@@ -56,7 +56,7 @@ use crate::storage::StorageError;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PartitionError {
-    #[error("offset {offset} is out of range [{log_start}, {log_end}] for {tp}")]
+    #[error("{tp}: offset {offset} is not in [{log_start}, {log_end}]")]
     OffsetOutOfRange {
         tp: TopicPartition,
         offset: Offset,

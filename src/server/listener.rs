@@ -7,7 +7,9 @@
 //! addresses first and resolves port 0; the others bind the resolved
 //! addresses), the startup report to the main thread, the accept loops
 //! (generic over the [`Acceptor`] and the protocol), and graceful shutdown
-//! (stop accepting, close partitions).
+//! (stop accepting, close partitions, within [`CLOSE_TIMEOUT_MS`]). The
+//! client listener's address was claimed by `port::claim` before any shard
+//! started (port 0 already resolved), so shard 0 binds a concrete port.
 //!
 //! Invariants: each shard reports to the main thread exactly once (ready or
 //! failed; [`StartupGuard`] reports a failure if the shard never gets that
@@ -33,7 +35,13 @@ use crate::shard::{Mesh, Shard, TopicMeta};
 use super::codec::{Codec, FlatBuffers, Handler};
 use super::connection::{self, Conn, ConnLimits};
 use super::handlers::FlatBuffersHandler;
+use super::port;
 use super::StartupReport;
+
+/// Longest a shard spends closing its partitions at shutdown, in ms; past
+/// it the shard stops waiting (what is not closed is recovered at the next
+/// start, as after a crash), so a shutdown always ends.
+pub const CLOSE_TIMEOUT_MS: u64 = 30_000;
 
 /// The wire protocol a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,10 +157,10 @@ pub async fn shard_main(
     };
     let mut bound = Vec::with_capacity(specs.len());
     for (spec, bind_addr) in specs.iter().zip(&bind_addrs) {
-        let listener = match TcpListener::bind(bind_addr) {
+        let listener = match port::bind_shard_listener(*bind_addr) {
             Ok(l) => l,
             Err(e) => {
-                guard.report(Err(format!("cannot listen on {bind_addr}: {e}")));
+                guard.report(Err(e));
                 return;
             }
         };
@@ -196,7 +204,24 @@ pub async fn shard_main(
     for accept in accepts {
         let _ = accept.cancel().await;
     }
-    shard.close_all().await;
+    let closed = futures_lite::future::or(
+        async {
+            shard.close_all().await;
+            true
+        },
+        async {
+            crate::timer::sleep_once(Duration::from_millis(CLOSE_TIMEOUT_MS)).await;
+            false
+        },
+    )
+    .await;
+    if !closed {
+        tracing::warn!(
+            shard = id,
+            "closing partitions took over {CLOSE_TIMEOUT_MS} ms; stopping without waiting \
+             (the next start recovers them)"
+        );
+    }
     tracing::debug!(shard = id, "stopped");
 }
 

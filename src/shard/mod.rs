@@ -144,7 +144,19 @@ impl Shard {
             stop: Semaphore::new(0),
             stopping: Cell::new(false),
         });
+        let started = std::time::Instant::now();
         shard.open_owned(&topics).await;
+        let open: usize = shard.partitions.borrow().values().map(|m| m.len()).sum();
+        let offline = shard.offline.borrow().len();
+        // One line per shard (partitions log their own only when recovery
+        // found something: storage::scan::RecoveryStats::log).
+        tracing::info!(
+            shard = id,
+            partitions = open,
+            offline,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "opened partitions"
+        );
         Ok(shard)
     }
 

@@ -2,7 +2,10 @@
 //! blocking and the choice of CPUs for the shards.
 //!
 //! Owns: `<data_dir>/.lock` (an exclusive flock held for the broker's
-//! lifetime), the shard count and the shard → CPU placement.
+//! lifetime), the shard count and the shard → CPU placement (at most one
+//! shard per CPU: pinned executors sharing a CPU starve each other, and 48
+//! of them on 2 CPUs never finished starting), and reading the startup
+//! signals.
 //!
 //! Invariants: runs on the main thread before any executor exists (so the
 //! blocked signal mask is inherited by every shard thread); nothing here
@@ -24,6 +27,14 @@ pub struct DataDirLock {
 
 /// Creates `data_dir` if needed and takes its lock.
 pub fn lock_data_dir(data_dir: &Path) -> Result<DataDirLock, ShardError> {
+    if let Ok(meta) = fs::metadata(data_dir) {
+        if !meta.is_dir() {
+            return Err(ShardError::Startup(format!(
+                "data dir {} is a file, not a directory",
+                data_dir.display()
+            )));
+        }
+    }
     fs::create_dir_all(data_dir).map_err(|e| {
         ShardError::Startup(format!(
             "cannot create data dir {}: {e}",
@@ -57,10 +68,14 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<DataDirLock, ShardError> {
     Ok(DataDirLock { _file: file })
 }
 
+/// Least RLIMIT_MEMLOCK glommio starts an executor with, in bytes.
+pub const MIN_MEMLOCK_BYTES: u64 = 512 * 1024;
+
 /// Raises RLIMIT_MEMLOCK as far as allowed (io_uring registers DMA memory
-/// against it). Failure is only a warning: small `io_memory_bytes` fit the
-/// default limit.
-pub fn raise_memlock(needed_bytes: u64) {
+/// against it). Below `needed_bytes` is one warning line (io_uring then runs
+/// without registered buffers); below [`MIN_MEMLOCK_BYTES`] no executor can
+/// start, which is one clear error.
+pub fn raise_memlock(needed_bytes: u64) -> Result<(), ShardError> {
     let mut cur = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -72,14 +87,14 @@ pub fn raise_memlock(needed_bytes: u64) {
                 "cannot read RLIMIT_MEMLOCK: {}",
                 std::io::Error::last_os_error()
             );
-            return;
+            return Ok(());
         }
         let unlimited = libc::rlimit {
             rlim_cur: libc::RLIM_INFINITY,
             rlim_max: libc::RLIM_INFINITY,
         };
         if libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) == 0 {
-            return;
+            return Ok(());
         }
         if cur.rlim_cur < cur.rlim_max {
             let raised = libc::rlimit {
@@ -91,12 +106,53 @@ pub fn raise_memlock(needed_bytes: u64) {
             }
         }
     }
+    if cur.rlim_cur != libc::RLIM_INFINITY && cur.rlim_cur < MIN_MEMLOCK_BYTES {
+        return Err(ShardError::Startup(format!(
+            "RLIMIT_MEMLOCK is {} bytes, below the {MIN_MEMLOCK_BYTES} bytes io_uring needs \
+             per shard; raise it (ulimit -l, or LimitMEMLOCK= in a systemd unit)",
+            cur.rlim_cur
+        )));
+    }
     if cur.rlim_cur != libc::RLIM_INFINITY && cur.rlim_cur < needed_bytes {
         tracing::warn!(
-            "RLIMIT_MEMLOCK is {} bytes, below the {needed_bytes} bytes the shards' io_memory needs; \
-             raise it (ulimit -l) or lower shard.io_memory_bytes",
+            "RLIMIT_MEMLOCK is {} bytes, below the {needed_bytes} bytes the shards' io_memory needs: \
+             io_uring runs without registered buffers (slower); raise it (ulimit -l, or \
+             LimitMEMLOCK= in a systemd unit) or lower shard.io_memory_bytes",
             cur.rlim_cur
         );
+    }
+    Ok(())
+}
+
+/// One clear line for an executor that could not be created (glommio's own
+/// message for a low RLIMIT_MEMLOCK is a debug dump).
+pub fn describe_executor_error(message: &str) -> String {
+    if message.contains("MemLockLimit") {
+        "RLIMIT_MEMLOCK is too low for io_uring (glommio needs at least 512 KiB per shard); \
+         raise it (ulimit -l, or LimitMEMLOCK= in a systemd unit)"
+            .into()
+    } else {
+        message.to_string()
+    }
+}
+
+/// A SIGINT or SIGTERM pending for the process, taken (so it is handled
+/// once), or None. Only meaningful while both are blocked ([`block_signals`]).
+pub fn take_pending_signal() -> Option<i32> {
+    // SAFETY: sigset operations on a zeroed stack value; sigtimedwait with a
+    // zero timeout only writes the stack siginfo.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let sig = libc::sigtimedwait(&set, &mut info, &zero);
+        (sig > 0).then_some(sig)
     }
 }
 
@@ -120,7 +176,8 @@ pub fn available_cpus() -> Vec<usize> {
 }
 
 /// The CPU each shard is pinned to: `requested` shards (None or 0: one per
-/// CPU this process may run on), placed round-robin over those CPUs.
+/// CPU this process may run on), one per CPU; more shards than CPUs are
+/// refused.
 pub fn shard_cpus(requested: Option<usize>) -> Result<Vec<usize>, ShardError> {
     let cpus = available_cpus();
     if cpus.is_empty() {
@@ -133,9 +190,15 @@ pub fn shard_cpus(requested: Option<usize>) -> Result<Vec<usize>, ShardError> {
         _ => cpus.len(),
     };
     if n > cpus.len() {
-        tracing::warn!("{n} shards on {} CPUs: some shards share a CPU", cpus.len());
+        return Err(ShardError::Startup(format!(
+            "shards = {n} is more than the {} CPUs this process may run on; \
+             use at most {} (0 = one per CPU)",
+            cpus.len(),
+            cpus.len()
+        )));
     }
-    Ok((0..n).map(|i| cpus[i % cpus.len()]).collect())
+    assert!(n <= cpus.len());
+    Ok(cpus[..n].to_vec())
 }
 
 #[cfg(test)]
@@ -160,8 +223,21 @@ mod tests {
         let all = shard_cpus(None).expect("cpus");
         assert!(!all.is_empty());
         assert_eq!(shard_cpus(Some(0)).expect("cpus"), all);
-        let three = shard_cpus(Some(3)).expect("cpus");
-        assert_eq!(three.len(), 3);
-        assert_eq!(three[0], all[0]);
+        let one = shard_cpus(Some(1)).expect("cpus");
+        assert_eq!(one, vec![all[0]]);
+        let err = shard_cpus(Some(all.len() + 1)).expect_err("more shards than CPUs");
+        assert!(err.to_string().contains("more than the"), "{err}");
+    }
+
+    #[test]
+    fn a_data_dir_that_is_a_file_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("data");
+        std::fs::write(&file, b"x").expect("write");
+        let err = lock_data_dir(&file).expect_err("a file is no data dir");
+        assert!(
+            err.to_string().contains("is a file, not a directory"),
+            "{err}"
+        );
     }
 }

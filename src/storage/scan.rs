@@ -73,8 +73,21 @@ pub struct RecoveryStats {
 }
 
 impl RecoveryStats {
-    /// Logs the one-line summary, and each damaged sealed segment (error).
-    /// A new partition (no segment files were found) logs nothing.
+    /// Whether recovery changed or found something worth a line at the
+    /// default log level (truncation, rebuilt indexes, damage, gaps, orphans).
+    pub fn notable(&self) -> bool {
+        self.bytes_truncated > 0
+            || self.indexes_rebuilt > 0
+            || !self.sealed_damage.is_empty()
+            || self.gaps > 0
+            || self.orphans_removed > 0
+            || self.acked_damage.is_some()
+    }
+
+    /// Logs the one-line summary (info if [`RecoveryStats::notable`], else
+    /// debug: the shard logs one summary for all its partitions), and each
+    /// damaged sealed segment (error). A new partition (no segment files
+    /// were found) logs nothing.
     pub fn log(&self, topic: &str, partition: u32, log_start: u64, next_offset: u64) {
         if self.segments == 0 {
             return;
@@ -90,6 +103,19 @@ impl RecoveryStats {
                 "acknowledged data below the recovery point is damaged: NOT truncated; served up to offset {}, \
                  fetches past it get CorruptData and appends are refused until an operator acts (docs/storage.md, \"Acknowledged damage\")",
                 d.offset);
+        }
+        if !self.notable() {
+            tracing::debug!(
+                topic = %topic,
+                partition,
+                segments = self.segments,
+                bytes_scanned = self.bytes_scanned,
+                log_start,
+                next_offset,
+                elapsed_ms = self.elapsed_ms,
+                "recovered partition"
+            );
+            return;
         }
         info!(
             topic = %topic,
