@@ -31,6 +31,11 @@
 //! from memory. A partition whose recovery found damage to acknowledged data
 //! serves the intact prefix and refuses appends (CorruptData).
 //!
+//! Split by job: [`append`] (offset assignment and checks, queueing),
+//! [`waiters`] (tickets, wait lists, the high watermark), [`fetch`] (fetch,
+//! long polls, list_offset), [`replica`] (leader epoch, truncation),
+//! [`error`] (`PartitionError`); the writer task is in [`writer`].
+//!
 //! Must not know: connections, the wire format, other shards.
 
 use std::cell::{Cell, RefCell};
