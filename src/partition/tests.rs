@@ -4,13 +4,18 @@
 use std::future::Future;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use rand::Rng;
 
 use super::*;
 use crate::config::FlushPolicy;
 use crate::protocol::batch::BatchBuilder;
+use crate::protocol::batch::{self, Stamp};
+use crate::protocol::messages::OffsetSpec;
+use crate::protocol::ErrorCode;
+use crate::storage::{checkpoint, StorageError};
 
 fn run<F, Fut>(f: F)
 where
