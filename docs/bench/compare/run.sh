@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Side-by-side: the workloads of docs/bench/current/run.sh against two broker
+# builds in one run, alternating OLD and NEW per workload (same load
+# generator binary for both), so a change can be judged by ratios measured
+# on the same noisy machine at the same time.
+# Usage: bash docs/bench/compare/run.sh OLD_BROKER NEW_BROKER BENCH [OUT_DIR] [ROUNDS]
+#   OLD_BROKER / NEW_BROKER: paths to two `corelog` release binaries
+#   BENCH: path to a `corelog-bench` release binary
+# Broker pinned to CPU 0 with --shards 1, generator on CPU 1 (as run.sh).
+set -u
+OLD=$1 NEW=$2 B=$3
+OUT=${4:-/work/bench-compare}
+ROUNDS=${5:-2}
+DISKDIR=${DISKDIR:-/work/bench-runs/disk}
+TMPFS=${TMPFS:-/work/bench-runs/tmpfs}
+mkdir -p "$OUT" "$DISKDIR" "$TMPFS"
+mountpoint -q "$TMPFS" || mount -t tmpfs -o size=10g tmpfs "$TMPFS"
+wait_listen() { for _ in $(seq 1 200); do grep -q "listening on" "$1" && return 0; sleep 0.1; done; return 1; }
+PORT=19960
+broker() { # $1 binary, $2 data dir
+  PORT=$((PORT + 1)); rm -rf "$2"; mkdir -p "$2"
+  taskset -c 0 "$1" serve --data-dir "$2" --listen 127.0.0.1:$PORT --shards 1 2> "$OUT/broker-$PORT.log" &
+  PID=$!; wait_listen "$OUT/broker-$PORT.log"
+}
+stop() { kill $PID; for _ in $(seq 1 50); do kill -0 $PID 2>/dev/null || break; sleep 0.1; done; kill -9 $PID 2>/dev/null; wait $PID 2>/dev/null; }
+durable=(--topic-config flush=always --acks leader --message-bytes 1024 --batch-bytes 1048576)
+
+$B limits --data-dir "$DISKDIR" --cpu 1 --write-mib 512 --json "$OUT/limits.json" > "$OUT/limits.txt" 2>&1
+DISK=$(python3 -c "import json;print(json.load(open('$OUT/limits.json'))['disk_write_mb_s'])")
+RATE=$(python3 -c "print(round($DISK*0.2,1))")
+echo "disk_write_mb_s=$DISK rate20=$RATE"
+
+for round in $(seq 1 "$ROUNDS"); do
+  for build in old new; do
+    bin=$OLD; [ $build = new ] && bin=$NEW
+    broker "$bin" "$DISKDIR/data"
+    $B produce --bootstrap 127.0.0.1:$PORT --topic durable --create-partitions 4 "${durable[@]}" \
+      --linger-ms 5 --producers 1 --duration-s 10 --warmup-s 2 --cpus 1 --broker-pid $PID \
+      --limits "$OUT/limits.json" --json "$OUT/$build-r$round-durable-max.json" > "$OUT/$build-r$round-durable-max.txt" 2>/dev/null
+    stop
+    for run in "20pct-p4-linger0-disk $DISKDIR $RATE" "5mbs-p4-linger0-tmpfs $TMPFS 5"; do
+      set -- $run
+      broker "$bin" "$2/data"
+      $B e2e --bootstrap 127.0.0.1:$PORT --topic lat --create-partitions 4 "${durable[@]}" \
+        --linger-ms 0 --producers 1 --consumers 1 --rate-mb-s "$3" --duration-s 10 --warmup-s 2 \
+        --cpus 1 --broker-pid $PID --limits "$OUT/limits.json" --json "$OUT/$build-r$round-e2e-$1.json" > "$OUT/$build-r$round-e2e-$1.txt" 2>/dev/null
+      stop
+    done
+    broker "$bin" "$TMPFS/data"
+    $B produce --bootstrap 127.0.0.1:$PORT --topic cpu --create-partitions 4 \
+      --topic-config flush.interval_ms=1000 --topic-config segment_bytes=67108864 \
+      --acks leader --message-bytes 1024 --batch-bytes 1048576 --linger-ms 5 --producers 2 \
+      --duration-s 8 --warmup-s 2 --cpus 1 --broker-pid $PID --json "$OUT/$build-r$round-cpu4-1shard.json" \
+      > "$OUT/$build-r$round-cpu4-1shard.txt" 2>/dev/null
+    stop
+  done
+done
+rm -rf "$TMPFS/data" "$DISKDIR/data"
+python3 "$(dirname "$0")/summary.py" "$OUT" | tee "$OUT/summary.md"
