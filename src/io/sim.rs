@@ -1,5 +1,5 @@
 //! [`SimDisk`]: an in-memory disk that loses what a power failure loses,
-//! deterministically from a seed (docs/decisions/0011-io-seam.md).
+//! deterministically from a seed (docs/decisions/0006-io-seam.md).
 //!
 //! Owns: a namespace of directories and files (inodes) and, per file, its
 //! content as last fsynced (durable) and as the page cache holds it now
