@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{read_file, run_client, value_str, Broker};
+use common::{read_file, run_client, value_str, Broker, BrokerOptions};
 use corelog::client::{Consumer, Producer, ProducerConfig, SeekTo};
 use corelog::protocol::batch::batches;
 use corelog::protocol::ErrorCode;
@@ -123,7 +123,12 @@ fn read_from(
 
 #[test]
 fn bit_flip_in_sealed_segment_is_reported_and_never_served() {
-    let mut broker = Broker::start();
+    // A clean recovery logs its per-partition summary at debug (the shard
+    // logs one line for all its partitions): ask for it.
+    let mut broker = Broker::start_with(BrokerOptions {
+        log_filter: Some("info,corelog::storage::scan=debug".into()),
+        ..BrokerOptions::default()
+    });
     let topic = "sealedflip";
     broker.cli_ok(
         &[

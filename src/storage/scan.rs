@@ -104,36 +104,36 @@ impl RecoveryStats {
                  fetches past it get CorruptData and appends are refused until an operator acts (docs/storage.md, \"Acknowledged damage\")",
                 d.offset);
         }
-        if !self.notable() {
-            tracing::debug!(
-                topic = %topic,
-                partition,
-                segments = self.segments,
-                bytes_scanned = self.bytes_scanned,
-                log_start,
-                next_offset,
-                elapsed_ms = self.elapsed_ms,
-                "recovered partition"
-            );
-            return;
+        // One summary format at either level: info when recovery did
+        // something worth reading, debug otherwise (the shard logs one line
+        // for all its partitions).
+        macro_rules! summary {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    topic = %topic,
+                    partition,
+                    segments = self.segments,
+                    recovery_point = self.recovery_point,
+                    segments_scanned = self.segments_scanned,
+                    bytes_scanned = self.bytes_scanned,
+                    bytes_truncated = self.bytes_truncated,
+                    indexes_rebuilt = self.indexes_rebuilt,
+                    sealed_damaged = self.sealed_damage.len(),
+                    gaps = self.gaps,
+                    orphans_removed = self.orphans_removed,
+                    log_start,
+                    next_offset,
+                    elapsed_ms = self.elapsed_ms,
+                    "recovered partition"
+                )
+            };
         }
-        info!(
-            topic = %topic,
-            partition,
-            segments = self.segments,
-            recovery_point = self.recovery_point,
-            segments_scanned = self.segments_scanned,
-            bytes_scanned = self.bytes_scanned,
-            bytes_truncated = self.bytes_truncated,
-            indexes_rebuilt = self.indexes_rebuilt,
-            sealed_damaged = self.sealed_damage.len(),
-            gaps = self.gaps,
-            orphans_removed = self.orphans_removed,
-            log_start,
-            next_offset,
-            elapsed_ms = self.elapsed_ms,
-            "recovered partition"
-        );
+        if self.notable() {
+            summary!(tracing::Level::INFO);
+        } else {
+            summary!(tracing::Level::DEBUG);
+        }
     }
 }
 

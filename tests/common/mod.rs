@@ -49,6 +49,9 @@ pub struct BrokerOptions {
     /// and `--data-dir data` (relative), as a user running `corelog serve` in
     /// a directory would.
     pub relative_data_dir: bool,
+    /// The broker's `RUST_LOG` (default `info`; `CORELOG_TEST_LOG`, when
+    /// set, overrides it for every broker).
+    pub log_filter: Option<String>,
 }
 
 impl Default for BrokerOptions {
@@ -57,6 +60,7 @@ impl Default for BrokerOptions {
             shards: default_shards(),
             config_toml: None,
             relative_data_dir: false,
+            log_filter: None,
         }
     }
 }
@@ -204,7 +208,12 @@ impl Broker {
             .arg(self.opts.shards.to_string())
             .env(
                 "RUST_LOG",
-                std::env::var("CORELOG_TEST_LOG").unwrap_or_else(|_| "info".into()),
+                std::env::var("CORELOG_TEST_LOG").unwrap_or_else(|_| {
+                    self.opts
+                        .log_filter
+                        .clone()
+                        .unwrap_or_else(|| "info".into())
+                }),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
