@@ -331,6 +331,24 @@ fn request_corpus() -> Vec<(String, Vec<u8>)> {
             )],
         ),
         (
+            "init_producer_id".into(),
+            vec![
+                req(
+                    7,
+                    RequestBody::InitProducerId(InitProducerIdRequest { current: None }),
+                ),
+                req(
+                    8,
+                    RequestBody::InitProducerId(InitProducerIdRequest {
+                        current: Some(ProducerIdentity {
+                            producer_id: 12,
+                            producer_epoch: 3,
+                        }),
+                    }),
+                ),
+            ],
+        ),
+        (
             "alter_topic_config".into(),
             vec![req(
                 6,
@@ -516,6 +534,9 @@ fn response_corpus() -> Vec<(String, Vec<u8>)> {
         ("create_topic", Response::ok(2, ResponseBody::CreateTopic(CreateTopicResponse { name: "orders".into() }))),
         ("delete_topic", Response::ok(3, ResponseBody::DeleteTopic(DeleteTopicResponse { name: "orders".into() }))),
         ("delete_records", Response::ok(4, ResponseBody::DeleteRecords(DeleteRecordsResponse { topic: "orders".into(), partition: 1, log_start_offset: 500 }))),
+        ("init_producer_id", Response::ok(5, ResponseBody::InitProducerId(InitProducerIdResponse {
+            identity: ProducerIdentity { producer_id: 1 << 33, producer_epoch: 2 },
+        }))),
         ("alter_topic_config", Response::ok(5, ResponseBody::AlterTopicConfig(AlterTopicConfigResponse {
             name: "orders".into(),
             configs: vec![ConfigEntry { key: "flush".into(), value: "always".into() }],

@@ -133,6 +133,7 @@ pub(crate) fn unexpected(wanted: &str, got: &ResponseBody) -> ClientError {
         ResponseBody::ListOffsets(_) => "ListOffsets",
         ResponseBody::DeleteRecords(_) => "DeleteRecords",
         ResponseBody::AlterTopicConfig(_) => "AlterTopicConfig",
+        ResponseBody::InitProducerId(_) => "InitProducerId",
     };
     ClientError::Protocol(format!("expected a {wanted} response, got {kind}"))
 }

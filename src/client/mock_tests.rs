@@ -163,7 +163,9 @@ fn handle(logs: &Logs, req: Request) -> Option<Response> {
             ResponseBody::CreateTopic(CreateTopicResponse { name: c.name })
         }
         RequestBody::DeleteTopic(_) => return None, // never answered: exercises timeouts
-        RequestBody::DeleteRecords(_) | RequestBody::AlterTopicConfig(_) => return None,
+        RequestBody::DeleteRecords(_)
+        | RequestBody::AlterTopicConfig(_)
+        | RequestBody::InitProducerId(_) => return None,
         RequestBody::ApiVersions(_) => ResponseBody::ApiVersions(ApiVersionsResponse {
             apis: vec![],
             broker_software: "mock".into(),

@@ -196,6 +196,7 @@ fn api_to_wire(a: ApiKey) -> fb::ApiKey {
         ApiKey::ListOffsets => fb::ApiKey::ListOffsets,
         ApiKey::DeleteRecords => fb::ApiKey::DeleteRecords,
         ApiKey::AlterTopicConfig => fb::ApiKey::AlterTopicConfig,
+        ApiKey::InitProducerId => fb::ApiKey::InitProducerId,
     }
 }
 
@@ -210,6 +211,7 @@ fn api_from_wire(a: fb::ApiKey) -> Option<ApiKey> {
         fb::ApiKey::ListOffsets => ApiKey::ListOffsets,
         fb::ApiKey::DeleteRecords => ApiKey::DeleteRecords,
         fb::ApiKey::AlterTopicConfig => ApiKey::AlterTopicConfig,
+        fb::ApiKey::InitProducerId => ApiKey::InitProducerId,
         _ => return None,
     })
 }

@@ -24,6 +24,9 @@ pub enum ErrorCode {
     StorageFull,
     CorruptData,
     Internal,
+    OutOfOrderSequence,
+    InvalidProducerEpoch,
+    UnknownProducerId,
 }
 
 impl ErrorCode {
@@ -45,6 +48,9 @@ impl ErrorCode {
             ErrorCode::StorageFull => fb::ErrorCode::StorageFull,
             ErrorCode::CorruptData => fb::ErrorCode::CorruptData,
             ErrorCode::Internal => fb::ErrorCode::Internal,
+            ErrorCode::OutOfOrderSequence => fb::ErrorCode::OutOfOrderSequence,
+            ErrorCode::InvalidProducerEpoch => fb::ErrorCode::InvalidProducerEpoch,
+            ErrorCode::UnknownProducerId => fb::ErrorCode::UnknownProducerId,
         }
     }
 
@@ -65,6 +71,9 @@ impl ErrorCode {
             fb::ErrorCode::NotLeader => ErrorCode::NotLeader,
             fb::ErrorCode::StorageFull => ErrorCode::StorageFull,
             fb::ErrorCode::CorruptData => ErrorCode::CorruptData,
+            fb::ErrorCode::OutOfOrderSequence => ErrorCode::OutOfOrderSequence,
+            fb::ErrorCode::InvalidProducerEpoch => ErrorCode::InvalidProducerEpoch,
+            fb::ErrorCode::UnknownProducerId => ErrorCode::UnknownProducerId,
             _ => ErrorCode::Internal,
         }
     }
@@ -88,6 +97,9 @@ impl ErrorCode {
             ErrorCode::StorageFull => "storage full",
             ErrorCode::CorruptData => "corrupt data",
             ErrorCode::Internal => "internal error",
+            ErrorCode::OutOfOrderSequence => "out of order sequence",
+            ErrorCode::InvalidProducerEpoch => "invalid producer epoch (fenced)",
+            ErrorCode::UnknownProducerId => "unknown producer id",
         }
     }
 }

@@ -50,6 +50,22 @@ pub enum RequestBody {
     ListOffsets(ListOffsetsRequest),
     DeleteRecords(DeleteRecordsRequest),
     AlterTopicConfig(AlterTopicConfigRequest),
+    InitProducerId(InitProducerIdRequest),
+}
+
+/// A producer's identity for idempotent produce: an id unique across broker
+/// restarts and an epoch that fences older instances using the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProducerIdentity {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+
+/// Asks for a producer id. `current: None` asks for a new id (epoch 0);
+/// `Some(identity)` asks for the same id with its epoch bumped.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InitProducerIdRequest {
+    pub current: Option<ProducerIdentity>,
 }
 
 /// Advance one partition's log start to `before_offset` (durably).
@@ -222,6 +238,12 @@ pub enum ResponseBody {
     ListOffsets(ListOffsetsResponse),
     DeleteRecords(DeleteRecordsResponse),
     AlterTopicConfig(AlterTopicConfigResponse),
+    InitProducerId(InitProducerIdResponse),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitProducerIdResponse {
+    pub identity: ProducerIdentity,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -250,6 +272,7 @@ pub enum ApiKey {
     ListOffsets,
     DeleteRecords,
     AlterTopicConfig,
+    InitProducerId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -91,6 +91,15 @@ pub async fn start(
         RequestBody::Metadata(req) => Box::pin(async move { metadata(&s, cid, req).await }),
         RequestBody::Fetch(req) => Box::pin(async move { fetch(&s, cid, req).await }),
         RequestBody::ListOffsets(req) => Box::pin(async move { list_offsets(&s, cid, req).await }),
+        RequestBody::InitProducerId(req) => Box::pin(async move {
+            match s.init_producer_id(req.current).await {
+                Ok(identity) => Response::ok(
+                    cid,
+                    ResponseBody::InitProducerId(InitProducerIdResponse { identity }),
+                ),
+                Err(e) => failed(cid, e),
+            }
+        }),
         RequestBody::DeleteRecords(req) => Box::pin(async move {
             match s
                 .delete_records(&req.topic, req.partition, req.before_offset)

