@@ -86,4 +86,4 @@ impl<T: Send + 'static> Receivers<T> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -173,6 +173,11 @@ impl Shard {
         &self.disk
     }
 
+    /// The clock this shard decides by (deadlines, segment age, retention).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// The I/O handle for one partition: the shard's disk and clock, and a
     /// fault injector of the partition's own.
     pub fn partition_io(&self) -> Io {

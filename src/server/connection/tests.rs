@@ -113,6 +113,7 @@ fn conn<C: Codec>(codec: C) -> Conn<C, Stub> {
         handler: Rc::new(Stub),
         limits: limits(),
         shard: 0,
+        clock: crate::io::Clock::Real,
     }
 }
 

@@ -60,8 +60,10 @@ impl ShardOp for Ping {
     }
 }
 
-/// Boots `n` shards on one executor over `mesh` and runs `scenario` on them.
-fn with_sim_shards<F, Fut>(n: usize, seed: u64, scenario: F)
+/// Boots `n` shards on one executor over a [`SimMesh`] seeded with `seed`,
+/// on a temp data dir, deciding by `clock`, and runs `scenario` on them
+/// (bounded: a hang fails the test).
+pub(crate) fn with_sim_shards_on<F, Fut>(n: usize, seed: u64, clock: Clock, scenario: F)
 where
     F: FnOnce(SimMesh<crate::shard::ShardMessage>, Vec<Rc<Shard>>) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + 'static,
@@ -81,7 +83,7 @@ where
                 };
                 let (senders, receivers) = mesh.join(id);
                 let links = Links { senders, receivers };
-                let s = Shard::boot_on(Disk::Real, Clock::sim(0), id, n, config, links, vec![])
+                let s = Shard::boot_on(Disk::Real, clock.clone(), id, n, config, links, vec![])
                     .await
                     .expect("boot");
                 shards.push(s);
@@ -105,6 +107,14 @@ where
         .expect("spawn")
         .join()
         .expect("executor");
+}
+
+fn with_sim_shards<F, Fut>(n: usize, seed: u64, scenario: F)
+where
+    F: FnOnce(SimMesh<crate::shard::ShardMessage>, Vec<Rc<Shard>>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    with_sim_shards_on(n, seed, Clock::sim(0), scenario)
 }
 
 fn echo(from: ShardId, value: u64) -> Echo {
