@@ -40,7 +40,8 @@ use super::disk::{DirEntry, Disk};
 
 mod state;
 
-use state::{err, torn_content, Inode, Node, Rng, Settings, State};
+pub(crate) use state::Rng;
+use state::{err, torn_content, Inode, Node, Settings, State};
 
 /// Page size of the simulated disk, in bytes (torn writes keep or lose whole
 /// pages; direct writes must be aligned to it).

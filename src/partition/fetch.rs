@@ -184,8 +184,7 @@ impl Partition {
         let ready = self.hw_waiters.wait(offset, || {
             self.high_watermark.get() > offset || self.closing.get()
         });
-        let left = deadline.saturating_duration_since(Instant::now());
-        futures_lite::future::or(ready, crate::timer::sleep(left)).await
+        futures_lite::future::or(ready, self.log.clock().sleep_until(deadline)).await
     }
 
     pub async fn list_offset(&self, spec: OffsetSpec) -> Result<(Offset, i64), PartitionError> {

@@ -44,6 +44,7 @@ use glommio::channels::local_channel::{self, LocalSender};
 use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::config::Limits;
+use crate::io::Clock;
 use crate::net::frame_io::{read_frame_with, write_frame_parts, FrameIoError};
 use crate::net::split::{split, ReadHalf, WriteHalf};
 use crate::net::Transport;
@@ -128,6 +129,8 @@ pub struct Conn<C, H> {
     pub limits: ConnLimits,
     /// For logs.
     pub shard: usize,
+    /// The clock the idle, frame-read and close-drain deadlines are on.
+    pub clock: Clock,
 }
 
 impl<C, H> Clone for Conn<C, H> {
@@ -137,6 +140,7 @@ impl<C, H> Clone for Conn<C, H> {
             handler: self.handler.clone(),
             limits: self.limits,
             shard: self.shard,
+            clock: self.clock.clone(),
         }
     }
 }
@@ -156,7 +160,7 @@ where
     tracing::debug!(shard = shard_id, %peer, "connection opened");
     let (reader, writer) = split(stream);
     let (tx, rx) = local_channel::new_unbounded::<Outgoing>();
-    let activity = Rc::new(Activity::new());
+    let activity = Rc::new(Activity::new(conn.clock.clone()));
     let in_order = conn.codec.responses_in_order();
     let order = conn.codec.byte_order();
     let writer_task =
@@ -238,19 +242,22 @@ struct Activity {
     /// Requests dispatched whose response is not yet queued (a connection
     /// with requests being handled, e.g. long polls, is not idle).
     busy: Cell<usize>,
+    /// The clock all of the above are read from.
+    clock: Clock,
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(clock: Clock) -> Self {
         Self {
-            last: Cell::new(Instant::now()),
+            last: Cell::new(clock.now()),
             frame_started: Cell::new(None),
             busy: Cell::new(0),
+            clock,
         }
     }
 
     fn touch(&self) {
-        self.last.set(Instant::now());
+        self.last.set(self.clock.now());
     }
 }
 
@@ -278,7 +285,7 @@ impl Drop for BusyGuard {
 /// Resolves once the connection has timed out; never otherwise.
 async fn watchdog(activity: &Activity, t: Timeouts) -> TimedOut {
     loop {
-        let now = Instant::now();
+        let now = activity.clock.now();
         let mut next = now + t.idle;
         if let Some(started) = activity.frame_started.get() {
             let due = started + t.frame;
@@ -293,10 +300,11 @@ async fn watchdog(activity: &Activity, t: Timeouts) -> TimedOut {
             }
             next = next.min(due);
         }
-        let wait = next
-            .saturating_duration_since(now)
-            .max(Duration::from_millis(1));
-        crate::timer::sleep(wait).await;
+        // At least 1 ms on, so a deadline never spins (on any clock).
+        activity
+            .clock
+            .sleep_until(next.max(now + Duration::from_millis(1)))
+            .await;
     }
 }
 
@@ -315,7 +323,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for TrackedRead<'_, S> {
         let res = Pin::new(&mut *self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(n)) = res {
             if n > 0 {
-                let now = Instant::now();
+                let now = self.activity.clock.now();
                 self.activity.last.set(now);
                 if self.activity.frame_started.get().is_none() {
                     self.activity.frame_started.set(Some(now));
@@ -378,7 +386,7 @@ async fn read_loop<C, H, S>(
                 );
                 if let Some(resp) = conn.codec.frame_too_large(declared_bytes, max_frame_bytes) {
                     responder.send_then_close(&resp);
-                    drain(&mut reader).await;
+                    drain(&mut reader, &conn.clock).await;
                 }
                 break;
             }
@@ -473,17 +481,17 @@ async fn write_loop<S: AsyncWrite + Unpin>(
 }
 
 /// Reads and discards input for a short while (bounded in time and bytes).
-async fn drain<S: AsyncRead + Unpin>(reader: &mut ReadHalf<S>) {
-    let deadline = Instant::now() + Duration::from_millis(CLOSE_DRAIN_MS);
+async fn drain<S: AsyncRead + Unpin>(reader: &mut ReadHalf<S>, clock: &Clock) {
+    let deadline = clock.now() + Duration::from_millis(CLOSE_DRAIN_MS);
     let mut buf = vec![0u8; 64 * 1024];
     let mut drained = 0usize;
     while drained < CLOSE_DRAIN_MAX_BYTES {
-        let now = Instant::now();
+        let now = clock.now();
         if now >= deadline {
             break;
         }
         let read = futures_lite::future::or(async { Some(reader.read(&mut buf).await) }, async {
-            crate::timer::sleep_once_until(deadline).await;
+            clock.sleep_once_until(deadline).await;
             None
         })
         .await;

@@ -88,6 +88,7 @@ fn spawn_listener(
                 }),
                 limits,
                 shard: shard.id,
+                clock: shard.clock().clone(),
             };
             glommio::spawn_local(accept_loop(shard.clone(), listener, conn))
         }

@@ -110,7 +110,8 @@ pub async fn fetch(shard: &Rc<Shard>, req: FetchRequest) -> Vec<PartResult<Fetch
     let max_wait_ms = u64::try_from(req.max_wait.as_millis())
         .unwrap_or(u64::MAX)
         .min(u64::from(limits.max_fetch_wait_ms));
-    let deadline = Instant::now() + std::time::Duration::from_millis(max_wait_ms);
+    let clock = shard.clock().clone();
+    let deadline = clock.now() + std::time::Duration::from_millis(max_wait_ms);
 
     let items: Vec<FetchItem> = req
         .items
@@ -188,7 +189,7 @@ pub async fn fetch(shard: &Rc<Shard>, req: FetchRequest) -> Vec<PartResult<Fetch
             || total >= budget_bytes as usize
             || any_error
             || rounds >= MAX_ROUNDS
-            || Instant::now() >= deadline
+            || clock.now() >= deadline
             || shard.is_stopping()
         {
             break;
@@ -249,12 +250,7 @@ pub async fn wait_any(shard: &Rc<Shard>, items: Vec<WaitItem>, deadline: Instant
         return;
     }
     // Never past the deadline, even if a peer is slow to answer.
-    futs.push(Box::pin(async move {
-        let now = Instant::now();
-        if deadline > now {
-            crate::timer::sleep(deadline - now).await;
-        }
-    }));
+    futs.push(Box::pin(shard.clock().sleep_until(deadline)));
     first_of(futs).await
 }
 

@@ -20,12 +20,15 @@
 pub mod fetch;
 pub mod owner;
 #[cfg(test)]
+mod sim_tests;
+#[cfg(test)]
 mod tests;
 pub mod types;
 
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::io::Clock;
 use crate::protocol::messages::ConfigEntry;
 use crate::protocol::{ErrorCode, NodeId, Offset, PartitionId, WireError};
 use crate::shard::admin::{AlterTopicConfig, CreateTopic, DeleteTopic};
@@ -50,6 +53,8 @@ pub struct ProduceInFlight {
     scattered: Scattered<Produced>,
     len: usize,
     timeout: Option<Duration>,
+    /// The shard's clock, which the timeout is measured on.
+    clock: Clock,
 }
 
 impl ProduceInFlight {
@@ -62,12 +67,13 @@ impl ProduceInFlight {
             scattered,
             len,
             timeout,
+            clock,
         } = self;
         let acked = match timeout {
             None => Some(scattered.finish().await),
             Some(t) => {
                 futures_lite::future::or(async { Some(scattered.finish().await) }, async {
-                    crate::timer::sleep(t).await;
+                    clock.sleep(t).await;
                     None
                 })
                 .await
@@ -156,6 +162,7 @@ impl Service {
             scattered,
             len,
             timeout: req.timeout,
+            clock: self.shard.clock().clone(),
         }
     }
 

@@ -1,10 +1,12 @@
 //! The cross-shard mesh: typed operations one shard runs on another.
 //!
 //! Owns: the [`ShardOp`] trait (a request type and its reply type), the one
-//! message type carried by the full channel mesh ([`ShardMessage`]), request
-//! ids and the per-shard pending map (id → local oneshot), the receiver loops
+//! message type carried between shards ([`ShardMessage`]), request ids and
+//! the per-shard pending map (id → peer, local oneshot), the receiver loops
 //! (one per peer), and [`Shard::start_on`] / [`Shard::call`] /
-//! [`Shard::call_all`].
+//! [`Shard::call_all`]. The links themselves are behind [`super::link`]
+//! (glommio's channel mesh, or a simulated one in tests); nothing here
+//! depends on which.
 //!
 //! Adding an operation is: a type, `impl ShardOp for it` (its owner-side
 //! handler), and a caller. Nothing here changes, and no caller matches a
@@ -16,7 +18,9 @@
 //! peer sent them (a produce's appends keep connection order); the rest runs
 //! in a spawned task, so a long poll never blocks the channel; a receiver
 //! loop never awaits a send; replies are matched by id, and a reply whose
-//! requester has gone away is dropped. The reply of an op is always of the
+//! requester has gone away is dropped. When a link fails (its receiver loop
+//! ends), every request still waiting on that peer fails with Internal and
+//! later ones fail at once: a lost peer is an error, never a hang. The reply of an op is always of the
 //! type the op declares: the one downcast below is asserted, never matched.
 //!
 //! Must not know: what an operation does (partitions, protocols, codecs).
@@ -117,9 +121,9 @@ impl<R: Send + Sync + 'static> Started<R> {
             Started::Local(f) => Ok(f.await),
             Started::Failed(e) => Err(e),
             Started::Remote { rx, peer } => {
-                let body = rx
-                    .await
-                    .map_err(|_| internal(format!("shard {peer} did not answer")))?;
+                let body = rx.await.map_err(|_| {
+                    internal(format!("shard {peer} did not answer (its link failed)"))
+                })?;
                 match body.downcast::<R>() {
                     Ok(r) => Ok(*r),
                     // The pending map pairs each id with the op that made it.
@@ -142,10 +146,13 @@ impl Shard {
             return Started::Local(op.start(self));
         }
         assert!(shard < self.count, "op for shard {shard} of {}", self.count);
+        if self.links_down.borrow()[shard] {
+            return Started::Failed(internal(format!("link to shard {shard} is down")));
+        }
         let id = self.next_request_id.get();
         self.next_request_id.set(id.wrapping_add(1));
         let (tx, rx) = oneshot::oneshot();
-        let previous = self.pending.borrow_mut().insert(id, tx);
+        let previous = self.pending.borrow_mut().insert(id, (shard, tx));
         assert!(previous.is_none(), "request id {id} reused while pending");
         let msg = ShardMessage::Request {
             id,
@@ -211,10 +218,11 @@ impl Shard {
             let me = self.clone();
             let receivers = receivers.clone();
             glommio::spawn_local(async move {
-                while let Ok(Some(msg)) = receivers.recv_from(peer).await {
+                while let Some(msg) = receivers.recv_from(peer).await {
                     me.on_message(peer, msg);
                 }
                 tracing::debug!(shard = me.id, peer, "mesh receiver stopped");
+                me.link_down(peer);
             })
             .detach();
         }
@@ -226,14 +234,14 @@ impl Shard {
         let receivers = self.receivers.borrow_mut().take()?;
         let got = loop {
             match receivers.recv_from(0).await {
-                Ok(Some(ShardMessage::ListenAddrs(a))) => break Some(a),
-                Ok(Some(other)) => {
+                Some(ShardMessage::ListenAddrs(a)) => break Some(a),
+                Some(other) => {
                     tracing::warn!(
                         shard = self.id,
                         "unexpected message before startup: {other:?}"
                     )
                 }
-                Ok(None) | Err(_) => break None,
+                None => break None,
             }
         };
         *self.receivers.borrow_mut() = Some(receivers);
@@ -264,11 +272,29 @@ impl Shard {
         }
     }
 
+    /// The link to `peer` failed or closed: no reply will come from it.
+    /// Requests waiting on it fail now (their oneshots are dropped), and
+    /// later ones fail at once.
+    fn link_down(&self, peer: ShardId) {
+        self.links_down.borrow_mut()[peer] = true;
+        let mut failed = 0usize;
+        self.pending.borrow_mut().retain(|_, (to, _)| {
+            let keep = *to != peer;
+            failed += usize::from(!keep);
+            keep
+        });
+        if failed > 0 && !self.is_stopping() {
+            tracing::warn!(shard = self.id, peer, failed, "link down: requests failed");
+        }
+    }
+
     fn on_message(self: &Rc<Self>, peer: ShardId, msg: ShardMessage) {
         debug_assert!(peer != self.id && peer < self.count);
         match msg {
             ShardMessage::Reply { id, body } => {
-                if let Some(tx) = self.pending.borrow_mut().remove(&id) {
+                let entry = self.pending.borrow_mut().remove(&id);
+                if let Some((to, tx)) = entry {
+                    assert_eq!(to, peer, "reply #{id} came from another shard");
                     // The requester may have stopped waiting (a finished long poll).
                     let _ = tx.send(body);
                 }

@@ -19,6 +19,7 @@
 //! the admin request is answered.
 
 pub mod admin;
+pub mod link;
 pub mod mesh;
 pub mod ops;
 pub mod registry;
@@ -30,7 +31,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::channels::oneshot;
 use glommio::sync::Semaphore;
 
@@ -43,7 +44,8 @@ use crate::protocol::{PartitionId, ShardId, TopicPartition};
 pub use mesh::{PartResult, ShardMessage, ShardOp, Started};
 pub use registry::TopicMeta;
 
-/// The mesh every shard joins.
+/// The mesh every shard joins (glommio's, the production path; tests may
+/// join a [`link::SimMesh`] instead: [`Shard::boot_on`]).
 pub type Mesh = MeshBuilder<ShardMessage, Full>;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,13 @@ pub enum ShardError {
     Mesh { shard: ShardId },
     #[error("{0}")]
     Startup(String),
+}
+
+/// One shard's ends of the mesh links, joined ([`link::join_glommio`] or
+/// [`link::SimMesh::join`]).
+pub struct Links {
+    pub senders: link::Senders<ShardMessage>,
+    pub receivers: link::Receivers<ShardMessage>,
 }
 
 /// One shard's state. Lives on its executor thread only.
@@ -64,9 +73,13 @@ pub struct Shard {
     /// and the clock they decide by (handed down to each partition).
     disk: Disk,
     clock: Clock,
-    senders: Senders<ShardMessage>,
-    receivers: RefCell<Option<Receivers<ShardMessage>>>,
-    pending: RefCell<HashMap<u64, oneshot::Sender<mesh::AnyReply>>>,
+    /// This shard's ends of the mesh links (real or simulated).
+    senders: link::Senders<ShardMessage>,
+    receivers: RefCell<Option<link::Receivers<ShardMessage>>>,
+    /// Requests sent and not yet answered: id → (peer, requester).
+    pending: RefCell<HashMap<u64, (ShardId, oneshot::Sender<mesh::AnyReply>)>>,
+    /// Peers whose link has failed or closed (their receiver loop ended).
+    links_down: RefCell<Vec<bool>>,
     next_request_id: Cell<u64>,
     /// Recently written batches of every partition this shard owns.
     batch_cache: Rc<BatchCache>,
@@ -93,31 +106,25 @@ impl Shard {
         mesh: Mesh,
         topics: Vec<TopicMeta>,
     ) -> Result<Rc<Shard>, ShardError> {
-        Self::boot_on(Disk::Real, Clock::Real, id, count, config, mesh, topics).await
+        let (senders, receivers) = link::join_glommio(mesh, id)
+            .await
+            .map_err(ShardError::Startup)?;
+        let links = Links { senders, receivers };
+        Self::boot_on(Disk::Real, Clock::Real, id, count, config, links, topics).await
     }
 
-    /// [`Shard::boot`] on `disk` with `clock` (a simulated disk in tests).
+    /// [`Shard::boot`] on `disk` with `clock`, over mesh ends already
+    /// joined (a simulated disk, clock or mesh in tests).
     pub async fn boot_on(
         disk: Disk,
         clock: Clock,
         id: ShardId,
         count: usize,
         config: BrokerConfig,
-        mesh: Mesh,
+        links: Links,
         topics: Vec<TopicMeta>,
     ) -> Result<Rc<Shard>, ShardError> {
-        let (senders, receivers) = mesh
-            .join()
-            .await
-            .map_err(|_| ShardError::Mesh { shard: id })?;
-        if senders.peer_id() != id {
-            // Mesh peer ids follow executor creation order, which is shard
-            // order; routing relies on the two being equal.
-            return Err(ShardError::Startup(format!(
-                "shard {id} joined the mesh as peer {}",
-                senders.peer_id()
-            )));
-        }
+        let Links { senders, receivers } = links;
         let shard = Rc::new(Shard {
             batch_cache: BatchCache::new(
                 usize::try_from(config.shard.batch_cache_bytes).unwrap_or(usize::MAX),
@@ -130,6 +137,7 @@ impl Shard {
             senders,
             receivers: RefCell::new(Some(receivers)),
             pending: RefCell::new(HashMap::new()),
+            links_down: RefCell::new(vec![false; count]),
             next_request_id: Cell::new(1),
             partitions: RefCell::new(HashMap::new()),
             offline: RefCell::new(HashMap::new()),
@@ -163,6 +171,11 @@ impl Shard {
     /// The disk this shard's storage and registry work go through.
     pub fn disk(&self) -> &Disk {
         &self.disk
+    }
+
+    /// The clock this shard decides by (deadlines, segment age, retention).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The I/O handle for one partition: the shard's disk and clock, and a

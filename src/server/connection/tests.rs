@@ -1,7 +1,8 @@
 //! The connection loop over the in-memory transport (no socket, no shard):
 //! pipelined and in-order responses, an undecodable frame answered and the
 //! connection kept, an oversized frame answered then closed, and a peer
-//! that goes away in the middle of a large response.
+//! that goes away in the middle of a large response; the idle deadline on
+//! a simulated clock (closed when the clock passes it, not by real time).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -113,6 +114,7 @@ fn conn<C: Codec>(codec: C) -> Conn<C, Stub> {
         handler: Rc::new(Stub),
         limits: limits(),
         shard: 0,
+        clock: crate::io::Clock::Real,
     }
 }
 
@@ -225,5 +227,45 @@ fn a_peer_gone_mid_response_ends_the_connection() {
         drop((r, w));
         // The writer fails (broken pipe) and the reader sees EOF: serve ends.
         served.await;
+    });
+}
+
+#[test]
+fn idle_timeout_follows_the_connection_clock() {
+    run(|| async {
+        let clock = crate::io::Clock::sim(0);
+        let (server, client) = duplex(16 * 1024);
+        let (mut r, mut w) = split(client);
+        let c = Conn {
+            clock: clock.clone(),
+            ..conn(flatbuffers())
+        };
+        let closed = Rc::new(std::cell::Cell::new(false));
+        let served = {
+            let closed = closed.clone();
+            glommio::spawn_local(async move {
+                serve(c, server).await;
+                closed.set(true);
+            })
+        };
+        send_all(&mut w, &[(1, "fast")]).await;
+        assert_eq!(response(&mut r).await.map(|x| x.correlation_id), Some(1));
+        let settle = || async {
+            for _ in 0..100 {
+                futures_lite::future::yield_now().await;
+            }
+        };
+        settle().await;
+        assert!(
+            !closed.get(),
+            "open while not idle for connection_idle_timeout_ms"
+        );
+        clock.advance(limits().idle - Duration::from_millis(1));
+        settle().await;
+        assert!(!closed.get(), "1 ms before the idle deadline");
+        clock.advance(Duration::from_millis(1));
+        served.await;
+        assert!(closed.get());
+        assert!(response(&mut r).await.is_none(), "closed when idle");
     });
 }
