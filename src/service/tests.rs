@@ -366,14 +366,19 @@ fn producer_ids_are_unique_across_restarts_and_bumps_fence() {
             let again = produce(&svc, vec![it()]).await;
             assert_eq!(again[0].as_ref().map(|a| a.base_offset).ok(), Some(0));
         }
-        seen.lock().expect("lock").extend([a.producer_id, b.producer_id]);
+        seen.lock()
+            .expect("lock")
+            .extend([a.producer_id, b.producer_id]);
     });
     assert!(dir.path().join("producer-id-block").exists());
     let before = first.lock().expect("lock").clone();
     with_two_shards(config(dir.path()), move |s| async move {
         let svc = Service::new(s.clone());
         let c = svc.init_producer_id(None).await.expect("after restart");
-        assert!(c.producer_id >= PRODUCER_ID_BLOCK_SIZE, "starts after the reserved block");
+        assert!(
+            c.producer_id >= PRODUCER_ID_BLOCK_SIZE,
+            "starts after the reserved block"
+        );
         assert!(!before.contains(&c.producer_id));
         // The retry after the restart is still a duplicate.
         let mut bb = BatchBuilder::new();
