@@ -512,6 +512,8 @@ pub struct BatchBuilder {
     first_timestamp_ms: Option<i64>,
     max_timestamp_ms: i64,
     count: u32,
+    /// (producer id, epoch, base sequence); -1s for a non-idempotent batch.
+    producer: (i64, i16, i32),
 }
 
 impl Default for BatchBuilder {
@@ -533,7 +535,14 @@ impl BatchBuilder {
             first_timestamp_ms: None,
             max_timestamp_ms: i64::MIN,
             count: 0,
+            producer: (-1, -1, -1),
         }
+    }
+
+    /// Makes this an idempotent producer's batch: its producer id, epoch
+    /// and the sequence of its first record.
+    pub fn set_producer(&mut self, producer_id: i64, epoch: i16, base_sequence: i32) {
+        self.producer = (producer_id, epoch, base_sequence);
     }
 
     /// Bytes the batch would have if finished now.
@@ -609,8 +618,8 @@ impl BatchBuilder {
         delta
     }
 
-    /// Seals the batch: writes the header (base offset 0, no producer id) and
-    /// the CRC. Panics if no record was pushed (a caller bug, not input).
+    /// Seals the batch: writes the header (base offset 0, the producer set
+    /// with [`BatchBuilder::set_producer`] or none) and the CRC. Panics if no record was pushed (a caller bug, not input).
     pub fn finish(self) -> Bytes {
         assert!(self.count > 0, "BatchBuilder::finish on an empty batch");
         let mut buf = self.buf;
@@ -624,9 +633,10 @@ impl BatchBuilder {
             .copy_from_slice(&(self.count - 1).to_le_bytes());
         h[OFF_FIRST_TS..OFF_FIRST_TS + 8].copy_from_slice(&first.to_le_bytes());
         h[OFF_MAX_TS..OFF_MAX_TS + 8].copy_from_slice(&self.max_timestamp_ms.to_le_bytes());
-        h[OFF_PRODUCER_ID..OFF_PRODUCER_ID + 8].copy_from_slice(&(-1i64).to_le_bytes());
-        h[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2].copy_from_slice(&(-1i16).to_le_bytes());
-        h[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4].copy_from_slice(&(-1i32).to_le_bytes());
+        let (producer_id, epoch, base_sequence) = self.producer;
+        h[OFF_PRODUCER_ID..OFF_PRODUCER_ID + 8].copy_from_slice(&producer_id.to_le_bytes());
+        h[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2].copy_from_slice(&epoch.to_le_bytes());
+        h[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4].copy_from_slice(&base_sequence.to_le_bytes());
         h[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&self.count.to_le_bytes());
         let crc = compute_crc(&buf);
         buf[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
