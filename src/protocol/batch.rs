@@ -512,6 +512,9 @@ pub struct BatchBuilder {
     first_timestamp_ms: Option<i64>,
     max_timestamp_ms: i64,
     count: u32,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
 }
 
 impl Default for BatchBuilder {
@@ -533,7 +536,18 @@ impl BatchBuilder {
             first_timestamp_ms: None,
             max_timestamp_ms: i64::MIN,
             count: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
         }
+    }
+
+    /// Sets the idempotent producer's identity and the batch's first
+    /// sequence number (written under the CRC by `finish`; default -1 = none).
+    pub fn set_producer(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+        self.producer_id = producer_id;
+        self.producer_epoch = producer_epoch;
+        self.base_sequence = base_sequence;
     }
 
     /// Bytes the batch would have if finished now.
@@ -609,7 +623,8 @@ impl BatchBuilder {
         delta
     }
 
-    /// Seals the batch: writes the header (base offset 0, no producer id) and
+    /// Seals the batch: writes the header (base offset 0, the producer fields
+    /// from `set_producer` or -1) and
     /// the CRC. Panics if no record was pushed (a caller bug, not input).
     pub fn finish(self) -> Bytes {
         assert!(self.count > 0, "BatchBuilder::finish on an empty batch");
@@ -624,9 +639,11 @@ impl BatchBuilder {
             .copy_from_slice(&(self.count - 1).to_le_bytes());
         h[OFF_FIRST_TS..OFF_FIRST_TS + 8].copy_from_slice(&first.to_le_bytes());
         h[OFF_MAX_TS..OFF_MAX_TS + 8].copy_from_slice(&self.max_timestamp_ms.to_le_bytes());
-        h[OFF_PRODUCER_ID..OFF_PRODUCER_ID + 8].copy_from_slice(&(-1i64).to_le_bytes());
-        h[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2].copy_from_slice(&(-1i16).to_le_bytes());
-        h[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4].copy_from_slice(&(-1i32).to_le_bytes());
+        h[OFF_PRODUCER_ID..OFF_PRODUCER_ID + 8].copy_from_slice(&self.producer_id.to_le_bytes());
+        h[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2]
+            .copy_from_slice(&self.producer_epoch.to_le_bytes());
+        h[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4]
+            .copy_from_slice(&self.base_sequence.to_le_bytes());
         h[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&self.count.to_le_bytes());
         let crc = compute_crc(&buf);
         buf[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
