@@ -91,6 +91,9 @@ pub struct Limits {
     /// A client that started sending a frame must finish it within this, in
     /// ms; otherwise the connection is closed (half-sent frames hold memory).
     pub frame_read_timeout_ms: u64,
+    /// An idempotent producer id not seen on a partition for this long is
+    /// forgotten there, in ms (Kafka's `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: u64,
 }
 
 impl Default for Limits {
@@ -106,6 +109,7 @@ impl Default for Limits {
             max_flatbuffer_depth: 64,
             connection_idle_timeout_ms: 600_000,
             frame_read_timeout_ms: 30_000,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
@@ -569,6 +573,11 @@ impl BrokerConfig {
                 "limits.connection_idle_timeout_ms and frame_read_timeout_ms must be > 0".into(),
             ));
         }
+        if l.producer_id_expiration_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.producer_id_expiration_ms must be > 0".into(),
+            ));
+        }
         if self.shard.mesh_channel_capacity == 0
             || self.shard.ring_depth == 0
             || self.shard.retention_check_interval_ms == 0
@@ -625,6 +634,8 @@ mod tests {
         // from_toml validates: zero timeouts are refused.
         assert!(BrokerConfig::from_toml("[limits]\nconnection_idle_timeout_ms = 0\n").is_err());
         assert!(BrokerConfig::from_toml("[limits]\nframe_read_timeout_ms = 0\n").is_err());
+        assert_eq!(d.producer_id_expiration_ms, 86_400_000);
+        assert!(BrokerConfig::from_toml("[limits]\nproducer_id_expiration_ms = 0\n").is_err());
     }
 
     #[test]

@@ -49,6 +49,7 @@ const LIMITS: PartitionLimits = PartitionLimits {
     max_batch_bytes: 1 << 20,
     retention_check_interval_ms: 3_600_000,
     recovery_scan: RecoveryScan::Active,
+    producer_id_expiration_ms: 86_400_000,
 };
 
 /// Test-only ways to break the fsync discipline.

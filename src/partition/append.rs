@@ -1,7 +1,10 @@
 //! The append path of a partition (split out of [`super`]): offset
 //! assignment on leader appends, offset checks on replica appends at the
 //! leader's offsets, and queueing for the writer (which does the single
-//! stamping step).
+//! stamping step). Idempotent batches (`producer_id >= 0`) are checked
+//! against the producer state first, synchronously in call order
+//! ([`super::producer_log`]): a duplicate gets its original's offsets and
+//! ticket and is not queued; a fenced or out-of-order one is refused.
 //!
 //! Invariants: offsets are assigned synchronously in `append` call order and
 //! are contiguous; a batch starts at the log end; appends are refused while
@@ -14,6 +17,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use super::producers::{ProducerBatch, Verdict};
 use super::waiters::TicketSlot;
 use super::{AppendTicket, Partition, PartitionError};
 use crate::protocol::batch::{self, BatchHeader, Stamp};
@@ -36,6 +40,8 @@ pub(super) struct Pending {
     /// stamped (a replica append at the leader's offsets).
     pub(super) stamp: Option<Stamp>,
     pub(super) slot: Rc<TicketSlot>,
+    /// The producer fields of an idempotent batch.
+    pub(super) producer: Option<ProducerBatch>,
 }
 
 impl Partition {
@@ -78,10 +84,16 @@ impl Partition {
 
     /// Validates the batch, assigns offsets and queues it (synchronously, so
     /// call order is offset order). The writer stamps the assigned base
-    /// offset and the current leader epoch (once, in place).
+    /// offset and the current leader epoch (once, in place). An idempotent
+    /// producer's duplicate gets the original's offsets and ticket instead.
     pub fn append(self: &Rc<Self>, batch: Bytes) -> Result<AppendTicket, PartitionError> {
         self.check_writable()?;
         let h = self.validate(&batch)?;
+        if let Some(pb) = ProducerBatch::of(&h) {
+            if let Verdict::Duplicate(m) = self.check_producer(&pb)? {
+                return Ok(self.duplicate_ticket(m));
+            }
+        }
         let base_offset = self.log_end.get();
         let leader_epoch = self.leader_epoch.get();
         let stamp = Stamp {
@@ -147,12 +159,17 @@ impl Partition {
         let last_offset = base_offset + h.last_offset_delta as u64;
         self.log_end.set(last_offset + 1);
         let slot = Rc::new(TicketSlot::default());
+        let producer = ProducerBatch::of(h);
+        if let Some(pb) = &producer {
+            self.producer_appended(pb, base_offset, last_offset, &slot);
+        }
         self.queue.borrow_mut().push_back(Pending {
             base_offset,
             last_offset,
             bytes,
             stamp,
             slot: slot.clone(),
+            producer,
         });
         if let Some(w) = self.writer_waker.borrow_mut().take() {
             w.wake();

@@ -47,6 +47,32 @@ pub enum PartitionError {
         epoch: u32,
         current: u32,
     },
+    /// An idempotent producer's batch that is not the next in its sequence
+    /// (a gap, or a retry older than the batches the partition remembers).
+    #[error("{tp}: producer {producer_id} sent sequence {got} where {expected} was expected")]
+    OutOfOrderSequence {
+        tp: TopicPartition,
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    /// An idempotent producer's batch with an epoch older than the
+    /// producer's current one (a fenced, zombie instance).
+    #[error("{tp}: producer {producer_id} epoch {epoch} is fenced by epoch {current}")]
+    InvalidProducerEpoch {
+        tp: TopicPartition,
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
+    /// A batch of a producer id this partition does not know (never seen or
+    /// expired) that does not start at sequence 0.
+    #[error("{tp}: producer {producer_id} is unknown here (sequence {sequence}, not 0): bump the epoch to start again at 0")]
+    UnknownProducerId {
+        tp: TopicPartition,
+        producer_id: i64,
+        sequence: i32,
+    },
 }
 
 impl PartitionError {
@@ -65,6 +91,9 @@ impl PartitionError {
             PartitionError::Closed(_) => ErrorCode::UnknownTopicOrPartition,
             PartitionError::ReplicaMismatch { .. } => ErrorCode::InvalidRequest,
             PartitionError::StaleLeaderEpoch { .. } => ErrorCode::NotLeader,
+            PartitionError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+            PartitionError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+            PartitionError::UnknownProducerId { .. } => ErrorCode::UnknownProducerId,
         };
         // The wire error's display already names the code ("storage full:
         // ..."): send the detail alone where this error's text would only

@@ -34,7 +34,10 @@
 //! Split by job: [`append`] (offset assignment and checks, queueing),
 //! [`waiters`] (tickets, wait lists, the high watermark), [`fetch`] (fetch,
 //! long polls, list_offset), [`replica`] (leader epoch, truncation),
-//! [`error`] (`PartitionError`); the writer task is in [`writer`].
+//! [`error`] (`PartitionError`), [`producers`] (the idempotent-producer
+//! state machine and snapshot format) and [`producer_log`] (that state on
+//! the append path, its snapshots, rebuild and expiry); the writer task is
+//! in [`writer`].
 //!
 //! Must not know: connections, the wire format, other shards.
 
@@ -54,6 +57,8 @@ pub mod cache;
 pub mod epochs;
 mod error;
 mod fetch;
+mod producer_log;
+pub mod producers;
 mod replica;
 mod retention;
 mod waiters;
@@ -75,6 +80,9 @@ pub struct PartitionLimits {
     pub retention_check_interval_ms: u64,
     /// Whether sealed segments are CRC-checked in the background after open.
     pub recovery_scan: RecoveryScan,
+    /// A producer id not seen for this long is forgotten, in ms (Kafka's
+    /// `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: u64,
 }
 
 pub struct Partition {
@@ -121,6 +129,8 @@ pub struct Partition {
     dirty: Cell<bool>,
     fdatasyncs: Cell<u64>,
     group_writes: Cell<u64>,
+    /// Idempotent producers' sequence state ([`producer_log`]).
+    producers: producer_log::ProducerState,
 }
 
 impl Drop for Partition {
@@ -181,6 +191,7 @@ impl Partition {
         log.recovery().log(&tp.topic, tp.partition, log_start, next);
         let (epochs, epochs_dirty) = recover_epochs(&tp, &log, log_start).await?;
         let leader_epoch = epochs.latest().map_or(0, |(e, _)| e);
+        let producers = producer_log::recover_producers(&tp, &log, next).await?;
         let p = Rc::new(Partition {
             tp,
             log_start: Cell::new(log_start),
@@ -210,6 +221,7 @@ impl Partition {
             dirty: Cell::new(false),
             fdatasyncs: Cell::new(0),
             group_writes: Cell::new(0),
+            producers: producer_log::ProducerState::new(producers),
         });
         p.check_invariants();
         glommio::spawn_local(writer::writer_loop(Rc::downgrade(&p))).detach();
@@ -338,6 +350,10 @@ impl Partition {
             .wait(|| !self.writer_running.get())
             .await;
         let res = self.log.close().await;
+        if res.is_ok() && self.local_durable.get() == self.log.next_offset() {
+            // A clean restart needs no scan of the active segment.
+            self.snapshot_producers(self.log.next_offset()).await;
+        }
         self.closed.set(true);
         self.hw_waiters.wake_all();
         res.map_err(PartitionError::from_storage)

@@ -6,7 +6,8 @@
 //! Invariants: the leader epoch never goes backwards (an older one is
 //! refused); the epoch checkpoint always ends up holding the latest
 //! entries; truncation waits for the writer to go idle and lowers the high
-//! watermark before the files shrink.
+//! watermark before the files shrink; after it the idempotent-producer
+//! state is rebuilt to the new end.
 //!
 //! Must not know: connections, the wire format, other shards.
 
@@ -120,6 +121,9 @@ impl Partition {
             self.epochs_dirty.set(true);
         }
         self.persist_epochs().await?;
+        // Producer state describes the new end: snapshots past it go, and
+        // the rest is rebuilt from the latest one below it and the log.
+        self.reload_producers(end).await?;
         Ok(end)
     }
 }

@@ -173,6 +173,8 @@ impl Partition {
         if let Err(e) = self.log.delete_files(&removed).await {
             warn!(tp = %self.tp, error = %e, "deleting expired segment files failed");
         }
+        // Producer-state snapshots go with their segments.
+        self.delete_old_snapshots().await;
         removed.len()
     }
 }
@@ -192,5 +194,6 @@ pub(super) async fn retention_loop(weak: Weak<Partition>) {
             return;
         }
         p.delete_expired().await;
+        p.expire_producers();
     }
 }

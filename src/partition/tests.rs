@@ -42,6 +42,7 @@ const LIMITS: PartitionLimits = PartitionLimits {
     max_batch_bytes: 1 << 20,
     retention_check_interval_ms: 3_600_000,
     recovery_scan: crate::config::RecoveryScan::Sealed,
+    producer_id_expiration_ms: 86_400_000,
 };
 
 async fn open(dir: &Path, c: &TopicConfig) -> Rc<Partition> {

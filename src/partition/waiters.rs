@@ -19,17 +19,20 @@ use std::task::{Context, Poll, Waker};
 use super::{AppendResult, Partition, PartitionError};
 use crate::protocol::Offset;
 
-/// Completion slot shared by a ticket and the writer.
+/// Completion slot shared by a ticket and the writer (and by the tickets
+/// of an idempotent producer's duplicates of the same batch: every holder
+/// sees the one outcome).
 #[derive(Default)]
 pub(super) struct TicketSlot {
     done: RefCell<Option<Result<(), PartitionError>>>,
-    waker: RefCell<Option<Waker>>,
+    wakers: RefCell<Vec<Waker>>,
 }
 
 impl TicketSlot {
     pub(super) fn complete(&self, r: Result<(), PartitionError>) {
+        assert!(self.done.borrow().is_none(), "a ticket completes once");
         *self.done.borrow_mut() = Some(r);
-        if let Some(w) = self.waker.borrow_mut().take() {
+        for w in std::mem::take(&mut *self.wakers.borrow_mut()) {
             w.wake();
         }
     }
@@ -55,10 +58,13 @@ impl AppendTicket {
         let result = self.result;
         let slot = self.slot;
         std::future::poll_fn(move |cx| {
-            if let Some(r) = slot.done.borrow_mut().take() {
+            if let Some(r) = slot.done.borrow().clone() {
                 return Poll::Ready(r.map(|()| result));
             }
-            *slot.waker.borrow_mut() = Some(cx.waker().clone());
+            let mut wakers = slot.wakers.borrow_mut();
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
             Poll::Pending
         })
         .await

@@ -91,6 +91,7 @@ impl Partition {
         for p in queued {
             p.slot.complete(Err(err.clone()));
         }
+        self.producers_rolled_back();
         self.log_end.set(self.log.next_offset());
         self.check_invariants();
     }
@@ -101,13 +102,17 @@ impl Partition {
         if !self.front_needs_roll() {
             return true;
         }
-        if let Err(e) = self.log.roll().await {
-            let err = PartitionError::from_storage(e);
-            error!(tp = %self.tp, error = %err, "segment roll failed");
-            self.fail_queued(&err);
-            return false;
-        }
+        let seg = match self.log.roll().await {
+            Ok(seg) => seg,
+            Err(e) => {
+                let err = PartitionError::from_storage(e);
+                error!(tp = %self.tp, error = %err, "segment roll failed");
+                self.fail_queued(&err);
+                return false;
+            }
+        };
         self.fdatasyncs.set(self.fdatasyncs.get() + 1);
+        self.snapshot_producers(seg.base_offset()).await;
         true
     }
 
@@ -205,6 +210,11 @@ impl Partition {
             "a committed group is written"
         );
         self.local_durable.set(w.last_offset + 1);
+        self.producers_committed(
+            w.group
+                .iter()
+                .map(|p| (&p.producer, p.base_offset, p.last_offset)),
+        );
         if let Some((buf, ranges)) = &w.stamped {
             self.cache.insert(
                 buf,

@@ -130,6 +130,7 @@ fn api_versions(service: &Service, correlation_id: CorrelationId) -> Response {
         ApiKey::ListOffsets,
         ApiKey::DeleteRecords,
         ApiKey::AlterTopicConfig,
+        ApiKey::InitProducerId,
     ]
     .into_iter()
     .map(|api| ApiVersionRange {

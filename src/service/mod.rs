@@ -29,6 +29,7 @@ use std::time::Duration;
 use crate::protocol::messages::ConfigEntry;
 use crate::protocol::{ErrorCode, NodeId, Offset, PartitionId, WireError};
 use crate::shard::admin::{AlterTopicConfig, CreateTopic, DeleteTopic};
+use crate::shard::producer_ids::{InitProducerIdOp, PRODUCER_ID_OWNER};
 use crate::shard::route::Scattered;
 use crate::shard::{PartResult, Shard};
 
@@ -232,16 +233,17 @@ impl Service {
     }
 
     /// Gives an idempotent producer its identity: a new producer id (epoch 0)
-    /// for `None`, or `current`'s id with the epoch bumped.
+    /// for `None`, or `current`'s id with the epoch bumped (allocated on
+    /// shard 0: `shard::producer_ids`).
     pub async fn init_producer_id(
         &self,
         current: Option<crate::protocol::messages::ProducerIdentity>,
     ) -> Result<crate::protocol::messages::ProducerIdentity, WireError> {
-        let _ = current;
-        Err(WireError::new(
-            ErrorCode::UnsupportedVersion,
-            "InitProducerId is not served by this build yet",
-        ))
+        let op = InitProducerIdOp { current };
+        self.shard
+            .call(PRODUCER_ID_OWNER, op)
+            .await
+            .and_then(|r| r)
     }
 
     /// Describes `topics` (every topic when empty), in request order.

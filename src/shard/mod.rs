@@ -4,7 +4,8 @@
 //! endpoints, pending replies), the typed cross-shard mesh ([`mesh`]:
 //! [`ShardOp`]), the partition table and its lifecycle ([`ops`]: lookup on
 //! the owner, open, close), routing of per-partition items to their owners
-//! ([`route`]), topic administration on shard 0 ([`admin`]), the on-disk
+//! ([`route`]), topic administration on shard 0 ([`admin`]), producer-id
+//! allocation on shard 0 ([`producer_ids`]), the on-disk
 //! topic registry ([`registry`]) and process-level startup ([`startup`]:
 //! data-dir lock, RLIMIT_MEMLOCK, CPU choice, executor placement).
 //!
@@ -21,6 +22,7 @@
 pub mod admin;
 pub mod mesh;
 pub mod ops;
+pub mod producer_ids;
 pub mod registry;
 pub mod route;
 pub mod startup;
@@ -78,6 +80,8 @@ pub struct Shard {
     topics: RefCell<BTreeMap<String, Rc<TopicMeta>>>,
     /// Shard 0: topic names with a create or delete in progress.
     admin_in_progress: RefCell<HashSet<String>>,
+    /// Shard 0: the producer-id allocator.
+    producer_ids: producer_ids::ProducerIds,
     listen_addr: Cell<Option<SocketAddr>>,
     stop: Semaphore,
     stopping: Cell<bool>,
@@ -140,6 +144,7 @@ impl Shard {
                     .collect(),
             ),
             admin_in_progress: RefCell::new(HashSet::new()),
+            producer_ids: producer_ids::ProducerIds::default(),
             listen_addr: Cell::new(None),
             stop: Semaphore::new(0),
             stopping: Cell::new(false),

@@ -4,7 +4,8 @@
 //! Owns: [`write_atomic`] (tmp + fsync + rename + fsync(dir), so a reader sees
 //! the old or the new content, never a mix) and [`read`] (the content, or
 //! `None` when the file does not exist); the names of the partition's
-//! checkpoint files ([`RECOVERY_POINT`], [`LEADER_EPOCH`], [`LOG_START`]) and
+//! checkpoint files ([`RECOVERY_POINT`], [`LEADER_EPOCH`], [`LOG_START`], the
+//! producer-state snapshots `<offset:020>.snapshot`: [`snapshot_name`]) and
 //! their `.tmp` companions ([`is_checkpoint_file`]), and the two small text
 //! formats ([`encode_offset`]/[`parse_offset`], [`encode_epochs`]/
 //! [`parse_epochs`]).
@@ -35,11 +36,28 @@ pub const LOG_START: &str = "log-start-offset";
 
 const TMP_SUFFIX: &str = ".tmp";
 
+/// Extension of a producer-state snapshot (its content is the partition's
+/// business: `partition::producers`).
+const SNAPSHOT_EXT: &str = "snapshot";
+
 /// Whether `name` is one of the checkpoint files or its temporary companion
 /// (recovery does not call them stray).
 pub fn is_checkpoint_file(name: &str) -> bool {
     let base = name.strip_suffix(TMP_SUFFIX).unwrap_or(name);
-    [RECOVERY_POINT, LEADER_EPOCH, LOG_START].contains(&base)
+    [RECOVERY_POINT, LEADER_EPOCH, LOG_START].contains(&base) || parse_snapshot_name(base).is_some()
+}
+
+/// The name of the producer-state snapshot taken at `offset`.
+pub fn snapshot_name(offset: u64) -> String {
+    format!("{offset:020}.{SNAPSHOT_EXT}")
+}
+
+/// The offset of a producer-state snapshot named `name` (no `.tmp`).
+pub fn parse_snapshot_name(name: &str) -> Option<u64> {
+    match super::parse_segment_file_name(name) {
+        Some((offset, SNAPSHOT_EXT)) => Some(offset),
+        _ => None,
+    }
 }
 
 /// Replaces `dir/name` with `bytes` durably through `disk`: written to
@@ -156,6 +174,9 @@ mod tests {
         assert!(is_checkpoint_file("recovery-point-offset.tmp"));
         assert!(is_checkpoint_file(LOG_START));
         assert!(!is_checkpoint_file("00000000000000000000.log"));
+        assert_eq!(parse_snapshot_name(&snapshot_name(42)), Some(42));
+        assert!(is_checkpoint_file("00000000000000000042.snapshot.tmp"));
+        assert_eq!(parse_snapshot_name("00000000000000000042.log"), None);
     }
 
     #[test]
