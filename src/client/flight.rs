@@ -149,7 +149,11 @@ impl<B> Flights<B> {
     /// The next batch of `tp` to put on the wire now, if any: its id, the
     /// batch, and whether it left before (a resend). Call
     /// [`Flights::mark_sent`] once its request is enqueued.
-    pub(crate) fn next_send(&mut self, tp: &TopicPartition, now: Instant) -> Option<(u64, &mut B, bool)> {
+    pub(crate) fn next_send(
+        &mut self,
+        tp: &TopicPartition,
+        now: Instant,
+    ) -> Option<(u64, &mut B, bool)> {
         let max = self.max;
         let part = self.parts.get_mut(tp)?;
         if part.holding {
@@ -424,19 +428,35 @@ mod tests {
         assert_eq!(values(&s), vec![1, 2, 3]);
         // Batch 1 fails (retriable): hold until 2 and 3 came back.
         let r = f.returned(&tp(0), s[0].0).expect("queued");
-        assert_eq!(r, Returned { same_round: true, oldest: true });
+        assert_eq!(
+            r,
+            Returned {
+                same_round: true,
+                oldest: true
+            }
+        );
         f.retry(&tp(0), r.same_round, Instant::now());
         assert!(send_all(&mut f, 0).is_empty(), "held while 2 and 3 are out");
         // 2 comes back refused (out of order), from the old round.
         let r = f.returned(&tp(0), s[1].0).expect("queued");
-        assert_eq!(r, Returned { same_round: false, oldest: false });
+        assert_eq!(
+            r,
+            Returned {
+                same_round: false,
+                oldest: false
+            }
+        );
         f.retry(&tp(0), r.same_round, Instant::now());
         assert!(send_all(&mut f, 0).is_empty());
         // 3 was written after all? Not possible without 2; say it failed too.
         let r = f.returned(&tp(0), s[2].0).expect("queued");
         f.retry(&tp(0), r.same_round, Instant::now());
         let again = send_all(&mut f, 0);
-        assert_eq!(values(&again), vec![1, 2, 3], "resent from the oldest, in order");
+        assert_eq!(
+            values(&again),
+            vec![1, 2, 3],
+            "resent from the oldest, in order"
+        );
         assert_eq!(again[0].0, s[0].0, "same batches, same ids");
     }
 
@@ -456,7 +476,11 @@ mod tests {
             .collect();
         f.returned(&tp(0), s[0].0);
         let gone = f.fail(&tp(0), s[0].0, true);
-        assert_eq!(gone, vec![1, 2, 3], "2 and 3 left after the gap; 4 and 5 did not");
+        assert_eq!(
+            gone,
+            vec![1, 2, 3],
+            "2 and 3 left after the gap; 4 and 5 did not"
+        );
         assert!(f.seq_mut(&tp(0)).burnt);
         assert_eq!(f.in_flight(&tp(0)), 2, "their requests are still out");
         assert_eq!(f.returned(&tp(0), s[1].0), None, "already resolved");

@@ -58,7 +58,10 @@ fn check_sequence(
             return if h.base_sequence == 0 {
                 Ok(None)
             } else {
-                Err(WireError::new(ErrorCode::UnknownProducerId, "unknown producer"))
+                Err(WireError::new(
+                    ErrorCode::UnknownProducerId,
+                    "unknown producer",
+                ))
             };
         };
         if h.producer_epoch < *epoch {
@@ -148,9 +151,8 @@ fn handle(logs: &Logs, req: Request) -> Option<Response> {
             for t in p.topics {
                 let mut parts = Vec::new();
                 for pp in t.partitions {
-                    IDEMPOTENCE.with(|s| {
-                        *s.borrow_mut().requests.entry(t.name.clone()).or_default() += 1
-                    });
+                    IDEMPOTENCE
+                        .with(|s| *s.borrow_mut().requests.entry(t.name.clone()).or_default() += 1);
                     let refused = match t.name.as_str() {
                         FULL => Some(WireError::new(ErrorCode::StorageFull, "disk full")),
                         FENCED => Some(WireError::new(ErrorCode::InvalidProducerEpoch, "fenced")),
@@ -817,7 +819,10 @@ fn retry_after_a_dropped_connection_keeps_order_and_writes_once() {
                     let rec = ProducerRecord::new("t", format!("v{i:05}")).with_partition(i % 3);
                     futs.push((i, producer.send(rec).await.expect("send")));
                 }
-                producer.flush().await.expect("flush: every batch acknowledged");
+                producer
+                    .flush()
+                    .await
+                    .expect("flush: every batch acknowledged");
                 let mut next = [0u64; 3];
                 for (i, f) in futs {
                     let md = f.await.expect("delivered");
@@ -827,9 +832,15 @@ fn retry_after_a_dropped_connection_keeps_order_and_writes_once() {
                 }
                 assert!(produce_requests("t") > 30, "cuts forced retries");
                 for p in 0..3u32 {
-                    let expected: Vec<String> =
-                        (0..N).filter(|i| i % 3 == p).map(|i| format!("v{i:05}")).collect();
-                    assert_eq!(log_values(&logs, p), expected, "partition {p}: once, in order");
+                    let expected: Vec<String> = (0..N)
+                        .filter(|i| i % 3 == p)
+                        .map(|i| format!("v{i:05}"))
+                        .collect();
+                    assert_eq!(
+                        log_values(&logs, p),
+                        expected,
+                        "partition {p}: once, in order"
+                    );
                 }
             })
         }),
@@ -855,9 +866,8 @@ fn idempotence_off_does_not_resend_a_produce_that_may_have_been_written() {
                 .await
                 .expect("connect");
                 assert!(producer.identity().is_none());
-                let send = |v: &'static str| {
-                    producer.send(ProducerRecord::new("t", v).with_partition(0))
-                };
+                let send =
+                    |v: &'static str| producer.send(ProducerRecord::new("t", v).with_partition(0));
                 let a = send("a").await.expect("send");
                 assert_eq!(a.await.expect("a acked").offset, 0);
                 let b = send("b").await.expect("send");

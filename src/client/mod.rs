@@ -32,7 +32,8 @@ pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{
     DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
-    DEFAULT_DELIVERY_TIMEOUT_MS, DEFAULT_MAX_IN_FLIGHT_PER_PARTITION, MAX_IN_FLIGHT_WITH_IDEMPOTENCE,
+    DEFAULT_DELIVERY_TIMEOUT_MS, DEFAULT_MAX_IN_FLIGHT_PER_PARTITION,
+    MAX_IN_FLIGHT_WITH_IDEMPOTENCE,
 };
 
 /// Everything a client call can fail with.

@@ -100,7 +100,9 @@ impl ProducerConfig {
             return Err(ClientError::Config("batch_bytes must be > 0".into()));
         }
         if self.delivery_timeout_ms == 0 {
-            return Err(ClientError::Config("delivery_timeout_ms must be > 0".into()));
+            return Err(ClientError::Config(
+                "delivery_timeout_ms must be > 0".into(),
+            ));
         }
         if self.retry_backoff_ms > self.retry_backoff_max_ms {
             return Err(ClientError::Config(format!(
@@ -388,7 +390,11 @@ impl Accumulator {
     }
 
     /// Seals `tp`'s open batch only if it is still the one opened as `generation`.
-    pub(crate) fn seal_generation(&mut self, tp: &TopicPartition, generation: u64) -> Option<SealedBatch> {
+    pub(crate) fn seal_generation(
+        &mut self,
+        tp: &TopicPartition,
+        generation: u64,
+    ) -> Option<SealedBatch> {
         match self.open.get(tp) {
             Some(b) if b.generation == generation => self.seal(tp),
             _ => None,
@@ -404,6 +410,36 @@ impl Accumulator {
 
 // ------------------------------------------------------------------ producer
 
+/// InitProducerId on a connection that was just made: a lost connection or
+/// a timeout is retried with backoff within `delivery_timeout_ms`; a refusal
+/// is returned at once.
+async fn first_producer_id(
+    config: &ProducerConfig,
+    conn: &ReconnectingConnection,
+) -> Result<ProducerIdentity, ClientError> {
+    let deadline = Instant::now() + Duration::from_millis(config.delivery_timeout_ms);
+    let mut backoff_ms = config.retry_backoff_ms;
+    loop {
+        let got = match conn.get().await {
+            Ok(c) => init_producer_id(&c, &config.client.bootstrap).await,
+            Err(e) => Err(e),
+        };
+        match got {
+            Err(
+                e @ (ClientError::Io(_)
+                | ClientError::Closed
+                | ClientError::Timeout(_)
+                | ClientError::Handshake(_)),
+            ) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "InitProducerId failed; retrying");
+                crate::timer::sleep_once(Duration::from_millis(backoff_ms)).await;
+                backoff_ms = (backoff_ms * 2).clamp(1, config.retry_backoff_max_ms.max(1));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Batching, pipelining producer over one connection; idempotent and
 /// retrying by default (see `client::sender`).
 pub struct Producer {
@@ -416,7 +452,7 @@ impl Producer {
         config.validate()?;
         let conn = ReconnectingConnection::connect(&config.client).await?;
         let identity = if config.idempotence {
-            Some(init_producer_id(&*conn.get().await?, &config.client.bootstrap).await?)
+            Some(first_producer_id(&config, &conn).await?)
         } else {
             None
         };
@@ -638,7 +674,10 @@ mod tests {
         };
         b.finish(Some((id, 40)));
         let h = validate(b.bytes()).expect("valid, CRC included");
-        assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (77, 3, 40));
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (77, 3, 40)
+        );
         assert_eq!(b.identity, Some(id));
         assert_eq!(b.record_count(), 2);
     }

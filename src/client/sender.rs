@@ -151,7 +151,10 @@ impl Sender {
 
     /// Seals `tp`'s open batch if it is still `generation`, and dispatches it.
     fn seal_and_dispatch(this: &Rc<Sender>, tp: &TopicPartition, generation: u64) {
-        let sealed = this.accumulator.borrow_mut().seal_generation(tp, generation);
+        let sealed = this
+            .accumulator
+            .borrow_mut()
+            .seal_generation(tp, generation);
         if let Some(batch) = sealed {
             Sender::dispatch(this, batch);
         }
@@ -353,9 +356,7 @@ impl Sender {
                 // Refused because an earlier batch of the partition is not
                 // written (yet): it is being retried, this one follows it.
                 // For the oldest batch of its round it is a real gap.
-                ErrorCode::OutOfOrderSequence if !ret.oldest || !ret.same_round => {
-                    Action::Retry
-                }
+                ErrorCode::OutOfOrderSequence if !ret.oldest || !ret.same_round => Action::Retry,
                 ErrorCode::InvalidProducerEpoch
                     if numbered_with.is_some() && numbered_with == self.identity.get() =>
                 {

@@ -67,11 +67,11 @@ impl Partition {
     /// refused.
     pub(super) fn check_producer(&self, pb: &ProducerBatch) -> Result<Verdict, PartitionError> {
         let now = self.log.clock().wall_ms();
-        let verdict = self.producers.appended.borrow().check(
-            pb,
-            now,
-            self.limits.producer_id_expiration_ms,
-        );
+        let verdict =
+            self.producers
+                .appended
+                .borrow()
+                .check(pb, now, self.limits.producer_id_expiration_ms);
         verdict.map_err(|e| {
             let (tp, producer_id) = (self.tp.clone(), pb.producer_id);
             match e {
@@ -138,8 +138,15 @@ impl Partition {
         slot: &Rc<TicketSlot>,
     ) {
         let now = self.log.clock().wall_ms();
-        self.producers.appended.borrow_mut().apply(pb, base, last, now);
-        let prev = self.producers.inflight.borrow_mut().insert(base, slot.clone());
+        self.producers
+            .appended
+            .borrow_mut()
+            .apply(pb, base, last, now);
+        let prev = self
+            .producers
+            .inflight
+            .borrow_mut()
+            .insert(base, slot.clone());
         assert!(prev.is_none(), "two batches in flight at offset {base}");
     }
 

@@ -200,12 +200,21 @@ impl ProducerStates {
     /// Records `b` at `[base_offset, last_offset]` (after a `check` that
     /// said `Append`, or unchecked when rebuilding from the log or for a
     /// replica append). A new epoch forgets the old epoch's batches.
-    pub fn apply(&mut self, b: &ProducerBatch, base_offset: Offset, last_offset: Offset, seen_ms: i64) {
-        let e = self.map.entry(b.producer_id).or_insert_with(|| ProducerEntry {
-            epoch: b.epoch,
-            last_seen_ms: seen_ms,
-            batches: VecDeque::with_capacity(MAX_CACHED_BATCHES),
-        });
+    pub fn apply(
+        &mut self,
+        b: &ProducerBatch,
+        base_offset: Offset,
+        last_offset: Offset,
+        seen_ms: i64,
+    ) {
+        let e = self
+            .map
+            .entry(b.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: b.epoch,
+                last_seen_ms: seen_ms,
+                batches: VecDeque::with_capacity(MAX_CACHED_BATCHES),
+            });
         if b.epoch != e.epoch {
             e.epoch = b.epoch;
             e.batches.clear();
@@ -287,7 +296,9 @@ impl ProducerStates {
             let last_seen_ms = r.u64()? as i64;
             let n = r.u8()? as usize;
             if id < 0 || epoch < 0 || n > MAX_CACHED_BATCHES {
-                return Err(format!("bad producer entry {id} (epoch {epoch}, {n} batches)"));
+                return Err(format!(
+                    "bad producer entry {id} (epoch {epoch}, {n} batches)"
+                ));
             }
             let mut batches = VecDeque::with_capacity(n);
             for _ in 0..n {
@@ -368,7 +379,11 @@ mod tests {
     }
 
     /// Checks and applies like a leader append; offsets follow `next`.
-    fn append(s: &mut ProducerStates, next: &mut u64, x: ProducerBatch) -> Result<Verdict, SeqError> {
+    fn append(
+        s: &mut ProducerStates,
+        next: &mut u64,
+        x: ProducerBatch,
+    ) -> Result<Verdict, SeqError> {
         let v = s.check(&x, 0, DAY_MS)?;
         if v == Verdict::Append {
             let n = (x.last_seq as i64 - x.first_seq as i64).rem_euclid(i32::MAX as i64 + 1) as u64;
@@ -383,7 +398,10 @@ mod tests {
         let mut s = ProducerStates::default();
         let mut next = 0;
         for i in 0..6 {
-            assert_eq!(append(&mut s, &mut next, b(7, 0, i * 2, 2)), Ok(Verdict::Append));
+            assert_eq!(
+                append(&mut s, &mut next, b(7, 0, i * 2, 2)),
+                Ok(Verdict::Append)
+            );
         }
         // Batches 1..=5 (seq 2..12) are cached; a retry of each is a duplicate
         // with its original offsets.
@@ -411,7 +429,10 @@ mod tests {
             append(&mut s, &mut next, b(7, 0, 11, 2)),
             Err(SeqError::OutOfOrder { expected: 12 })
         );
-        assert_eq!(append(&mut s, &mut next, b(7, 0, 12, 1)), Ok(Verdict::Append));
+        assert_eq!(
+            append(&mut s, &mut next, b(7, 0, 12, 1)),
+            Ok(Verdict::Append)
+        );
         assert_eq!(s.get(7).map(|e| e.batches.len()), Some(MAX_CACHED_BATCHES));
     }
 
@@ -429,16 +450,28 @@ mod tests {
         let x = b(1, 0, i32::MAX, 3); // MAX, 0, 1
         assert_eq!(x.last_seq, 1);
         assert_eq!(append(&mut s, &mut next, x), Ok(Verdict::Append));
-        assert_eq!(append(&mut s, &mut next, b(1, 0, 2, 1)), Ok(Verdict::Append));
-        assert!(matches!(append(&mut s, &mut next, x), Ok(Verdict::Duplicate(_))));
+        assert_eq!(
+            append(&mut s, &mut next, b(1, 0, 2, 1)),
+            Ok(Verdict::Append)
+        );
+        assert!(matches!(
+            append(&mut s, &mut next, x),
+            Ok(Verdict::Duplicate(_))
+        ));
     }
 
     #[test]
     fn fencing_new_epochs_and_unknown_producers() {
         let mut s = ProducerStates::default();
         let mut next = 0;
-        assert_eq!(append(&mut s, &mut next, b(3, 2, 0, 1)), Ok(Verdict::Append));
-        assert_eq!(append(&mut s, &mut next, b(3, 2, 1, 1)), Ok(Verdict::Append));
+        assert_eq!(
+            append(&mut s, &mut next, b(3, 2, 0, 1)),
+            Ok(Verdict::Append)
+        );
+        assert_eq!(
+            append(&mut s, &mut next, b(3, 2, 1, 1)),
+            Ok(Verdict::Append)
+        );
         assert_eq!(
             append(&mut s, &mut next, b(3, 1, 2, 1)),
             Err(SeqError::Fenced { current: 2 })
@@ -448,7 +481,10 @@ mod tests {
             append(&mut s, &mut next, b(3, 3, 2, 1)),
             Err(SeqError::OutOfOrder { expected: 0 })
         );
-        assert_eq!(append(&mut s, &mut next, b(3, 3, 0, 1)), Ok(Verdict::Append));
+        assert_eq!(
+            append(&mut s, &mut next, b(3, 3, 0, 1)),
+            Ok(Verdict::Append)
+        );
         // The old epoch is fenced now, even its former duplicates.
         assert_eq!(
             append(&mut s, &mut next, b(3, 2, 1, 1)),
@@ -456,9 +492,18 @@ mod tests {
         );
         assert_eq!(s.get(3).map(|e| e.batches.len()), Some(1));
         // Unknown producer: sequence 0 starts it, anything else is refused.
-        assert_eq!(append(&mut s, &mut next, b(9, 0, 5, 1)), Err(SeqError::Unknown));
-        assert_eq!(append(&mut s, &mut next, b(9, 0, 0, 1)), Ok(Verdict::Append));
-        assert_eq!(append(&mut s, &mut next, b(9, -1, 0, 1)), Err(SeqError::Invalid));
+        assert_eq!(
+            append(&mut s, &mut next, b(9, 0, 5, 1)),
+            Err(SeqError::Unknown)
+        );
+        assert_eq!(
+            append(&mut s, &mut next, b(9, 0, 0, 1)),
+            Ok(Verdict::Append)
+        );
+        assert_eq!(
+            append(&mut s, &mut next, b(9, -1, 0, 1)),
+            Err(SeqError::Invalid)
+        );
     }
 
     #[test]
@@ -489,7 +534,10 @@ mod tests {
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;
-            assert!(ProducerStates::decode_snapshot(&bad).is_err(), "flip at {i}");
+            assert!(
+                ProducerStates::decode_snapshot(&bad).is_err(),
+                "flip at {i}"
+            );
         }
         assert!(ProducerStates::decode_snapshot(&bytes[..bytes.len() - 1]).is_err());
         // A batch at or past the snapshot's own offset is refused.

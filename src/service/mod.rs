@@ -240,10 +240,7 @@ impl Service {
         current: Option<crate::protocol::messages::ProducerIdentity>,
     ) -> Result<crate::protocol::messages::ProducerIdentity, WireError> {
         let op = InitProducerIdOp { current };
-        self.shard
-            .call(PRODUCER_ID_OWNER, op)
-            .await
-            .and_then(|r| r)
+        self.shard.call(PRODUCER_ID_OWNER, op).await.and_then(|r| r)
     }
 
     /// Describes `topics` (every topic when empty), in request order.

@@ -145,7 +145,10 @@ impl Shard {
         if cur.producer_id >= ids.reserved_end.get() {
             return Err(WireError::new(
                 ErrorCode::UnknownProducerId,
-                format!("producer id {} was never handed out by this broker", cur.producer_id),
+                format!(
+                    "producer id {} was never handed out by this broker",
+                    cur.producer_id
+                ),
             ));
         }
         if let Some((latest, _)) = ids.epochs.borrow().get(&cur.producer_id) {
@@ -207,7 +210,10 @@ impl Shard {
         if next >= ids.reserved_end.get() {
             self.reserve_block(next).await?;
         }
-        assert!(next < ids.reserved_end.get(), "an id is handed out only once reserved");
+        assert!(
+            next < ids.reserved_end.get(),
+            "an id is handed out only once reserved"
+        );
         ids.next.set(Some(next + 1));
         Ok(next)
     }
@@ -239,7 +245,11 @@ impl Shard {
         if epochs.len() < ids.prune_at.get() {
             return;
         }
-        let idle = self.config.limits.producer_id_expiration_ms.min(i64::MAX as u64) as i64;
+        let idle = self
+            .config
+            .limits
+            .producer_id_expiration_ms
+            .min(i64::MAX as u64) as i64;
         epochs.retain(|_, (_, seen)| now.saturating_sub(*seen) < idle);
         ids.prune_at.set((epochs.len() * 2).max(EPOCHS_PRUNE_AT));
     }
