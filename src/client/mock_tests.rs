@@ -25,10 +25,14 @@ const FENCED: &str = "fenced";
 /// The mock's idempotence state (per test thread): producer ids handed out,
 /// and per (partition, producer id) the epoch and the last 5 batches'
 /// (first sequence, last sequence, base offset), checked like Kafka.
+/// Per (partition, producer id): epoch and the last batches' (first
+/// sequence, last sequence, base offset).
+type ProducerStates = HashMap<(u32, i64), (i16, Vec<(i32, i32, u64)>)>;
+
 #[derive(Default)]
 struct Idempotence {
     next_producer_id: i64,
-    producers: HashMap<(u32, i64), (i16, Vec<(i32, i32, u64)>)>,
+    producers: ProducerStates,
     /// Produce requests per topic (to count retries).
     requests: HashMap<String, usize>,
 }
