@@ -61,6 +61,10 @@ pub async fn connect(w: &Workload, id: u32, topics: &[TopicSpec]) -> Result<Prod
         linger_ms: w.linger_ms,
         batch_bytes: w.batch_bytes,
         max_in_flight_per_partition: w.partition_in_flight,
+        // Idempotent (the client's default) when the window allows it.
+        idempotence: (1..=corelog::client::MAX_IN_FLIGHT_WITH_IDEMPOTENCE)
+            .contains(&w.partition_in_flight),
+        ..ProducerConfig::default()
     };
     let producer = Producer::connect(config)
         .await

@@ -36,9 +36,18 @@ pub(crate) struct ProduceArgs {
     /// A batch is sent once it holds this many bytes.
     #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     batch_bytes: usize,
-    /// Produce requests in flight per partition (0 = no limit).
+    /// Produce requests in flight per partition (1-5 with idempotence; 0 =
+    /// no limit, only with --no-idempotence).
     #[arg(long, default_value_t = crate::client::DEFAULT_MAX_IN_FLIGHT_PER_PARTITION, value_name = "N")]
     max_in_flight_per_partition: usize,
+    /// Turn the idempotent producer off: no producer id, and a batch whose
+    /// request may have reached the broker is never resent (at most once
+    /// per attempt; a lost connection fails its lines).
+    #[arg(long)]
+    no_idempotence: bool,
+    /// How long a line may take to be acknowledged, retries included, in ms.
+    #[arg(long, default_value_t = crate::client::DEFAULT_DELIVERY_TIMEOUT_MS, value_name = "MS")]
+    delivery_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -112,6 +121,9 @@ pub(crate) async fn run(client: ClientConfig, args: ProduceArgs) -> CliResult {
         linger_ms: args.linger_ms,
         batch_bytes: args.batch_bytes,
         max_in_flight_per_partition: args.max_in_flight_per_partition,
+        idempotence: !args.no_idempotence,
+        delivery_timeout_ms: args.delivery_timeout_ms,
+        ..ProducerConfig::default()
     })
     .await?;
     // Fail fast on an unknown topic, before reading stdin.

@@ -19,6 +19,102 @@ use crate::protocol::messages::*;
 const PARTITIONS: u32 = 3;
 /// A one-partition topic whose produces always fail with StorageFull.
 const FULL: &str = "full";
+/// A one-partition topic whose produces always fail with InvalidProducerEpoch.
+const FENCED: &str = "fenced";
+
+/// The mock's idempotence state (per test thread): producer ids handed out,
+/// and per (partition, producer id) the epoch and the last 5 batches'
+/// (first sequence, last sequence, base offset), checked like Kafka.
+/// Per (partition, producer id): epoch and the last batches' (first
+/// sequence, last sequence, base offset).
+type ProducerStates = HashMap<(u32, i64), (i16, Vec<(i32, i32, u64)>)>;
+
+#[derive(Default)]
+struct Idempotence {
+    next_producer_id: i64,
+    producers: ProducerStates,
+    /// Produce requests per topic (to count retries).
+    requests: HashMap<String, usize>,
+}
+
+thread_local! {
+    static IDEMPOTENCE: RefCell<Idempotence> = RefCell::new(Idempotence::default());
+}
+
+/// Produce requests the mock received for `topic`.
+fn produce_requests(topic: &str) -> usize {
+    IDEMPOTENCE.with(|s| s.borrow().requests.get(topic).copied().unwrap_or(0))
+}
+
+/// Kafka's sequence check: Ok(Some(base)) for a duplicate, Ok(None) to
+/// append, Err for a refusal.
+fn check_sequence(
+    partition: u32,
+    h: &crate::protocol::batch::BatchHeader,
+) -> Result<Option<u64>, WireError> {
+    if h.producer_id < 0 {
+        return Ok(None);
+    }
+    let last = (h.base_sequence as i64 + i64::from(h.record_count) - 1) as i32;
+    IDEMPOTENCE.with(|s| {
+        let s = s.borrow();
+        let Some((epoch, batches)) = s.producers.get(&(partition, h.producer_id)) else {
+            return if h.base_sequence == 0 {
+                Ok(None)
+            } else {
+                Err(WireError::new(
+                    ErrorCode::UnknownProducerId,
+                    "unknown producer",
+                ))
+            };
+        };
+        if h.producer_epoch < *epoch {
+            return Err(WireError::new(ErrorCode::InvalidProducerEpoch, "fenced"));
+        }
+        if h.producer_epoch > *epoch {
+            return if h.base_sequence == 0 {
+                Ok(None)
+            } else {
+                Err(WireError::new(ErrorCode::OutOfOrderSequence, "new epoch"))
+            };
+        }
+        if let Some(b) = batches
+            .iter()
+            .find(|b| b.0 == h.base_sequence && b.1 == last)
+        {
+            return Ok(Some(b.2));
+        }
+        let expected = batches.last().map_or(0, |b| b.1.wrapping_add(1));
+        if h.base_sequence != expected {
+            return Err(WireError::new(
+                ErrorCode::OutOfOrderSequence,
+                format!("expected {expected}, got {}", h.base_sequence),
+            ));
+        }
+        Ok(None)
+    })
+}
+
+fn record_sequence(partition: u32, h: &crate::protocol::batch::BatchHeader, base: u64) {
+    if h.producer_id < 0 {
+        return;
+    }
+    let last = (h.base_sequence as i64 + i64::from(h.record_count) - 1) as i32;
+    IDEMPOTENCE.with(|s| {
+        let mut s = s.borrow_mut();
+        let e = s
+            .producers
+            .entry((partition, h.producer_id))
+            .or_insert((h.producer_epoch, Vec::new()));
+        if e.0 != h.producer_epoch {
+            *e = (h.producer_epoch, Vec::new());
+        }
+        e.1.push((h.base_sequence, last, base));
+        if e.1.len() > 5 {
+            e.1.remove(0);
+        }
+    });
+}
 
 /// Partition logs of topic "t": concatenated batches, and the next offset.
 type Logs = Rc<RefCell<HashMap<u32, (Vec<u8>, u64)>>>;
@@ -33,11 +129,11 @@ fn handle(logs: &Logs, req: Request) -> Option<Response> {
                 .iter()
                 .map(|name| TopicInfo {
                     name: name.clone(),
-                    error: (name != "t" && name != FULL).then(|| {
+                    error: (name != "t" && name != FULL && name != FENCED).then(|| {
                         WireError::new(ErrorCode::UnknownTopicOrPartition, "no such topic")
                     }),
-                    partitions: if name == "t" || name == FULL {
-                        (0..if name == FULL { 1 } else { PARTITIONS })
+                    partitions: if name == "t" || name == FULL || name == FENCED {
+                        (0..if name == "t" { PARTITIONS } else { 1 })
                             .map(|p| PartitionInfo {
                                 partition: p,
                                 leader_node: 0,
@@ -59,18 +155,45 @@ fn handle(logs: &Logs, req: Request) -> Option<Response> {
             for t in p.topics {
                 let mut parts = Vec::new();
                 for pp in t.partitions {
-                    if t.name == FULL {
+                    IDEMPOTENCE
+                        .with(|s| *s.borrow_mut().requests.entry(t.name.clone()).or_default() += 1);
+                    let refused = match t.name.as_str() {
+                        FULL => Some(WireError::new(ErrorCode::StorageFull, "disk full")),
+                        FENCED => Some(WireError::new(ErrorCode::InvalidProducerEpoch, "fenced")),
+                        _ => None,
+                    };
+                    if let Some(e) = refused {
                         parts.push(ProducePartitionResult {
                             partition: pp.partition,
-                            result: Err(WireError::new(ErrorCode::StorageFull, "disk full")),
+                            result: Err(e),
                             log_start_offset: None,
                         });
                         continue;
                     }
                     let h = validate(&pp.batch).expect("client sends valid batches");
+                    match check_sequence(pp.partition, &h) {
+                        Ok(None) => {}
+                        Ok(Some(base)) => {
+                            parts.push(ProducePartitionResult {
+                                partition: pp.partition,
+                                result: Ok(base),
+                                log_start_offset: Some(0),
+                            });
+                            continue;
+                        }
+                        Err(e) => {
+                            parts.push(ProducePartitionResult {
+                                partition: pp.partition,
+                                result: Err(e),
+                                log_start_offset: None,
+                            });
+                            continue;
+                        }
+                    }
                     let mut logs = logs.borrow_mut();
                     let (log, next) = logs.entry(pp.partition).or_default();
                     let base = *next;
+                    record_sequence(pp.partition, &h, base);
                     let mut b = pp.batch.to_vec();
                     set_base_offset(&mut b, base);
                     log.extend_from_slice(&b);
@@ -163,9 +286,17 @@ fn handle(logs: &Logs, req: Request) -> Option<Response> {
             ResponseBody::CreateTopic(CreateTopicResponse { name: c.name })
         }
         RequestBody::DeleteTopic(_) => return None, // never answered: exercises timeouts
-        RequestBody::DeleteRecords(_)
-        | RequestBody::AlterTopicConfig(_)
-        | RequestBody::InitProducerId(_) => return None,
+        RequestBody::InitProducerId(_) => IDEMPOTENCE.with(|s| {
+            let mut s = s.borrow_mut();
+            s.next_producer_id += 1;
+            ResponseBody::InitProducerId(InitProducerIdResponse {
+                identity: ProducerIdentity {
+                    producer_id: s.next_producer_id,
+                    producer_epoch: 0,
+                },
+            })
+        }),
+        RequestBody::DeleteRecords(_) | RequestBody::AlterTopicConfig(_) => return None,
         RequestBody::ApiVersions(_) => ResponseBody::ApiVersions(ApiVersionsResponse {
             apis: vec![],
             broker_software: "mock".into(),
@@ -425,9 +556,12 @@ fn flush_reports_failures_since_the_last_flush_not_an_idle_close() {
     run_with(
         Box::new(|client| {
             Box::pin(async move {
+                // Without idempotence a refused batch fails at once (with it,
+                // StorageFull is retried: see delivery_timeout_expiry_...).
                 let producer = Producer::connect(ProducerConfig {
                     client,
                     linger_ms: 0,
+                    idempotence: false,
                     ..ProducerConfig::default()
                 })
                 .await
@@ -586,4 +720,247 @@ fn producer_never_exceeds_its_request_window_per_partition() {
             assert_eq!(n, window, "window {window}, partition {p}");
         }
     }
+}
+
+/// Serves one connection at a time, answering like `handle`, except that
+/// produce request `n` (counted from 1 over all connections) with `cut(n)`
+/// is written to the log and then the connection is closed before the
+/// answer (what a crash or a cut cable does after the write).
+fn spawn_cutting_broker(listener: TcpListener, logs: Logs, cut: fn(usize) -> bool) {
+    glommio::spawn_local(async move {
+        let mut produces = 0usize;
+        loop {
+            let Ok(s) = listener.accept().await else {
+                return;
+            };
+            let (mut r, mut w) = split(s);
+            while let Ok(Some(frame)) = read_frame(&mut r, 64 << 20).await {
+                let req = decode_request(&frame, &DecodeLimits::default()).expect("valid request");
+                let is_produce = matches!(req.body, RequestBody::Produce(_));
+                let resp = handle(&logs, req);
+                if is_produce {
+                    produces += 1;
+                    if cut(produces) {
+                        break;
+                    }
+                }
+                if let Some(resp) = resp {
+                    if write_frame(&mut w, &encode_response(&resp)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            let _ = w.shutdown_both();
+        }
+    })
+    .detach();
+}
+
+type CutTestFn = Box<
+    dyn FnOnce(ClientConfig, Logs) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
+        + Send,
+>;
+
+fn run_cutting(test: CutTestFn, cut: fn(usize) -> bool) {
+    LocalExecutorBuilder::default()
+        .io_memory(512 * 1024)
+        .spawn(move || async move {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let logs = Logs::default();
+            spawn_cutting_broker(listener, logs.clone(), cut);
+            let config = ClientConfig {
+                bootstrap: addr.to_string(),
+                request_timeout_ms: 2_000,
+                ..ClientConfig::default()
+            };
+            test(config, logs).await;
+        })
+        .expect("executor")
+        .join()
+        .expect("join");
+}
+
+/// The values in partition `p`'s mock log, in log order.
+fn log_values(logs: &Logs, p: u32) -> Vec<String> {
+    let logs = logs.borrow();
+    let Some((log, _)) = logs.get(&p) else {
+        return Vec::new();
+    };
+    crate::protocol::batch::batches(log)
+        .flat_map(|item| {
+            let (_, raw) = item.expect("valid log");
+            crate::protocol::batch::records(raw)
+                .expect("records")
+                .map(|r| String::from_utf8_lossy(r.expect("record").value.expect("v")).into_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Every 7th produce request is written and then its connection cut, with
+/// up to 5 requests in flight per partition: every record is acknowledged,
+/// written exactly once, in send order per partition.
+#[test]
+fn retry_after_a_dropped_connection_keeps_order_and_writes_once() {
+    const N: u32 = 3_000;
+    run_cutting(
+        Box::new(|client, logs| {
+            Box::pin(async move {
+                let producer = Producer::connect(ProducerConfig {
+                    client,
+                    linger_ms: 0,
+                    batch_bytes: 512,
+                    retry_backoff_ms: 5,
+                    retry_backoff_max_ms: 20,
+                    ..ProducerConfig::default()
+                })
+                .await
+                .expect("connect");
+                assert!(producer.identity().is_some(), "idempotent by default");
+                let mut futs = Vec::new();
+                for i in 0..N {
+                    let rec = ProducerRecord::new("t", format!("v{i:05}")).with_partition(i % 3);
+                    futs.push((i, producer.send(rec).await.expect("send")));
+                }
+                producer
+                    .flush()
+                    .await
+                    .expect("flush: every batch acknowledged");
+                let mut next = [0u64; 3];
+                for (i, f) in futs {
+                    let md = f.await.expect("delivered");
+                    let slot = &mut next[(i % 3) as usize];
+                    assert_eq!(md.offset, *slot, "offsets follow send order");
+                    *slot += 1;
+                }
+                assert!(produce_requests("t") > 30, "cuts forced retries");
+                for p in 0..3u32 {
+                    let expected: Vec<String> = (0..N)
+                        .filter(|i| i % 3 == p)
+                        .map(|i| format!("v{i:05}"))
+                        .collect();
+                    assert_eq!(
+                        log_values(&logs, p),
+                        expected,
+                        "partition {p}: once, in order"
+                    );
+                }
+            })
+        }),
+        |n| n % 7 == 0,
+    );
+}
+
+/// Without idempotence a produce that may have been written is not resent:
+/// its record fails (it is in the log once), the next ones go on a new
+/// connection.
+#[test]
+fn idempotence_off_does_not_resend_a_produce_that_may_have_been_written() {
+    run_cutting(
+        Box::new(|client, logs| {
+            Box::pin(async move {
+                let producer = Producer::connect(ProducerConfig {
+                    client,
+                    linger_ms: 0,
+                    idempotence: false,
+                    max_in_flight_per_partition: 8,
+                    ..ProducerConfig::default()
+                })
+                .await
+                .expect("connect");
+                assert!(producer.identity().is_none());
+                let send =
+                    |v: &'static str| producer.send(ProducerRecord::new("t", v).with_partition(0));
+                let a = send("a").await.expect("send");
+                assert_eq!(a.await.expect("a acked").offset, 0);
+                let b = send("b").await.expect("send");
+                let e = b.await.expect_err("b's connection was cut after the write");
+                assert!(matches!(e, ClientError::Closed | ClientError::Io(_)), "{e}");
+                assert!(producer.flush().await.is_err(), "flush reports b");
+                let c = send("c").await.expect("send");
+                assert_eq!(c.await.expect("c acked").offset, 2);
+                assert_eq!(produce_requests("t"), 3, "b was not resent");
+                assert_eq!(log_values(&logs, 0), vec!["a", "b", "c"]);
+            })
+        }),
+        |n| n == 2,
+    );
+}
+
+/// A fenced producer (InvalidProducerEpoch for its current epoch) fails its
+/// sends with that error, sends nothing again, and refuses new sends.
+#[test]
+fn a_fenced_producer_fails_its_sends_and_does_not_retry() {
+    run(
+        |client| {
+            Box::pin(async move {
+                let producer = Producer::connect(ProducerConfig {
+                    client,
+                    linger_ms: 0,
+                    retry_backoff_ms: 1,
+                    ..ProducerConfig::default()
+                })
+                .await
+                .expect("connect");
+                let f = producer
+                    .send(ProducerRecord::new(FENCED, "x"))
+                    .await
+                    .expect("send");
+                let e = f.await.expect_err("fenced");
+                assert_eq!(e.wire_code(), Some(ErrorCode::InvalidProducerEpoch), "{e}");
+                let e = producer.flush().await.expect_err("flush reports it");
+                assert_eq!(e.wire_code(), Some(ErrorCode::InvalidProducerEpoch), "{e}");
+                let e = producer
+                    .send(ProducerRecord::new("t", "y"))
+                    .await
+                    .err()
+                    .expect("a fenced producer refuses new sends");
+                assert_eq!(e.wire_code(), Some(ErrorCode::InvalidProducerEpoch), "{e}");
+                assert_eq!(produce_requests(FENCED), 1, "never retried");
+                assert_eq!(produce_requests("t"), 0);
+            })
+        },
+        usize::MAX,
+    );
+}
+
+/// A retriable refusal (StorageFull) is retried with backoff until the
+/// delivery timeout, then the record fails with a timeout naming the cause.
+#[test]
+fn delivery_timeout_expiry_reports_an_error() {
+    run(
+        |client| {
+            Box::pin(async move {
+                let producer = Producer::connect(ProducerConfig {
+                    client,
+                    linger_ms: 0,
+                    delivery_timeout_ms: 300,
+                    retry_backoff_ms: 10,
+                    retry_backoff_max_ms: 40,
+                    ..ProducerConfig::default()
+                })
+                .await
+                .expect("connect");
+                let f = producer
+                    .send(ProducerRecord::new(FULL, "x"))
+                    .await
+                    .expect("send");
+                let e = f.await.expect_err("expired");
+                assert!(matches!(e, ClientError::Timeout(_)), "{e}");
+                let msg = e.to_string();
+                assert!(msg.contains("delivery timeout"), "{msg}");
+                assert!(msg.contains("storage full"), "names the last error: {msg}");
+                assert!(produce_requests(FULL) > 1, "retried before expiring");
+                assert!(producer.flush().await.is_err());
+                // The producer still works for other partitions.
+                let f = producer
+                    .send(ProducerRecord::new("t", "ok").with_partition(0))
+                    .await
+                    .expect("send");
+                assert_eq!(f.await.expect("acked").offset, 0);
+            })
+        },
+        usize::MAX,
+    );
 }

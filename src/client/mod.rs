@@ -7,7 +7,8 @@
 //! created (`Connection::start` enqueues synchronously), so batches for one
 //! partition reach the broker in send order; every request resolves exactly
 //! once (response, timeout, or connection loss: then every pending request
-//! fails with the same clear error).
+//! fails with the same clear error). Connections never resend; the producer
+//! (`sender`) resends batches itself, numbered so the broker writes each once.
 
 mod admin;
 mod connection;
@@ -15,6 +16,7 @@ mod consumer;
 mod flight;
 mod partitioner;
 mod producer;
+mod sender;
 mod sync;
 
 #[cfg(test)]
@@ -30,7 +32,8 @@ pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{
     DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
-    DEFAULT_MAX_IN_FLIGHT_PER_PARTITION,
+    DEFAULT_DELIVERY_TIMEOUT_MS, DEFAULT_MAX_IN_FLIGHT_PER_PARTITION,
+    MAX_IN_FLIGHT_WITH_IDEMPOTENCE,
 };
 
 /// Everything a client call can fail with.

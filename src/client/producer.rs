@@ -1,46 +1,52 @@
 //! The producer: per-partition accumulators, batching by size and linger,
-//! pipelined produce requests, per-record delivery futures.
+//! per-record delivery futures; sending, retries and idempotence are in
+//! `client::sender`.
 //!
 //! Invariants:
 //! - Records for one partition are appended to its open batch in `send`
-//!   order; a batch is sealed (and its request enqueued on the one connection,
-//!   synchronously) before the next batch of that partition can be sealed, so
-//!   batches of a partition reach the broker in order and the broker appends
-//!   them in order.
+//!   order; a sealed batch joins its partition's queue (`client::flight`)
+//!   before the next batch of that partition can be sealed, so batches of a
+//!   partition leave, and are written, in order.
 //! - Every `DeliveryFuture` resolves exactly once: the record's partition and
 //!   offset (batch base offset + offset delta), or the error that failed its
-//!   batch (broker refusal, timeout, connection loss).
-//! - No retries: a failed batch is reported, never resent (no duplicates).
+//!   batch (a non-retriable broker refusal, the delivery timeout, a fenced
+//!   producer; without idempotence also a lost connection or a timeout).
+//! - With idempotence (the default) a batch is retried until
+//!   `delivery_timeout_ms` and the broker's sequence check writes it at most
+//!   once; without it, a request that may have reached the broker is never
+//!   resent (at most once per attempt). See docs/delivery.md.
 
-use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::admin::{describe, unexpected};
+use super::admin::describe;
 use super::connection::ReconnectingConnection;
-use super::flight::{Flights, Next};
 use super::partitioner::partition_for_key;
-use super::sync::{oneshot, OneshotReceiver, OneshotSender, WorkCounter};
+use super::sender::{init_producer_id, Sender};
+use super::sync::{oneshot, OneshotReceiver, OneshotSender};
 use super::{ClientConfig, ClientError};
 use crate::protocol::batch::BatchBuilder;
-use crate::protocol::messages::{
-    Acks, ProducePartition, ProduceRequest, ProduceTopic, RequestBody, ResponseBody,
-};
+use crate::protocol::messages::{Acks, ProducerIdentity};
 use crate::protocol::{ErrorCode, TopicPartition, WireError};
 
-/// Default produce requests in flight per partition. Enough that, with the
-/// default 1 MiB batches, the broker's group commit can fill its largest
-/// group write (8 MiB, one fdatasync) while the previous group syncs: on the
+/// Default produce requests in flight per partition: 5, the most the
+/// broker's idempotence window (the last 5 batches per producer and
+/// partition, as Kafka) can deduplicate after a lost connection. On the
 /// bench disk durable throughput was 237-248 MB/s with 2, 280-285 with 5
-/// and 303-314 with 8 (docs/benchmarks.md). Below saturation the window is
-/// never full, so it does not change latency.
-pub const DEFAULT_MAX_IN_FLIGHT_PER_PARTITION: usize = 8;
+/// and 303-314 with 8 (docs/benchmarks.md); 8 needs `idempotence = false`.
+/// Below saturation the window is never full, so it does not change latency.
+pub const DEFAULT_MAX_IN_FLIGHT_PER_PARTITION: usize = 5;
+/// The most requests in flight per partition with idempotence (the broker
+/// remembers the last 5 batches of each producer and partition).
+pub const MAX_IN_FLIGHT_WITH_IDEMPOTENCE: usize = 5;
+/// Default `delivery_timeout_ms` (Kafka's `delivery.timeout.ms`).
+pub const DEFAULT_DELIVERY_TIMEOUT_MS: u64 = 120_000;
 
 /// Producer settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,8 +59,22 @@ pub struct ProducerConfig {
     pub batch_bytes: usize,
     /// Produce requests in flight per partition (0 = no limit). While a
     /// partition is at this window its batches keep filling past their
-    /// linger: see `client::flight`.
+    /// linger: see `client::flight`. At most 5 (and not 0) with idempotence.
     pub max_in_flight_per_partition: usize,
+    /// Idempotent produce (default true): the producer takes a producer id
+    /// (InitProducerId), numbers its batches per partition, and retries
+    /// retriable failures until `delivery_timeout_ms`; the broker writes a
+    /// retried batch at most once. False: no producer id, and a request that
+    /// may have reached the broker is never resent (at most once per attempt).
+    pub idempotence: bool,
+    /// How long a batch may take from its first record to its
+    /// acknowledgement, retries included, in ms (Kafka's
+    /// `delivery.timeout.ms`); past it its records fail with a timeout.
+    pub delivery_timeout_ms: u64,
+    /// First wait before a retry, in ms; doubled per attempt of a batch.
+    pub retry_backoff_ms: u64,
+    /// Longest wait before a retry, in ms.
+    pub retry_backoff_max_ms: u64,
 }
 
 impl Default for ProducerConfig {
@@ -65,7 +85,39 @@ impl Default for ProducerConfig {
             linger_ms: 5,
             batch_bytes: 1024 * 1024,
             max_in_flight_per_partition: DEFAULT_MAX_IN_FLIGHT_PER_PARTITION,
+            idempotence: true,
+            delivery_timeout_ms: DEFAULT_DELIVERY_TIMEOUT_MS,
+            retry_backoff_ms: 100,
+            retry_backoff_max_ms: 1_000,
         }
+    }
+}
+
+impl ProducerConfig {
+    /// Checks the settings that depend on each other.
+    pub fn validate(&self) -> Result<(), ClientError> {
+        if self.batch_bytes == 0 {
+            return Err(ClientError::Config("batch_bytes must be > 0".into()));
+        }
+        if self.delivery_timeout_ms == 0 {
+            return Err(ClientError::Config(
+                "delivery_timeout_ms must be > 0".into(),
+            ));
+        }
+        if self.retry_backoff_ms > self.retry_backoff_max_ms {
+            return Err(ClientError::Config(format!(
+                "retry_backoff_ms ({}) must not exceed retry_backoff_max_ms ({})",
+                self.retry_backoff_ms, self.retry_backoff_max_ms
+            )));
+        }
+        let window = self.max_in_flight_per_partition;
+        if self.idempotence && !(1..=MAX_IN_FLIGHT_WITH_IDEMPOTENCE).contains(&window) {
+            return Err(ClientError::Config(format!(
+                "max_in_flight_per_partition must be 1..={MAX_IN_FLIGHT_WITH_IDEMPOTENCE} with \
+                 idempotence (got {window}); turn idempotence off for a larger window"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -149,7 +201,7 @@ pub(crate) fn now_ms() -> i64 {
 
 // ------------------------------------------------------------------ accumulator
 
-struct Waiter {
+pub(crate) struct Waiter {
     tx: OneshotSender<Delivery>,
     offset_delta: u32,
     timestamp_ms: i64,
@@ -159,23 +211,67 @@ struct OpenBatch {
     builder: BatchBuilder,
     waiters: Vec<Waiter>,
     generation: u64,
+    opened: Instant,
 }
 
-/// A batch ready to send, with the records' completions.
+/// A batch sealed for sending, with the records' completions. Its header
+/// (producer id, epoch, base sequence) and CRC are written once, when it
+/// first leaves (`finish`); every resend carries the same bytes.
 pub(crate) struct SealedBatch {
-    tp: TopicPartition,
-    batch: Bytes,
+    pub(crate) tp: TopicPartition,
+    /// Until the first send: the records, header not yet written.
+    builder: Option<BatchBuilder>,
+    /// From the first send: the batch on the wire.
+    bytes: Bytes,
+    record_count: u32,
     waiters: Vec<Waiter>,
+    /// When its first record was appended (the delivery timeout counts from here).
+    pub(crate) opened: Instant,
+    /// Requests sent for it so far.
+    pub(crate) attempts: u32,
+    /// Identity it was numbered with (None: not idempotent or not sent yet).
+    pub(crate) identity: Option<ProducerIdentity>,
+    /// Why its last attempt failed (reported if the delivery timeout expires).
+    pub(crate) last_error: Option<String>,
 }
 
 impl SealedBatch {
-    fn fail(self, e: &ClientError) {
+    pub(crate) fn record_count(&self) -> u32 {
+        self.record_count
+    }
+
+    /// Whether its bytes are fixed (it left at least once).
+    #[cfg(test)]
+    pub(crate) fn is_finished(&self) -> bool {
+        self.builder.is_none()
+    }
+
+    /// Writes the header once: with `producer` = (identity, base sequence)
+    /// for idempotent produce, else without a producer id.
+    pub(crate) fn finish(&mut self, producer: Option<(ProducerIdentity, i32)>) {
+        let Some(mut builder) = self.builder.take() else {
+            panic!("a batch is finished once");
+        };
+        if let Some((id, base_sequence)) = producer {
+            builder.set_producer(id.producer_id, id.producer_epoch, base_sequence);
+            self.identity = Some(id);
+        }
+        self.bytes = builder.finish();
+    }
+
+    /// The bytes on the wire (after `finish`).
+    pub(crate) fn bytes(&self) -> &Bytes {
+        assert!(self.builder.is_none(), "bytes of an unfinished batch");
+        &self.bytes
+    }
+
+    pub(crate) fn fail(self, e: &ClientError) {
         for w in self.waiters {
             w.tx.send(Err(clone_err(e)));
         }
     }
 
-    fn complete(self, base_offset: u64) {
+    pub(crate) fn complete(self, base_offset: u64) {
         let partition = self.tp.partition;
         for w in self.waiters {
             w.tx.send(Ok(RecordMetadata {
@@ -187,7 +283,7 @@ impl SealedBatch {
     }
 }
 
-fn clone_err(e: &ClientError) -> ClientError {
+pub(crate) fn clone_err(e: &ClientError) -> ClientError {
     match e {
         ClientError::Io(io) => ClientError::Io(std::io::Error::new(io.kind(), io.to_string())),
         ClientError::Protocol(m) => ClientError::Protocol(m.clone()),
@@ -203,9 +299,9 @@ fn clone_err(e: &ClientError) -> ClientError {
 pub(crate) struct Appended {
     /// Batches sealed by this append, oldest first (at most two: the full
     /// batch the record did not fit in, and the record's own if it filled it).
-    sealed: Vec<SealedBatch>,
+    pub(crate) sealed: Vec<SealedBatch>,
     /// Set when the record opened a new batch: arm a linger timer for it.
-    opened_generation: Option<u64>,
+    pub(crate) opened_generation: Option<u64>,
 }
 
 /// Per-partition open batches. Pure logic, no I/O (unit tested).
@@ -224,7 +320,7 @@ impl Accumulator {
         }
     }
 
-    fn append(
+    pub(crate) fn append(
         &mut self,
         tp: TopicPartition,
         timestamp_ms: i64,
@@ -255,6 +351,7 @@ impl Accumulator {
                 builder: BatchBuilder::with_capacity(batch_bytes.min(64 * 1024)),
                 waiters: Vec::new(),
                 generation,
+                opened: Instant::now(),
             }
         });
         let offset_delta = open.builder.push(timestamp_ms, key, value, headers);
@@ -281,20 +378,30 @@ impl Accumulator {
         }
         Some(SealedBatch {
             tp: tp.clone(),
-            batch: open.builder.finish(),
+            record_count: open.builder.record_count(),
+            builder: Some(open.builder),
+            bytes: Bytes::new(),
             waiters: open.waiters,
+            opened: open.opened,
+            attempts: 0,
+            identity: None,
+            last_error: None,
         })
     }
 
     /// Seals `tp`'s open batch only if it is still the one opened as `generation`.
-    fn seal_generation(&mut self, tp: &TopicPartition, generation: u64) -> Option<SealedBatch> {
+    pub(crate) fn seal_generation(
+        &mut self,
+        tp: &TopicPartition,
+        generation: u64,
+    ) -> Option<SealedBatch> {
         match self.open.get(tp) {
             Some(b) if b.generation == generation => self.seal(tp),
             _ => None,
         }
     }
 
-    fn seal_all(&mut self) -> Vec<SealedBatch> {
+    pub(crate) fn seal_all(&mut self) -> Vec<SealedBatch> {
         let mut tps: Vec<TopicPartition> = self.open.keys().cloned().collect();
         tps.sort();
         tps.iter().filter_map(|tp| self.seal(tp)).collect()
@@ -303,41 +410,60 @@ impl Accumulator {
 
 // ------------------------------------------------------------------ producer
 
-struct Inner {
-    config: ProducerConfig,
-    conn: ReconnectingConnection,
-    partition_counts: RefCell<HashMap<String, u32>>,
-    accumulator: RefCell<Accumulator>,
-    flights: RefCell<Flights<SealedBatch>>,
-    round_robin: Cell<u32>,
-    in_flight: WorkCounter,
-    /// The first batch failure since the last `flush` (what it reports).
-    first_failure: RefCell<Option<ClientError>>,
+/// InitProducerId on a connection that was just made: a lost connection or
+/// a timeout is retried with backoff within `delivery_timeout_ms`; a refusal
+/// is returned at once.
+async fn first_producer_id(
+    config: &ProducerConfig,
+    conn: &ReconnectingConnection,
+) -> Result<ProducerIdentity, ClientError> {
+    let deadline = Instant::now() + Duration::from_millis(config.delivery_timeout_ms);
+    let mut backoff_ms = config.retry_backoff_ms;
+    loop {
+        let got = match conn.get().await {
+            Ok(c) => init_producer_id(&c, &config.client.bootstrap).await,
+            Err(e) => Err(e),
+        };
+        match got {
+            Err(
+                e @ (ClientError::Io(_)
+                | ClientError::Closed
+                | ClientError::Timeout(_)
+                | ClientError::Handshake(_)),
+            ) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "InitProducerId failed; retrying");
+                crate::timer::sleep_once(Duration::from_millis(backoff_ms)).await;
+                backoff_ms = (backoff_ms * 2).clamp(1, config.retry_backoff_max_ms.max(1));
+            }
+            other => return other,
+        }
+    }
 }
 
-/// Batching, pipelining producer over one connection.
+/// Batching, pipelining producer over one connection; idempotent and
+/// retrying by default (see `client::sender`).
 pub struct Producer {
-    inner: Rc<Inner>,
+    inner: Rc<Sender>,
 }
 
 impl Producer {
+    /// Connects and, with idempotence, takes a producer id (InitProducerId).
     pub async fn connect(config: ProducerConfig) -> Result<Producer, ClientError> {
-        if config.batch_bytes == 0 {
-            return Err(ClientError::Config("batch_bytes must be > 0".into()));
-        }
+        config.validate()?;
         let conn = ReconnectingConnection::connect(&config.client).await?;
+        let identity = if config.idempotence {
+            Some(first_producer_id(&config, &conn).await?)
+        } else {
+            None
+        };
         Ok(Producer {
-            inner: Rc::new(Inner {
-                accumulator: RefCell::new(Accumulator::new(config.batch_bytes)),
-                flights: RefCell::new(Flights::new(config.max_in_flight_per_partition)),
-                config,
-                conn,
-                partition_counts: RefCell::new(HashMap::new()),
-                round_robin: Cell::new(0),
-                in_flight: WorkCounter::default(),
-                first_failure: RefCell::new(None),
-            }),
+            inner: Sender::new(config, conn, identity),
         })
+    }
+
+    /// The producer id and epoch its batches carry (None without idempotence).
+    pub fn identity(&self) -> Option<ProducerIdentity> {
+        self.inner.identity()
     }
 
     /// Partition count of `topic` (cached after the first metadata lookup).
@@ -361,11 +487,14 @@ impl Producer {
     }
 
     /// Adds a record to its partition's batch. Returns once the record is
-    /// queued; the future resolves when the broker answers for its batch.
+    /// queued; the future resolves when the broker answers for its batch
+    /// (after retries, with idempotence).
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
-        // A connection the broker closed (idle timeout, restart) is replaced
-        // here; batches it carried have already failed and are not resent.
-        self.inner.conn.get().await?;
+        if let Some(e) = self.inner.fenced() {
+            return Err(e);
+        }
+        // No connection is needed here: a closed one is replaced when the
+        // batch is sent (only an unknown topic's metadata needs one now).
         let count = self.partition_count(&record.topic).await?;
         let partition = match (record.partition, &record.key) {
             (Some(p), _) if p >= count => {
@@ -402,7 +531,7 @@ impl Producer {
             tx,
         );
         for batch in appended.sealed {
-            Inner::dispatch(&self.inner, batch);
+            Sender::dispatch(&self.inner, batch);
         }
         if let Some(generation) = appended.opened_generation {
             let inner = self.inner.clone();
@@ -419,26 +548,25 @@ impl Producer {
                 }
                 // At a full window the batch keeps filling; the response
                 // that frees a slot seals it.
-                if inner.flights.borrow_mut().linger_expired(&tp, generation) {
-                    Inner::seal_and_dispatch(&inner, &tp, generation);
-                }
+                Sender::linger_expired(&inner, &tp, generation);
             })
             .detach();
         }
         Ok(DeliveryFuture { rx })
     }
 
-    /// Sends every open batch now and waits until every request in flight
-    /// has been answered. Fails with the first batch failure since the last
-    /// flush (each record's future has its own outcome); a connection the
-    /// broker closed after everything was acknowledged is not a failure.
+    /// Sends every open batch now and waits until every batch is resolved
+    /// (acknowledged, or failed after its retries). Fails with the first
+    /// batch failure since the last flush (each record's future has its own
+    /// outcome); a connection the broker closed after everything was
+    /// acknowledged is not a failure.
     pub async fn flush(&self) -> Result<(), ClientError> {
         let sealed = self.inner.accumulator.borrow_mut().seal_all();
         for batch in sealed {
-            Inner::dispatch(&self.inner, batch);
+            Sender::dispatch(&self.inner, batch);
         }
         self.inner.in_flight.idle().await;
-        match self.inner.first_failure.borrow_mut().take() {
+        match self.inner.take_first_failure() {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -449,120 +577,10 @@ impl Producer {
         self.flush().await
     }
 
-    /// Batches sent and not yet answered.
+    /// Batches sealed and not yet resolved (in flight, waiting for the
+    /// window, or waiting for a retry).
     pub fn in_flight_batches(&self) -> usize {
         self.inner.in_flight.count()
-    }
-}
-
-impl Inner {
-    /// Seals `tp`'s open batch if it is still `generation`, and dispatches it.
-    fn seal_and_dispatch(inner: &Rc<Inner>, tp: &TopicPartition, generation: u64) {
-        let sealed = inner
-            .accumulator
-            .borrow_mut()
-            .seal_generation(tp, generation);
-        if let Some(batch) = sealed {
-            Inner::dispatch(inner, batch);
-        }
-    }
-
-    /// Sends `batch` now if its partition's window has room, else queues it
-    /// behind the partition's requests in flight (fixing its wire order).
-    fn dispatch(inner: &Rc<Inner>, batch: SealedBatch) {
-        inner.in_flight.begin();
-        let tp = batch.tp.clone();
-        let ready = inner.flights.borrow_mut().offer(&tp, batch);
-        if let Some(batch) = ready {
-            Inner::send(inner, batch);
-        }
-    }
-
-    /// Enqueues the produce request for `batch` (its window slot is taken)
-    /// and completes its records when the answer arrives; then hands the
-    /// slot on.
-    fn send(inner: &Rc<Inner>, batch: SealedBatch) {
-        let tp = batch.tp.clone();
-        let body = RequestBody::Produce(ProduceRequest {
-            acks: inner.config.acks,
-            timeout_ms: u32::try_from(inner.config.client.request_timeout_ms).unwrap_or(u32::MAX),
-            topics: vec![ProduceTopic {
-                name: batch.tp.topic.clone(),
-                partitions: vec![ProducePartition {
-                    partition: batch.tp.partition,
-                    batch: batch.batch.clone(),
-                }],
-            }],
-        });
-        match inner.conn.current().start(body) {
-            Ok(fut) => {
-                let inner = inner.clone();
-                glommio::spawn_local(async move {
-                    let outcome = match fut.await {
-                        Ok(resp) => complete(batch, resp),
-                        Err(e) => Err((batch, e)),
-                    };
-                    if let Err((batch, e)) = outcome {
-                        inner.fail(batch, e);
-                    }
-                    Inner::finished(&inner, &tp);
-                })
-                .detach();
-            }
-            Err(e) => {
-                inner.fail(batch, e);
-                Inner::finished(inner, &tp);
-            }
-        }
-    }
-
-    /// A request of `tp` is done: pass its slot to the next batch.
-    fn finished(inner: &Rc<Inner>, tp: &TopicPartition) {
-        inner.in_flight.end();
-        let next = inner.flights.borrow_mut().finished(tp);
-        match next {
-            Next::Send(batch) => Inner::send(inner, batch),
-            Next::SealDue(generation) => Inner::seal_and_dispatch(inner, tp, generation),
-            Next::Nothing => {}
-        }
-    }
-
-    /// Fails `batch`'s records with `e` and remembers `e` for `flush`.
-    fn fail(&self, batch: SealedBatch, e: ClientError) {
-        batch.fail(&e);
-        let mut first = self.first_failure.borrow_mut();
-        if first.is_none() {
-            *first = Some(e);
-        }
-    }
-}
-
-/// Completes `batch` from its produce response, or hands it back with the
-/// error to fail it with.
-fn complete(batch: SealedBatch, resp: ResponseBody) -> Result<(), (SealedBatch, ClientError)> {
-    let ResponseBody::Produce(resp) = resp else {
-        let e = unexpected("Produce", &resp);
-        return Err((batch, e));
-    };
-    let result = resp
-        .topics
-        .into_iter()
-        .filter(|t| t.name == batch.tp.topic)
-        .flat_map(|t| t.partitions)
-        .find(|p| p.partition == batch.tp.partition);
-    match result {
-        Some(p) => match p.result {
-            Ok(base) => {
-                batch.complete(base);
-                Ok(())
-            }
-            Err(e) => Err((batch, ClientError::Broker(e))),
-        },
-        None => {
-            let e =
-                ClientError::Protocol(format!("produce response has no result for {}", batch.tp));
-            Err((batch, e))
-        }
     }
 }
 
@@ -588,6 +606,9 @@ mod tests {
             sealed.extend(a.sealed);
         }
         sealed.extend(acc.seal_all());
+        for b in &mut sealed {
+            b.finish(None);
+        }
         assert!(opened >= 2);
         // Every record is in exactly one batch, in send order per partition.
         for p in 0..2u32 {
@@ -595,9 +616,9 @@ mod tests {
                 .iter()
                 .filter(|b| b.tp.partition == p)
                 .flat_map(|b| {
-                    validate(&b.batch).expect("valid");
-                    assert!(b.batch.len() <= 200, "batch of {}", b.batch.len());
-                    records(&b.batch)
+                    validate(b.bytes()).expect("valid");
+                    assert!(b.bytes().len() <= 200, "batch of {}", b.bytes().len());
+                    records(b.bytes())
                         .expect("records")
                         .map(|r| {
                             String::from_utf8_lossy(r.expect("rec").value.expect("v")).into_owned()
@@ -620,11 +641,14 @@ mod tests {
         let (a, _r1) = append(&mut acc, 0, b"small");
         let g = a.opened_generation.expect("opened");
         assert!(a.sealed.is_empty());
-        let (a, _r2) = append(&mut acc, 0, &[7u8; 500]);
+        let (mut a, _r2) = append(&mut acc, 0, &[7u8; 500]);
+        for b in &mut a.sealed {
+            b.finish(None);
+        }
         // The small batch is sealed first, then the big record fills its own.
         assert_eq!(a.sealed.len(), 2);
-        assert_eq!(records(&a.sealed[0].batch).expect("r").count(), 1);
-        assert_eq!(records(&a.sealed[1].batch).expect("r").count(), 1);
+        assert_eq!(records(a.sealed[0].bytes()).expect("r").count(), 1);
+        assert_eq!(records(a.sealed[1].bytes()).expect("r").count(), 1);
         // A stale linger timer finds nothing to seal.
         assert!(acc
             .seal_generation(&TopicPartition::new("t", 0), g)
@@ -635,6 +659,27 @@ mod tests {
         assert!(acc
             .seal_generation(&TopicPartition::new("t", 0), g2)
             .is_some());
+    }
+
+    #[test]
+    fn finish_writes_the_producer_fields_once_under_the_crc() {
+        let mut acc = Accumulator::new(1 << 20);
+        let (_, _r) = append(&mut acc, 0, b"a");
+        let (_, _r2) = append(&mut acc, 0, b"b");
+        let mut b = acc.seal_all().remove(0);
+        assert!(!b.is_finished());
+        let id = ProducerIdentity {
+            producer_id: 77,
+            producer_epoch: 3,
+        };
+        b.finish(Some((id, 40)));
+        let h = validate(b.bytes()).expect("valid, CRC included");
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (77, 3, 40)
+        );
+        assert_eq!(b.identity, Some(id));
+        assert_eq!(b.record_count(), 2);
     }
 
     #[test]
