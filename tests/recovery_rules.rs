@@ -110,7 +110,7 @@ fn unknown_magic_takes_only_that_partition_offline() {
     let seg = common::active_segment(&broker.partition_dir(topic, 0));
     let mut data = read_file(&seg);
     for (pos, _) in batch_spans(&data) {
-        data[pos + 16] = 2; // magic: outside the CRC
+        data[pos + 16] = 3; // magic: outside the CRC
     }
     std::fs::write(&seg, &data).expect("write");
 
