@@ -326,7 +326,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::protocol::batch::{BatchBuilder, HEADER_BYTES};
+    use crate::protocol::batch::{self, BatchBuilder, HEADER_BYTES};
     use crate::storage::log::Log;
 
     fn run<Fut: std::future::Future<Output = ()> + 'static>(
@@ -427,7 +427,7 @@ mod tests {
             let file = crate::storage::segment_file_name(0, "log");
             // batchLength (outside the CRC) of batch 5 made huge.
             patch(&dir.path().join(&file), pos[5], |b| {
-                b[8..12].copy_from_slice(&i32::MAX.to_be_bytes())
+                b[batch::offsets::LENGTH..][..4].copy_from_slice(&i32::MAX.to_be_bytes())
             });
             let (c, _) = check_first(dir.path()).await;
             assert_eq!(c.corrupt.len(), 1, "{:?}", c.corrupt);

@@ -39,7 +39,7 @@ async fn try_open(dir: &Path) -> Result<Rc<Partition>, PartitionError> {
     .await
 }
 
-const MAGIC_AT: u64 = 16;
+const MAGIC_AT: u64 = batch::offsets::MAGIC as u64;
 
 #[test]
 fn unknown_magic_refuses_open_and_leaves_the_file() {
