@@ -221,7 +221,7 @@ fn torn_last_batch_is_truncated_at_restart() {
     let (last_pos, last) = *found.last().expect("a batch");
     assert_eq!(last.next_offset(), n as u64, "segment holds all records");
     // Cut inside the last batch (past its header).
-    let cut = last_pos + (last.batch_length as usize) / 2;
+    let cut = last_pos + last.total_bytes() / 2;
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(&seg)
@@ -257,7 +257,7 @@ fn garbage_after_last_batch_is_truncated_at_restart() {
     let found = segment_batches(&data);
     let (last_pos, last) = *found.last().expect("a batch");
     assert_eq!(last.next_offset(), n as u64);
-    let logical_end = last_pos + last.batch_length as usize;
+    let logical_end = last_pos + last.total_bytes();
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(0xC0FFEE);
     let mut garbage = vec![0u8; 3000];

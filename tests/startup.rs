@@ -1,6 +1,7 @@
 //! `corelog serve` as a newcomer starts it: a port another broker serves,
 //! more shards than CPUs, signals before `listening on`, a data dir that is
-//! a file, and one summary line for many partitions.
+//! a file, a data dir of another format version, and one summary line for
+//! many partitions.
 
 mod common;
 
@@ -256,4 +257,51 @@ fn signals_stop_a_starting_broker_and_many_partitions_log_a_summary() {
             rest.join("\n")
         );
     }
+}
+
+/// A data dir written by the previous batch format (topics, no
+/// `format-version` file) and one from a future format are refused with a
+/// message naming the version found and the one this build reads; a fresh
+/// dir gets the file (docs/storage.md, "Format version").
+#[test]
+fn a_data_dir_of_another_format_version_is_refused() {
+    let root = tempfile::tempdir_in(test_tmp_root()).expect("tempdir");
+    let old = root.path().join("old");
+    std::fs::create_dir_all(old.join("topics/t/0")).expect("mkdir");
+    let (status, stderr) = serve_fails(&[
+        "--data-dir",
+        &old.to_string_lossy(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("holds format version 1")
+            && stderr.contains("this build reads format version 2"),
+        "got:\n{stderr}"
+    );
+    assert!(!old.join("format-version").exists(), "nothing written");
+
+    let future = root.path().join("future");
+    std::fs::create_dir_all(&future).expect("mkdir");
+    std::fs::write(future.join("format-version"), b"3\n").expect("write");
+    let (status, stderr) = serve_fails(&[
+        "--data-dir",
+        &future.to_string_lossy(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("holds format version 3")
+            && stderr.contains("this build reads format version 2"),
+        "got:\n{stderr}"
+    );
+
+    let mut broker = Broker::start();
+    let version = std::fs::read_to_string(broker.data_dir().join("format-version"))
+        .expect("a fresh data dir gets the version file");
+    assert_eq!(version.lines().next(), Some("2"), "{version}");
+    broker.restart();
+    broker.stop();
 }

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use corelog::config::Limits;
 use corelog::protocol::batch::{
     self, records, set_base_offset, set_leader_epoch, validate, verify_crc, BatchError,
-    BatchHeader, CRC_START, HEADER_BYTES,
+    BatchHeader, HEADER_BYTES,
 };
 use corelog::protocol::codec::{
     decode_request, decode_response, encode_request, encode_response, DecodeLimits,
@@ -63,8 +63,8 @@ pub struct BatchSummary {
     pub records: usize,
 }
 
-/// Mode bit of [`batch_parse`]'s first byte: set `batch_length` to the
-/// input's length and recompute the CRC, so the fuzzer reaches record
+/// Mode bit of [`batch_parse`]'s first byte: set `batchLength` to match the
+/// input's length (Kafka's: length - 12, big-endian) and recompute the CRC, so the fuzzer reaches record
 /// parsing instead of stopping at the CRC.
 pub const BATCH_FIX_CRC: u8 = 1;
 
@@ -192,10 +192,10 @@ pub fn batch_parse(data: &[u8]) -> BatchSummary {
     };
     let mut buf = body.to_vec();
     if mode & BATCH_FIX_CRC != 0 && buf.len() >= HEADER_BYTES {
-        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-        buf[8..12].copy_from_slice(&len.to_le_bytes());
-        let crc = batch::compute_crc(&buf);
-        buf[17..CRC_START].copy_from_slice(&crc.to_le_bytes());
+        // Kafka's batchLength: the bytes after the field (big-endian).
+        let len = i32::try_from(buf.len() - batch::LENGTH_OVERHEAD_BYTES).unwrap_or(i32::MAX);
+        buf[8..12].copy_from_slice(&len.to_be_bytes());
+        batch::set_crc(&mut buf);
     }
     let mut out = check_batch(&buf);
     out.batches = check_batches(&buf);
@@ -214,7 +214,7 @@ fn check_batch(b: &[u8]) -> BatchSummary {
             Some(h),
             "verify_crc ok but parse differs"
         );
-        assert_eq!(h.batch_length as usize, b.len());
+        assert_eq!(h.total_bytes(), b.len());
     }
     if let Ok(h) = &valid {
         out.valid = true;
@@ -242,7 +242,7 @@ fn check_batch(b: &[u8]) -> BatchSummary {
         assert_eq!(s.next_offset(), s.last_offset() + 1);
     }
     if let Ok(h) = &parsed {
-        assert!(b.len() >= HEADER_BYTES && h.batch_length as usize >= HEADER_BYTES);
+        assert!(b.len() >= HEADER_BYTES && h.total_bytes() >= HEADER_BYTES);
         // Offsets come from the wire here (a consumer reads them from a
         // broker): computing them must not overflow.
         let _ = (h.last_offset(), h.next_offset());
@@ -298,7 +298,7 @@ fn check_batches(buf: &[u8]) -> usize {
         assert!(!failed, "batches() yielded after an error");
         match item {
             Ok((h, raw)) => {
-                assert_eq!(raw.len(), h.batch_length as usize);
+                assert_eq!(raw.len(), h.total_bytes());
                 assert!(raw.len() >= HEADER_BYTES);
                 assert_eq!(
                     raw.as_ptr() as usize,

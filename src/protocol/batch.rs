@@ -1,78 +1,115 @@
 //! The record batch format (docs/record-batch.md): the unit that is the same
-//! bytes on the wire, on disk and in replication.
+//! bytes on the wire, on disk and in replication. It is Kafka's RecordBatch
+//! v2 (magic 2) byte for byte, so a Kafka listener can serve it unconverted.
 //!
-//! Layout, little-endian, header of [`HEADER_BYTES`] = 61 bytes:
+//! Layout, big-endian, header of [`HEADER_BYTES`] = 61 bytes:
 //!
-//! | off | size | field                                          | in CRC |
-//! |-----|------|------------------------------------------------|--------|
-//! | 0   | 8    | base_offset (u64, assigned by the broker)      | no     |
-//! | 8   | 4    | batch_length (u32, whole batch incl. header)   | no     |
-//! | 12  | 4    | leader_epoch (u32, stamped by the broker)      | no     |
-//! | 16  | 1    | magic (= 1)                                    | no     |
-//! | 17  | 4    | crc32c of bytes [21, batch_length)             | no     |
-//! | 21  | 2    | attributes (bits 0-2: compression codec)       | yes    |
-//! | 23  | 4    | last_offset_delta (u32 = record_count - 1)     | yes    |
-//! | 27  | 8    | first_timestamp_ms (i64)                       | yes    |
-//! | 35  | 8    | max_timestamp_ms (i64)                         | yes    |
-//! | 43  | 8    | producer_id (i64, -1 = none)                   | yes    |
-//! | 51  | 2    | producer_epoch (i16, -1 = none)                | yes    |
-//! | 53  | 4    | base_sequence (i32, -1 = none)                 | yes    |
-//! | 57  | 4    | record_count (u32, >= 1)                       | yes    |
-//! | 61  | ...  | records                                        | yes    |
+//! | off | size | field                                             | in CRC |
+//! |-----|------|---------------------------------------------------|--------|
+//! | 0   | 8    | baseOffset (i64, assigned by the broker)          | no     |
+//! | 8   | 4    | batchLength (i32, bytes after this field)         | no     |
+//! | 12  | 4    | partitionLeaderEpoch (i32, stamped by the broker) | no     |
+//! | 16  | 1    | magic (= 2)                                       | no     |
+//! | 17  | 4    | crc (u32, CRC32C of bytes [21, end))              | no     |
+//! | 21  | 2    | attributes (i16, see below)                       | yes    |
+//! | 23  | 4    | lastOffsetDelta (i32 = records count - 1)         | yes    |
+//! | 27  | 8    | baseTimestamp (i64, ms)                           | yes    |
+//! | 35  | 8    | maxTimestamp (i64, ms)                            | yes    |
+//! | 43  | 8    | producerId (i64, -1 = none)                       | yes    |
+//! | 51  | 2    | producerEpoch (i16, -1 = none)                    | yes    |
+//! | 53  | 4    | baseSequence (i32, -1 = none)                     | yes    |
+//! | 57  | 4    | records count (i32, >= 1)                         | yes    |
+//! | 61  | ...  | records                                           | yes    |
+//!
+//! A batch is `batchLength + 12` bytes in all ([`BatchHeader::total_bytes`]).
+//! Attributes (Kafka's bits): 0-2 compression codec, 3 timestamp type
+//! (0 = CreateTime, 1 = LogAppendTime), 4 transactional, 5 control,
+//! 6 delete horizon set.
 //!
 //! Each record: varint length (of the rest of the record), i8 attributes,
-//! zigzag varlong timestamp_delta (from first_timestamp), zigzag varint
+//! zigzag varlong timestamp_delta (from baseTimestamp), zigzag varint
 //! offset_delta, zigzag varint key length (-1 = null) + key, zigzag varint
 //! value length (-1 = null) + value, zigzag varint header count, then per
 //! header: zigzag varint key length + UTF-8 key, zigzag varint value length
-//! (-1 = null) + value. (Kafka's record encoding, so a later Kafka listener can
-//! reuse it.)
+//! (-1 = null) + value (Kafka's record encoding).
 //!
-//! Invariants: base_offset and leader_epoch sit outside the CRC so the broker
-//! can stamp them in place without re-encoding; `validate` checks length,
-//! magic, CRC, record framing and `record_count == last_offset_delta + 1`.
+//! Invariants: baseOffset and partitionLeaderEpoch sit outside the CRC so the
+//! broker can stamp them in place without re-encoding; `validate` checks
+//! length, magic, CRC, record framing and `records count == lastOffsetDelta
+//! + 1`; no header value, however hostile, makes any function here panic.
+//! Must not know: segments, partitions, wire frames.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Size of the fixed batch header, in bytes.
 pub const HEADER_BYTES: usize = 61;
-/// The only batch format version this build reads and writes.
-pub const MAGIC: u8 = 1;
-/// Where the CRC-covered region starts.
+/// The only batch format version this build reads and writes (Kafka's v2).
+pub const MAGIC: u8 = 2;
+/// Where the CRC-covered region starts (the attributes).
 pub const CRC_START: usize = 21;
+/// Bytes of a batch up to and including `batchLength`: the whole batch is
+/// `batchLength + LENGTH_OVERHEAD_BYTES` bytes.
+pub const LENGTH_OVERHEAD_BYTES: usize = 12;
 
-const OFF_BASE_OFFSET: usize = 0;
-const OFF_LENGTH: usize = 8;
-const OFF_LEADER_EPOCH: usize = 12;
-const OFF_MAGIC: usize = 16;
-const OFF_CRC: usize = 17;
-const OFF_ATTRIBUTES: usize = 21;
-const OFF_LAST_OFFSET_DELTA: usize = 23;
-const OFF_FIRST_TS: usize = 27;
-const OFF_MAX_TS: usize = 35;
-const OFF_PRODUCER_ID: usize = 43;
-const OFF_PRODUCER_EPOCH: usize = 51;
-const OFF_BASE_SEQUENCE: usize = 53;
-const OFF_RECORD_COUNT: usize = 57;
+/// Header field offsets (Kafka's DefaultRecordBatch), for tests and tools
+/// that read or patch a header by hand.
+pub mod offsets {
+    pub const BASE_OFFSET: usize = 0;
+    pub const LENGTH: usize = 8;
+    pub const LEADER_EPOCH: usize = 12;
+    pub const MAGIC: usize = 16;
+    pub const CRC: usize = 17;
+    pub const ATTRIBUTES: usize = 21;
+    pub const LAST_OFFSET_DELTA: usize = 23;
+    pub const FIRST_TIMESTAMP: usize = 27;
+    pub const MAX_TIMESTAMP: usize = 35;
+    pub const PRODUCER_ID: usize = 43;
+    pub const PRODUCER_EPOCH: usize = 51;
+    pub const BASE_SEQUENCE: usize = 53;
+    pub const RECORD_COUNT: usize = 57;
+}
+use offsets::{
+    ATTRIBUTES as OFF_ATTRIBUTES, BASE_OFFSET as OFF_BASE_OFFSET,
+    BASE_SEQUENCE as OFF_BASE_SEQUENCE, CRC as OFF_CRC, FIRST_TIMESTAMP as OFF_FIRST_TS,
+    LAST_OFFSET_DELTA as OFF_LAST_OFFSET_DELTA, LEADER_EPOCH as OFF_LEADER_EPOCH,
+    LENGTH as OFF_LENGTH, MAGIC as OFF_MAGIC, MAX_TIMESTAMP as OFF_MAX_TS,
+    PRODUCER_EPOCH as OFF_PRODUCER_EPOCH, PRODUCER_ID as OFF_PRODUCER_ID,
+    RECORD_COUNT as OFF_RECORD_COUNT,
+};
 
 /// Mask of the compression codec bits in `attributes`.
 pub const COMPRESSION_MASK: u16 = 0b111;
+/// Attribute bit 3: timestamp type (set = LogAppendTime).
+pub const TIMESTAMP_TYPE_BIT: u16 = 1 << 3;
+/// Attribute bit 4: the batch is part of a transaction.
+pub const TRANSACTIONAL_BIT: u16 = 1 << 4;
+/// Attribute bit 5: a control batch (transaction markers).
+pub const CONTROL_BIT: u16 = 1 << 5;
+/// Attribute bit 6: the delete horizon is set (baseTimestamp holds it).
+pub const DELETE_HORIZON_BIT: u16 = 1 << 6;
+
+/// Kafka's timestamp types (attribute bit 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
 
 /// Why a batch was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
     #[error("batch is {len} bytes, shorter than the {HEADER_BYTES}-byte header")]
     ShortHeader { len: usize },
-    #[error("batch_length {declared} is invalid for {available} available bytes")]
-    BadLength { declared: u32, available: usize },
+    #[error("batchLength {declared} is invalid for {available} available bytes (a batch is batchLength + 12 bytes, at least {HEADER_BYTES})")]
+    BadLength { declared: i64, available: usize },
     #[error("unknown batch magic {0} (expected {MAGIC})")]
     BadMagic(u8),
     #[error("CRC32C mismatch: header says {stored:#010x}, bytes give {computed:#010x}")]
     CrcMismatch { stored: u32, computed: u32 },
-    #[error("record_count {record_count} disagrees with last_offset_delta {last_offset_delta}")]
+    #[error("records count {record_count} disagrees with lastOffsetDelta {last_offset_delta} (count must be >= 1 and lastOffsetDelta + 1)")]
     BadRecordCount {
-        record_count: u32,
-        last_offset_delta: u32,
+        record_count: i32,
+        last_offset_delta: i32,
     },
     #[error("compression codec {0} is not supported")]
     UnsupportedCompression(u16),
@@ -80,10 +117,14 @@ pub enum BatchError {
     MalformedRecord { index: u32, reason: &'static str },
 }
 
-/// The fixed header of one batch, decoded.
+/// The fixed header of one batch, decoded. Fields keep Kafka's names'
+/// meaning: `batch_length` is Kafka's batchLength (bytes after that field);
+/// use [`BatchHeader::total_bytes`] for the size of the whole batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {
     pub base_offset: u64,
+    /// Kafka's batchLength: bytes after this field (total - 12). `parse`
+    /// guarantees `batch_length + 12 >= HEADER_BYTES`.
     pub batch_length: u32,
     pub leader_epoch: u32,
     pub magic: u8,
@@ -99,21 +140,25 @@ pub struct BatchHeader {
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
+    u16::from_be_bytes([b[at], b[at + 1]])
 }
 fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
+    u64::from_be_bytes(a)
 }
+
+/// Smallest valid batchLength: a header with no records after it.
+const MIN_BATCH_LENGTH: u32 = (HEADER_BYTES - LENGTH_OVERHEAD_BYTES) as u32;
 
 impl BatchHeader {
     /// Decodes the header at the start of `buf`. Checks only that the header
-    /// is complete, the magic is known and `batch_length` is at least a header;
-    /// `batch_length` may exceed `buf` (a partial read). No CRC check.
+    /// is complete, the magic is known and `batchLength` covers at least a
+    /// header (a negative one is refused); the batch may run past `buf` (a
+    /// partial read). No CRC check.
     pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {
         if buf.len() < HEADER_BYTES {
             return Err(BatchError::ShortHeader { len: buf.len() });
@@ -136,13 +181,20 @@ impl BatchHeader {
         if h.magic != MAGIC {
             return Err(BatchError::BadMagic(h.magic));
         }
-        if (h.batch_length as usize) < HEADER_BYTES {
+        // batchLength is an i32: negative values (>= 2^31 read unsigned) and
+        // lengths shorter than a header are refused.
+        if h.batch_length < MIN_BATCH_LENGTH || h.batch_length > i32::MAX as u32 {
             return Err(BatchError::BadLength {
-                declared: h.batch_length,
+                declared: i64::from(h.batch_length as i32),
                 available: buf.len(),
             });
         }
         Ok(h)
+    }
+
+    /// Bytes of the whole batch: `batchLength + 12`.
+    pub fn total_bytes(&self) -> usize {
+        self.batch_length as usize + LENGTH_OVERHEAD_BYTES
     }
 
     /// Offset of the last record in the batch. Saturates at `u64::MAX`: the
@@ -159,8 +211,33 @@ impl BatchHeader {
         self.last_offset().saturating_add(1)
     }
 
+    /// The compression codec (attribute bits 0-2; Kafka's numbers).
     pub fn compression(&self) -> u16 {
         self.attributes & COMPRESSION_MASK
+    }
+
+    /// The timestamp type (attribute bit 3).
+    pub fn timestamp_type(&self) -> TimestampType {
+        if self.attributes & TIMESTAMP_TYPE_BIT != 0 {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        }
+    }
+
+    /// Whether the batch is part of a transaction (attribute bit 4).
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_BIT != 0
+    }
+
+    /// Whether the batch is a control batch (attribute bit 5).
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL_BIT != 0
+    }
+
+    /// Whether the delete horizon is set (attribute bit 6).
+    pub fn has_delete_horizon(&self) -> bool {
+        self.attributes & DELETE_HORIZON_BIT != 0
     }
 }
 
@@ -169,12 +246,19 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[CRC_START.min(batch.len())..])
 }
 
-/// Checks the CRC of a complete batch (`batch.len() == batch_length`).
+/// Writes the CRC of a complete batch into its header (builders and tests
+/// that patch a header by hand).
+pub fn set_crc(batch: &mut [u8]) {
+    let crc = compute_crc(batch);
+    batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Checks the CRC of a complete batch (`batch.len() == total_bytes()`).
 pub fn verify_crc(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     let h = BatchHeader::parse(batch)?;
-    if h.batch_length as usize != batch.len() {
+    if h.total_bytes() != batch.len() {
         return Err(BatchError::BadLength {
-            declared: h.batch_length,
+            declared: i64::from(h.batch_length),
             available: batch.len(),
         });
     }
@@ -189,16 +273,18 @@ pub fn verify_crc(batch: &[u8]) -> Result<BatchHeader, BatchError> {
 }
 
 /// Full validation of one complete batch as received from a producer:
-/// length, magic, CRC, codec, record count and the framing of every record.
+/// length, magic, CRC, codec, records count and the framing of every record.
 pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     let h = verify_crc(batch)?;
     if h.compression() != 0 {
         return Err(BatchError::UnsupportedCompression(h.compression()));
     }
-    if h.record_count == 0 || h.record_count.checked_sub(1) != Some(h.last_offset_delta) {
+    let count = h.record_count as i32;
+    let last = h.last_offset_delta as i32;
+    if count < 1 || last < 0 || i64::from(count) != i64::from(last) + 1 {
         return Err(BatchError::BadRecordCount {
-            record_count: h.record_count,
-            last_offset_delta: h.last_offset_delta,
+            record_count: count,
+            last_offset_delta: last,
         });
     }
     let mut iter = RecordIter::new(&batch[HEADER_BYTES..], h.record_count);
@@ -238,7 +324,9 @@ pub fn stamp(batch: &mut [u8], stamp: Stamp) {
 /// (zero padding) where the whole segment starts (a segment is written by
 /// one format), or elsewhere when the declared length fits in the file and
 /// the CRC over its [`CRC_START`].. range verifies: random bytes do not do
-/// that. Returns the foreign magic.
+/// that. The length field is read as Kafka's (`+ 12`) and, for the previous
+/// Corelog format (magic 1, length of the whole batch), as is. Returns the
+/// foreign magic.
 pub fn foreign_format(bytes: &[u8], at_segment_start: bool) -> Option<u8> {
     let magic = *bytes.get(OFF_MAGIC)?;
     if magic == MAGIC || magic == 0 || bytes.len() < HEADER_BYTES {
@@ -247,27 +335,34 @@ pub fn foreign_format(bytes: &[u8], at_segment_start: bool) -> Option<u8> {
     if at_segment_start {
         return Some(magic);
     }
-    let len = u32_at(bytes, OFF_LENGTH) as usize;
-    if len < HEADER_BYTES || len > bytes.len() {
-        return None;
-    }
-    (compute_crc(&bytes[..len]) == u32_at(bytes, OFF_CRC)).then_some(magic)
+    let stored = u32_at(bytes, OFF_CRC);
+    let crc_ok = |len: usize| {
+        (HEADER_BYTES..=bytes.len()).contains(&len) && compute_crc(&bytes[..len]) == stored
+    };
+    let kafka = u32_at(bytes, OFF_LENGTH) as usize + LENGTH_OVERHEAD_BYTES;
+    let whole = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+    (crc_ok(kafka) || crc_ok(whole)).then_some(magic)
 }
 
-/// The `batch_length` a header declares (`None` if `head` is too short to
-/// hold it); not validated.
-pub fn declared_length(head: &[u8]) -> Option<u32> {
-    (head.len() >= OFF_LENGTH + 4).then(|| u32_at(head, OFF_LENGTH))
+/// The whole size (`batchLength + 12`) a header declares, or `None` if
+/// `head` is too short to hold the field or it is negative; not validated
+/// further.
+pub fn declared_total_bytes(head: &[u8]) -> Option<u64> {
+    let len = head.get(OFF_LENGTH..OFF_LENGTH + 4)?;
+    let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+    u64::try_from(len)
+        .ok()
+        .map(|l| l + LENGTH_OVERHEAD_BYTES as u64)
 }
 
 /// Stamps the broker-assigned base offset (outside the CRC).
 pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
-    batch[OFF_BASE_OFFSET..OFF_BASE_OFFSET + 8].copy_from_slice(&base_offset.to_le_bytes());
+    batch[OFF_BASE_OFFSET..OFF_BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
 /// Stamps the leader epoch (outside the CRC).
 pub fn set_leader_epoch(batch: &mut [u8], epoch: u32) {
-    batch[OFF_LEADER_EPOCH..OFF_LEADER_EPOCH + 4].copy_from_slice(&epoch.to_le_bytes());
+    batch[OFF_LEADER_EPOCH..OFF_LEADER_EPOCH + 4].copy_from_slice(&epoch.to_be_bytes());
 }
 
 /// One record, borrowed from its batch.
@@ -303,7 +398,7 @@ impl<'a> RecordIter<'a> {
 /// Records of a complete, already validated batch.
 pub fn records(batch: &[u8]) -> Result<RecordIter<'_>, BatchError> {
     let h = BatchHeader::parse(batch)?;
-    let end = (h.batch_length as usize).min(batch.len());
+    let end = h.total_bytes().min(batch.len());
     Ok(RecordIter::new(&batch[HEADER_BYTES..end], h.record_count))
 }
 
@@ -512,8 +607,10 @@ pub struct BatchBuilder {
     first_timestamp_ms: Option<i64>,
     max_timestamp_ms: i64,
     count: u32,
-    /// (producer id, epoch, base sequence); -1s for a non-idempotent batch.
-    producer: (i64, i16, i32),
+    attributes: u16,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
 }
 
 impl Default for BatchBuilder {
@@ -535,14 +632,25 @@ impl BatchBuilder {
             first_timestamp_ms: None,
             max_timestamp_ms: i64::MIN,
             count: 0,
-            producer: (-1, -1, -1),
+            attributes: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
         }
     }
 
-    /// Makes this an idempotent producer's batch: its producer id, epoch
-    /// and the sequence of its first record.
-    pub fn set_producer(&mut self, producer_id: i64, epoch: i16, base_sequence: i32) {
-        self.producer = (producer_id, epoch, base_sequence);
+    /// Sets the idempotent producer's fields written at `finish` (default:
+    /// -1 for each, no producer).
+    pub fn set_producer(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+        self.producer_id = producer_id;
+        self.producer_epoch = producer_epoch;
+        self.base_sequence = base_sequence;
+    }
+
+    /// Sets the attributes written at `finish` (Kafka's bits; default 0:
+    /// no compression, CreateTime, not transactional, not control).
+    pub fn set_attributes(&mut self, attributes: u16) {
+        self.attributes = attributes;
     }
 
     /// Bytes the batch would have if finished now.
@@ -618,35 +726,37 @@ impl BatchBuilder {
         delta
     }
 
-    /// Seals the batch: writes the header (base offset 0, the producer set
-    /// with [`BatchBuilder::set_producer`] or none) and the CRC. Panics if no record was pushed (a caller bug, not input).
+    /// Seals the batch: writes the header (base offset 0, leader epoch 0,
+    /// the producer fields and attributes set before) and the CRC. Panics if
+    /// no record was pushed (a caller bug, not input).
     pub fn finish(self) -> Bytes {
         assert!(self.count > 0, "BatchBuilder::finish on an empty batch");
         let mut buf = self.buf;
-        let len = buf.len() as u32;
+        assert!(buf.len() <= i32::MAX as usize, "batch larger than 2 GiB");
+        let len = (buf.len() - LENGTH_OVERHEAD_BYTES) as u32;
         let first = self.first_timestamp_ms.unwrap_or(0);
         let h = &mut buf[..HEADER_BYTES];
-        h[OFF_LENGTH..OFF_LENGTH + 4].copy_from_slice(&len.to_le_bytes());
+        h[OFF_LENGTH..OFF_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
         h[OFF_MAGIC] = MAGIC;
-        h[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2].copy_from_slice(&0u16.to_le_bytes());
+        h[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2].copy_from_slice(&self.attributes.to_be_bytes());
         h[OFF_LAST_OFFSET_DELTA..OFF_LAST_OFFSET_DELTA + 4]
-            .copy_from_slice(&(self.count - 1).to_le_bytes());
-        h[OFF_FIRST_TS..OFF_FIRST_TS + 8].copy_from_slice(&first.to_le_bytes());
-        h[OFF_MAX_TS..OFF_MAX_TS + 8].copy_from_slice(&self.max_timestamp_ms.to_le_bytes());
-        let (producer_id, epoch, base_sequence) = self.producer;
-        h[OFF_PRODUCER_ID..OFF_PRODUCER_ID + 8].copy_from_slice(&producer_id.to_le_bytes());
-        h[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2].copy_from_slice(&epoch.to_le_bytes());
-        h[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4].copy_from_slice(&base_sequence.to_le_bytes());
-        h[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&self.count.to_le_bytes());
-        let crc = compute_crc(&buf);
-        buf[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+            .copy_from_slice(&(self.count - 1).to_be_bytes());
+        h[OFF_FIRST_TS..OFF_FIRST_TS + 8].copy_from_slice(&first.to_be_bytes());
+        h[OFF_MAX_TS..OFF_MAX_TS + 8].copy_from_slice(&self.max_timestamp_ms.to_be_bytes());
+        h[OFF_PRODUCER_ID..OFF_PRODUCER_ID + 8].copy_from_slice(&self.producer_id.to_be_bytes());
+        h[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2]
+            .copy_from_slice(&self.producer_epoch.to_be_bytes());
+        h[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4]
+            .copy_from_slice(&self.base_sequence.to_be_bytes());
+        h[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&self.count.to_be_bytes());
+        set_crc(&mut buf);
         buf.freeze()
     }
 }
 
 /// Walks concatenated batches (a fetch response or a segment read). Yields
 /// each complete batch with its header; stops silently at an incomplete
-/// trailing batch or at zero padding (batch_length 0); yields an error for a
+/// trailing batch or at zero padding (batchLength 0); yields an error for a
 /// header that does not parse. CRCs are not checked here: see `verify_crc`.
 pub struct BatchIter<'a> {
     buf: &'a [u8],
@@ -673,9 +783,9 @@ impl<'a> Iterator for BatchIter<'a> {
             return None;
         }
         match BatchHeader::parse(rest) {
-            Ok(h) if (h.batch_length as usize) <= rest.len() => {
-                let b = &rest[..h.batch_length as usize];
-                self.pos += h.batch_length as usize;
+            Ok(h) if h.total_bytes() <= rest.len() => {
+                let b = &rest[..h.total_bytes()];
+                self.pos += h.total_bytes();
                 Some(Ok((h, b)))
             }
             Ok(_) => None,
@@ -752,10 +862,9 @@ mod tests {
     #[test]
     fn lying_record_count_is_rejected_even_with_good_crc() {
         let mut b = sample().to_vec();
-        b[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&4u32.to_le_bytes());
-        b[OFF_LAST_OFFSET_DELTA..OFF_LAST_OFFSET_DELTA + 4].copy_from_slice(&3u32.to_le_bytes());
-        let crc = compute_crc(&b);
-        b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        b[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&4u32.to_be_bytes());
+        b[OFF_LAST_OFFSET_DELTA..OFF_LAST_OFFSET_DELTA + 4].copy_from_slice(&3u32.to_be_bytes());
+        set_crc(&mut b);
         assert!(matches!(
             validate(&b),
             Err(BatchError::MalformedRecord { .. })
@@ -788,6 +897,95 @@ mod tests {
             batches(&b).map(|r| r.expect("ok").0.next_offset()).last(),
             Some(u64::MAX)
         );
+    }
+
+    #[test]
+    fn header_is_kafka_v2_big_endian() {
+        let mut b = BatchBuilder::new();
+        b.set_producer(0x0102_0304_0506_0708, 0x0a0b, 0x1122_3344);
+        b.set_attributes(TIMESTAMP_TYPE_BIT | TRANSACTIONAL_BIT);
+        b.push(1000, Some(b"k"), Some(b"v"), &[]);
+        let bytes = b.finish();
+        assert_eq!(bytes[OFF_MAGIC], 2);
+        let len = i32::from_be_bytes(bytes[8..12].try_into().expect("4"));
+        assert_eq!(len as usize + 12, bytes.len());
+        assert_eq!(&bytes[43..51], &0x0102_0304_0506_0708i64.to_be_bytes());
+        assert_eq!(&bytes[51..53], &[0x0a, 0x0b]);
+        assert_eq!(&bytes[53..57], &0x1122_3344i32.to_be_bytes());
+        assert_eq!(&bytes[21..23], &[0, 0b1_1000]);
+        let crc = u32::from_be_bytes(bytes[17..21].try_into().expect("4"));
+        assert_eq!(crc, crc32c::crc32c(&bytes[21..]));
+        let h = validate(&bytes).expect("valid");
+        assert_eq!(h.total_bytes(), bytes.len());
+        assert_eq!(h.timestamp_type(), TimestampType::LogAppendTime);
+        assert!(h.is_transactional() && !h.is_control() && !h.has_delete_horizon());
+        assert_eq!(h.compression(), 0);
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (0x0102_0304_0506_0708, 0x0a0b, 0x1122_3344)
+        );
+        let plain = validate(&sample()).expect("valid");
+        assert_eq!(plain.timestamp_type(), TimestampType::CreateTime);
+        assert!(!plain.is_transactional() && !plain.is_control());
+        assert_eq!((plain.producer_epoch, plain.base_sequence), (-1, -1));
+    }
+
+    #[test]
+    fn hostile_header_values_are_refused_with_clear_errors() {
+        let good = sample().to_vec();
+        let patched = |at: usize, v: i32| {
+            let mut b = good.clone();
+            b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+            set_crc(&mut b);
+            b
+        };
+        for len in [-1, i32::MIN, 0, 48] {
+            let e = validate(&patched(OFF_LENGTH, len)).expect_err("bad length");
+            assert!(matches!(e, BatchError::BadLength { .. }), "{len}: {e}");
+            if len < 0 {
+                assert!(e.to_string().contains(&len.to_string()), "{e}");
+            }
+        }
+        for (count, last) in [(0i32, -1i32), (-1, -2), (-5, 2), (4, 2)] {
+            let b = patched(OFF_RECORD_COUNT, count);
+            let mut b2 = b.clone();
+            b2[OFF_LAST_OFFSET_DELTA..OFF_LAST_OFFSET_DELTA + 4]
+                .copy_from_slice(&last.to_be_bytes());
+            set_crc(&mut b2);
+            let e = validate(&b2).expect_err("bad count");
+            assert_eq!(
+                e,
+                BatchError::BadRecordCount {
+                    record_count: count,
+                    last_offset_delta: last
+                }
+            );
+            assert!(e.to_string().contains(&count.to_string()), "{e}");
+        }
+        let e = validate(&patched(OFF_LAST_OFFSET_DELTA, 7)).expect_err("mismatch");
+        assert!(matches!(e, BatchError::BadRecordCount { .. }), "{e}");
+        assert_eq!(declared_total_bytes(&patched(OFF_LENGTH, -3)), None);
+        assert_eq!(
+            declared_total_bytes(&good),
+            Some(good.len() as u64),
+            "batchLength + 12"
+        );
+    }
+
+    #[test]
+    fn previous_format_is_recognised_as_foreign_mid_segment() {
+        // The previous Corelog format: magic 1, little-endian whole length.
+        let mut b = sample().to_vec();
+        b[OFF_MAGIC] = 1;
+        let whole = b.len() as u32;
+        b[OFF_LENGTH..OFF_LENGTH + 4].copy_from_slice(&whole.to_le_bytes());
+        assert_eq!(foreign_format(&b, false), Some(1));
+        let mut k = sample().to_vec();
+        k[OFF_MAGIC] = 9;
+        assert_eq!(foreign_format(&k, false), Some(9));
+        k[HEADER_BYTES] ^= 1;
+        assert_eq!(foreign_format(&k, false), None, "garbage, not a format");
+        assert_eq!(foreign_format(&sample(), true), None, "ours");
     }
 
     #[test]

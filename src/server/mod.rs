@@ -104,6 +104,8 @@ pub fn run(config: BrokerConfig) -> Result<(), ServerError> {
     config.listen = claim.addr();
     startup::raise_memlock(shards as u64 * config.shard.io_memory_bytes)?;
     exit_if_signalled("while loading topics");
+    crate::storage::format_version::check_or_create(&crate::io::Disk::Real, &config.data_dir)
+        .map_err(|e| ServerError::Startup(e.to_string()))?;
     let topics = registry::load_topics(
         &crate::io::Disk::Real,
         &config.data_dir,

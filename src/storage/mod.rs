@@ -17,6 +17,7 @@
 
 pub mod checkpoint;
 pub mod file;
+pub mod format_version;
 pub mod index;
 pub mod log;
 pub mod scan;

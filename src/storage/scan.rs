@@ -186,7 +186,7 @@ pub async fn check_segment(
                 });
                 let mut resume = None;
                 if let Some(h) = seg.header_at(pos).await? {
-                    let after = pos + h.batch_length as u64;
+                    let after = pos + h.total_bytes() as u64;
                     if after == limit || seg.header_at(after).await?.is_some() {
                         resume = Some((after, h.next_offset()));
                     }
@@ -326,7 +326,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::protocol::batch::{BatchBuilder, HEADER_BYTES};
+    use crate::protocol::batch::{self, BatchBuilder, HEADER_BYTES};
     use crate::storage::log::Log;
 
     fn run<Fut: std::future::Future<Output = ()> + 'static>(
@@ -425,9 +425,9 @@ mod tests {
             let dir = tempfile::tempdir().expect("tempdir");
             let (pos, _file) = sealed_log(dir.path(), 20).await;
             let file = crate::storage::segment_file_name(0, "log");
-            // batch_length (outside the CRC) of batch 5 made huge.
+            // batchLength (outside the CRC) of batch 5 made huge.
             patch(&dir.path().join(&file), pos[5], |b| {
-                b[8..12].copy_from_slice(&u32::MAX.to_le_bytes())
+                b[batch::offsets::LENGTH..][..4].copy_from_slice(&i32::MAX.to_be_bytes())
             });
             let (c, _) = check_first(dir.path()).await;
             assert_eq!(c.corrupt.len(), 1, "{:?}", c.corrupt);

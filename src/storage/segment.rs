@@ -98,7 +98,7 @@ fn note_batch(st: &mut SegState, base: u64, interval: u32, pos: u64, h: &BatchHe
         st.time_index.maybe_push(st.max_timestamp, rel);
         st.bytes_since_index = 0;
     }
-    st.bytes_since_index += h.batch_length as u64;
+    st.bytes_since_index += h.total_bytes() as u64;
     st.max_timestamp = st.max_timestamp.max(h.max_timestamp_ms);
     st.next_offset = h.next_offset();
 }
@@ -430,9 +430,9 @@ impl Segment {
             return Ok(None);
         }
         let b = self.file.read_at(pos, HEADER_BYTES).await?;
-        Ok(BatchHeader::parse(&b).ok().filter(|h| {
-            h.batch_length as usize >= HEADER_BYTES && pos + h.batch_length as u64 <= limit
-        }))
+        Ok(BatchHeader::parse(&b)
+            .ok()
+            .filter(|h| h.total_bytes() >= HEADER_BYTES && pos + h.total_bytes() as u64 <= limit))
     }
 
     #[cfg(test)]

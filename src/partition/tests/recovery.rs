@@ -39,7 +39,7 @@ async fn try_open(dir: &Path) -> Result<Rc<Partition>, PartitionError> {
     .await
 }
 
-const MAGIC_AT: u64 = 16;
+const MAGIC_AT: u64 = batch::offsets::MAGIC as u64;
 
 #[test]
 fn unknown_magic_refuses_open_and_leaves_the_file() {
@@ -52,9 +52,9 @@ fn unknown_magic_refuses_open_and_leaves_the_file() {
         drop(p);
         let log = last_log(dir.path());
         let found = batches_in(&log);
-        // Every batch says magic 2 (magic is outside the CRC).
+        // Every batch says magic 3 (magic is outside the CRC).
         for (pos, _) in &found {
-            patch(&log, pos + MAGIC_AT, &[2]);
+            patch(&log, pos + MAGIC_AT, &[3]);
         }
         let before = std::fs::read(&log).expect("read");
         let Err(e) = try_open(dir.path()).await else {
@@ -62,7 +62,7 @@ fn unknown_magic_refuses_open_and_leaves_the_file() {
         };
         let msg = e.to_string();
         assert!(
-            msg.contains("unknown format") && msg.contains("magic 2"),
+            msg.contains("unknown format") && msg.contains("magic 3"),
             "{msg}"
         );
         assert!(

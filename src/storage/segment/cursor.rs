@@ -106,7 +106,7 @@ impl<'a> Cursor<'a> {
             }
             Err(e) => return invalid(self.pos, format!("bad batch header: {e}")),
         };
-        let len = h.batch_length as u64;
+        let len = h.total_bytes() as u64;
         if len > avail {
             return invalid(
                 self.pos,

@@ -185,7 +185,7 @@ impl Segment {
             head
         } else {
             // The whole declared batch (bounded by the file) for the CRC check.
-            let len = batch::declared_length(&head).unwrap_or(0) as u64;
+            let len = batch::declared_total_bytes(&head).unwrap_or(0);
             let len = len.clamp(HEADER_BYTES as u64, file_bytes - pos);
             self.file.read_at(pos, len as usize).await?
         };
