@@ -12,7 +12,11 @@
 //!   every batch served is one that was appended at that offset;
 //! - an acknowledged delete-records is not undone, and the log start never
 //!   passes what was requested;
-//! - the reopened partition accepts appends.
+//! - the reopened partition accepts appends;
+//! - idempotent producers (half the batches carry a producer id and
+//!   sequence): the producer state was rebuilt from the snapshots and the
+//!   log, so a retry of each of a producer's last 5 stored batches is a
+//!   duplicate answered with its original offset and not written again.
 //!
 //! `CORELOG_SIM_SEED=N` runs only seed N (printed on failure);
 //! `CORELOG_SIM_ITERATIONS=N` sets the number of crash cycles (default
@@ -74,6 +78,13 @@ struct Model {
     log_start_floor: u64,
     /// Largest log start ever asked for.
     log_start_ceiling: u64,
+    /// The idempotent producer of this cycle and its next sequence; `None`
+    /// after a failed append (its state is unknown until the next recovery).
+    producer: Option<(i64, i32)>,
+    /// Largest producer id used so far.
+    max_producer_id: i64,
+    /// Retries recognised as duplicates after a recovery.
+    duplicates: u64,
 }
 
 fn stamped(b: &Bytes, base: u64) -> Bytes {
@@ -83,7 +94,16 @@ fn stamped(b: &Bytes, base: u64) -> Bytes {
 }
 
 fn make_batch(rng: &mut StdRng, tag: u64) -> Bytes {
+    make_batch_as(rng, tag, None).0
+}
+
+/// A batch, idempotent (producer id, epoch 0, base sequence) if asked;
+/// also its record count.
+fn make_batch_as(rng: &mut StdRng, tag: u64, producer: Option<(i64, i32)>) -> (Bytes, u32) {
     let mut b = BatchBuilder::new();
+    if let Some((pid, seq)) = producer {
+        b.set_producer(pid, 0, seq);
+    }
     let n = rng.gen_range(1..=6);
     let big = rng.gen_bool(0.2);
     for i in 0..n {
@@ -96,7 +116,7 @@ fn make_batch(rng: &mut StdRng, tag: u64) -> Bytes {
         v.resize(len.max(v.len()), (tag % 251) as u8);
         b.push(1_000 + (tag % 1_000_000) as i64, None, Some(&v), &[]);
     }
-    b.finish()
+    (b.finish(), n)
 }
 
 fn topic_config(rng: &mut StdRng) -> TopicConfig {
@@ -197,7 +217,7 @@ async fn read_all(p: &Partition) -> Result<Vec<(u64, Bytes)>, String> {
 
 /// Checks a freshly reopened partition against the model, then forgets
 /// what the history no longer promises.
-async fn check(p: &Partition, m: &mut Model) -> Result<(), String> {
+async fn check(p: &Rc<Partition>, m: &mut Model) -> Result<(), String> {
     let start = p.log_start_offset();
     if start < m.log_start_floor {
         return Err(format!(
@@ -240,9 +260,67 @@ async fn check(p: &Partition, m: &mut Model) -> Result<(), String> {
             ));
         }
     }
+    check_producers(p, m, &stored).await?;
     // What survived is now what the log holds: it is promised from here on.
     m.promised = stored;
     m.maybe.clear();
+    Ok(())
+}
+
+/// Every producer's last (up to) 5 stored batches are duplicates now: a
+/// retry is answered with the original offsets and writes nothing. Then
+/// picks the producer (and next sequence) the next workload continues.
+async fn check_producers(
+    p: &Rc<Partition>,
+    m: &mut Model,
+    stored: &BTreeMap<u64, Bytes>,
+) -> Result<(), String> {
+    let mut by_producer: BTreeMap<i64, Vec<(u64, batch::BatchHeader, Bytes)>> = BTreeMap::new();
+    let mut latest: Option<(u64, i64)> = None;
+    for (base, b) in stored {
+        let h = batch::BatchHeader::parse(b).map_err(|e| format!("stored batch: {e}"))?;
+        if h.producer_id >= 0 {
+            by_producer
+                .entry(h.producer_id)
+                .or_default()
+                .push((*base, h, b.clone()));
+            latest = Some((*base, h.producer_id));
+        }
+    }
+    let end = p.log_end_offset();
+    for (pid, batches) in &by_producer {
+        for (base, h, b) in batches.iter().rev().take(5) {
+            let t = p
+                .append(b.clone())
+                .map_err(|e| format!("retry of producer {pid}'s batch at {base} refused: {e}"))?;
+            if t.result().base_offset != *base || t.result().last_offset != h.last_offset() {
+                return Err(format!(
+                    "retry of producer {pid}'s batch at {base} answered {:?}, not its original offsets",
+                    t.result()
+                ));
+            }
+            bounded("duplicate", t.wait())
+                .await?
+                .map_err(|e| format!("duplicate of a stored batch failed: {e}"))?;
+            if p.log_end_offset() != end {
+                return Err(format!(
+                    "retry of producer {pid}'s batch at {base} was written again"
+                ));
+            }
+            m.duplicates += 1;
+        }
+    }
+    m.producer = match latest.and_then(|(_, pid)| by_producer.get(&pid)?.last().map(|x| (pid, x.1)))
+    {
+        Some((pid, h)) => Some((pid, h.base_sequence + h.last_offset_delta as i32 + 1)),
+        None => {
+            m.max_producer_id += 1;
+            Some((m.max_producer_id, 0))
+        }
+    };
+    if let Some((pid, _)) = m.producer {
+        m.max_producer_id = m.max_producer_id.max(pid);
+    }
     Ok(())
 }
 
@@ -266,7 +344,11 @@ async fn workload(
                 let mut tickets = Vec::new();
                 for _ in 0..n {
                     *tag += 1;
-                    let b = make_batch(rng, *tag);
+                    let producer = m.producer.filter(|_| rng.gen_bool(0.5));
+                    let (b, records) = make_batch_as(rng, *tag, producer);
+                    if let Some((pid, seq)) = producer {
+                        m.producer = Some((pid, seq + records as i32));
+                    }
                     match p.append(b.clone()) {
                         Ok(t) => {
                             let base = t.result().base_offset;
@@ -277,8 +359,12 @@ async fn workload(
                     }
                 }
                 for (t, b) in tickets {
-                    if let Ok(r) = bounded("append", t.wait()).await? {
-                        m.promised.insert(r.base_offset, stamped(&b, r.base_offset));
+                    match bounded("append", t.wait()).await? {
+                        Ok(r) => {
+                            m.promised.insert(r.base_offset, stamped(&b, r.base_offset));
+                        }
+                        // The producer's sequence is unknown until recovery.
+                        Err(_) => m.producer = None,
                     }
                 }
             }
@@ -333,6 +419,7 @@ struct LifeStats {
     failed_fsyncs: u64,
     enospc: u64,
     dir_syncs: u64,
+    duplicates: u64,
 }
 
 /// One disk's life: `cycles` crash cycles from an empty disk.
@@ -377,6 +464,7 @@ async fn run_life(seed: u64, cycles: u64, sabotage: Sabotage) -> Result<LifeStat
         let s = sim.stats();
         (stats.failed_fsyncs, stats.enospc) = (s.failed_fsyncs, s.enospc);
         stats.dir_syncs = s.dir_syncs;
+        stats.duplicates = m.duplicates;
         // Power fails (if it has not already), then the old partition stops.
         disk = sim.crash();
         let _ = bounded("close", p.close()).await?;
@@ -442,6 +530,7 @@ fn acknowledged_batches_survive_simulated_crashes() {
                     total.failed_fsyncs += s.failed_fsyncs;
                     total.enospc += s.enospc;
                     total.dir_syncs += s.dir_syncs;
+                    total.duplicates += s.duplicates;
                 }
                 Err(e) => panic!(
                     "simulated crash test failed: seed {seed}: {e}\n\
@@ -451,7 +540,7 @@ fn acknowledged_batches_survive_simulated_crashes() {
         }
         println!("simulated crashes: {total:?}");
         assert!(
-            total.acked > 0 && total.crashes_mid_workload > 0,
+            total.acked > 0 && total.crashes_mid_workload > 0 && total.duplicates > 0,
             "{total:?}"
         );
     });

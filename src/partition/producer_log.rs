@@ -31,7 +31,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::producers::{BatchMeta, ProducerBatch, ProducerStates, SeqError, Verdict};
 use super::waiters::TicketSlot;
@@ -296,7 +296,7 @@ pub(super) async fn recover_producers(
 ) -> Result<ProducerStates, PartitionError> {
     let first = log.start_offset();
     let mut doomed = Vec::new();
-    let mut found = None;
+    let mut found: Option<(Offset, ProducerStates)> = None;
     for offset in list_snapshots(log).await?.into_iter().rev() {
         if offset > end || offset < first {
             doomed.push(offset);
@@ -325,20 +325,15 @@ pub(super) async fn recover_producers(
     if !doomed.is_empty() {
         delete_snapshots(log, |o| doomed.contains(&o)).await?;
     }
+    let from_snapshot = found.is_some();
     let (from, mut states) = found.unwrap_or((first, ProducerStates::default()));
     // Batches read back from the log count as seen now: a producer is never
     // expired early because of its own timestamps or a restart.
     let now = log.clock().wall_ms();
     let scanned = scan_into(tp, log, from, end, &mut states, now).await?;
-    if scanned > 0 || from == first && end > first {
-        info!(%tp, snapshot = ?found_offset(from, first), batches = scanned, producers = states.len(),
-            "rebuilt idempotent-producer state");
-    }
+    debug!(%tp, from_snapshot, scanned_from = from, batches = scanned,
+        producers = states.len(), "rebuilt idempotent-producer state");
     Ok(states)
-}
-
-fn found_offset(from: Offset, first: Offset) -> Option<Offset> {
-    (from != first).then_some(from)
 }
 
 /// Applies the idempotent batches in `[from, end)` to `states`; returns how

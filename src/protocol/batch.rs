@@ -512,9 +512,8 @@ pub struct BatchBuilder {
     first_timestamp_ms: Option<i64>,
     max_timestamp_ms: i64,
     count: u32,
-    producer_id: i64,
-    producer_epoch: i16,
-    base_sequence: i32,
+    /// (producer id, epoch, base sequence); -1s for a non-idempotent batch.
+    producer: (i64, i16, i32),
 }
 
 impl Default for BatchBuilder {
@@ -536,18 +535,14 @@ impl BatchBuilder {
             first_timestamp_ms: None,
             max_timestamp_ms: i64::MIN,
             count: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            base_sequence: -1,
+            producer: (-1, -1, -1),
         }
     }
 
-    /// Sets the idempotent producer's identity and the batch's first
-    /// sequence number (written under the CRC by `finish`; default -1 = none).
-    pub fn set_producer(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
-        self.producer_id = producer_id;
-        self.producer_epoch = producer_epoch;
-        self.base_sequence = base_sequence;
+    /// Makes this an idempotent producer's batch: its producer id, epoch
+    /// and the sequence of its first record.
+    pub fn set_producer(&mut self, producer_id: i64, epoch: i16, base_sequence: i32) {
+        self.producer = (producer_id, epoch, base_sequence);
     }
 
     /// Bytes the batch would have if finished now.
@@ -623,9 +618,8 @@ impl BatchBuilder {
         delta
     }
 
-    /// Seals the batch: writes the header (base offset 0, the producer fields
-    /// from `set_producer` or -1) and
-    /// the CRC. Panics if no record was pushed (a caller bug, not input).
+    /// Seals the batch: writes the header (base offset 0, the producer set
+    /// with [`BatchBuilder::set_producer`] or none) and the CRC. Panics if no record was pushed (a caller bug, not input).
     pub fn finish(self) -> Bytes {
         assert!(self.count > 0, "BatchBuilder::finish on an empty batch");
         let mut buf = self.buf;
@@ -639,11 +633,10 @@ impl BatchBuilder {
             .copy_from_slice(&(self.count - 1).to_le_bytes());
         h[OFF_FIRST_TS..OFF_FIRST_TS + 8].copy_from_slice(&first.to_le_bytes());
         h[OFF_MAX_TS..OFF_MAX_TS + 8].copy_from_slice(&self.max_timestamp_ms.to_le_bytes());
-        h[OFF_PRODUCER_ID..OFF_PRODUCER_ID + 8].copy_from_slice(&self.producer_id.to_le_bytes());
-        h[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2]
-            .copy_from_slice(&self.producer_epoch.to_le_bytes());
-        h[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4]
-            .copy_from_slice(&self.base_sequence.to_le_bytes());
+        let (producer_id, epoch, base_sequence) = self.producer;
+        h[OFF_PRODUCER_ID..OFF_PRODUCER_ID + 8].copy_from_slice(&producer_id.to_le_bytes());
+        h[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2].copy_from_slice(&epoch.to_le_bytes());
+        h[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4].copy_from_slice(&base_sequence.to_le_bytes());
         h[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&self.count.to_le_bytes());
         let crc = compute_crc(&buf);
         buf[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());

@@ -313,3 +313,94 @@ fn typed_ops_run_locally_on_a_peer_and_everywhere() {
         assert!(matches!(&r[0], Err(e) if e.code == ErrorCode::UnknownTopicOrPartition));
     });
 }
+
+#[test]
+fn producer_ids_are_unique_across_restarts_and_bumps_fence() {
+    use crate::protocol::messages::ProducerIdentity;
+    use crate::shard::producer_ids::PRODUCER_ID_BLOCK_SIZE;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = first.clone();
+    with_two_shards(config(dir.path()), move |s| async move {
+        let svc = Service::new(s.clone());
+        let a = svc.init_producer_id(None).await.expect("a");
+        let b = svc.init_producer_id(None).await.expect("b");
+        assert_ne!(a.producer_id, b.producer_id);
+        assert_eq!((a.producer_epoch, b.producer_epoch), (0, 0));
+        let bumped = svc.init_producer_id(Some(a)).await.expect("bump");
+        assert_eq!(bumped.producer_id, a.producer_id);
+        assert_eq!(bumped.producer_epoch, 1);
+        // A second bump from the old epoch is a zombie's.
+        let stale = svc.init_producer_id(Some(a)).await;
+        assert!(matches!(stale, Err(ref e) if e.code == ErrorCode::InvalidProducerEpoch));
+        let never = ProducerIdentity {
+            producer_id: 1 << 40,
+            producer_epoch: 0,
+        };
+        let unknown = svc.init_producer_id(Some(never)).await;
+        assert!(matches!(unknown, Err(ref e) if e.code == ErrorCode::UnknownProducerId));
+        let exhausted = ProducerIdentity {
+            producer_id: b.producer_id,
+            producer_epoch: i16::MAX,
+        };
+        // Not the latest epoch of b: refused; epoch exhaustion is checked
+        // only for the latest one.
+        assert!(svc.init_producer_id(Some(exhausted)).await.is_err());
+
+        // An idempotent batch and its retry: one write, the original offset.
+        let reply = s.call(0, create("idem", 2, vec![])).await;
+        assert!(matches!(reply, Ok(Ok(()))), "{reply:?}");
+        for p in 0..2 {
+            let mut bb = BatchBuilder::new();
+            bb.set_producer(b.producer_id, 0, 0);
+            bb.push(1_000, None, Some(b"once"), &[]);
+            let batch = bb.finish();
+            let it = || ProduceItem {
+                topic: "idem".into(),
+                partition: p,
+                batch: batch.clone(),
+            };
+            let r = produce(&svc, vec![it(), it()]).await;
+            assert_eq!(r[0].as_ref().map(|a| a.base_offset).ok(), Some(0));
+            assert_eq!(r[1].as_ref().map(|a| a.base_offset).ok(), Some(0));
+            let again = produce(&svc, vec![it()]).await;
+            assert_eq!(again[0].as_ref().map(|a| a.base_offset).ok(), Some(0));
+        }
+        seen.lock()
+            .expect("lock")
+            .extend([a.producer_id, b.producer_id]);
+    });
+    assert!(dir.path().join("producer-id-block").exists());
+    let before = first.lock().expect("lock").clone();
+    with_two_shards(config(dir.path()), move |s| async move {
+        let svc = Service::new(s.clone());
+        let c = svc.init_producer_id(None).await.expect("after restart");
+        assert!(
+            c.producer_id >= PRODUCER_ID_BLOCK_SIZE,
+            "starts after the reserved block"
+        );
+        assert!(!before.contains(&c.producer_id));
+        // The retry after the restart is still a duplicate.
+        let mut bb = BatchBuilder::new();
+        bb.set_producer(before[1], 0, 0);
+        bb.push(1_000, None, Some(b"once"), &[]);
+        let r = produce(
+            &svc,
+            vec![ProduceItem {
+                topic: "idem".into(),
+                partition: 0,
+                batch: bb.finish(),
+            }],
+        )
+        .await;
+        assert_eq!(r[0].as_ref().map(|a| a.base_offset).ok(), Some(0));
+        let hw = svc
+            .list_offsets(vec![super::types::OffsetQuery {
+                topic: "idem".into(),
+                partition: 0,
+                spec: OffsetSpec::Latest,
+            }])
+            .await;
+        assert_eq!(hw[0].as_ref().ok(), Some(&(1, -1)), "written once");
+    });
+}
