@@ -36,8 +36,8 @@
 //! Invariants: baseOffset and partitionLeaderEpoch sit outside the CRC so the
 //! broker can stamp them in place without re-encoding; `validate` checks
 //! length, magic, CRC, record framing and that the records count is
-//! lastOffsetDelta + 1; no header value, however hostile, makes any function
-//! here panic.
+//! `lastOffsetDelta + 1`; no header value, however hostile, makes any
+//! function here panic.
 //!
 //! Must not know: segments, partitions, wire frames.
 
