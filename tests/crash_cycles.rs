@@ -480,6 +480,9 @@ async fn produce(
         let cfg = ProducerConfig {
             acks,
             linger_ms: 2,
+            // Each phase ends with the broker killed: a retrying producer
+            // would wait out its delivery timeout instead of stopping.
+            idempotence: false,
             ..pcfg.clone()
         };
         let report = report.clone();

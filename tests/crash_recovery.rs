@@ -50,6 +50,9 @@ fn kill_9_while_producing_loses_nothing_acknowledged() {
 
     let pcfg = ProducerConfig {
         linger_ms: 1,
+        // The broker dies for good here: a retrying (idempotent) producer
+        // would wait out its delivery timeout instead of reporting the loss.
+        idempotence: false,
         ..broker.producer_config()
     };
     let counter = acked_count.clone();
@@ -136,6 +139,7 @@ fn produce_one_by_one_then_kill(broker: &mut Broker, topic: &str, n: usize) -> V
     broker.create_topic(topic, 1);
     let pcfg = ProducerConfig {
         linger_ms: 0,
+        idempotence: false,
         ..broker.producer_config()
     };
     let t = topic.to_string();

@@ -281,6 +281,9 @@ fn fill_phase(broker: &Broker, topic: &str, partitions: u32, tag: &str, max: u64
     let pcfg = ProducerConfig {
         linger_ms: 2,
         batch_bytes: 64 * 1024,
+        // The fill must see StorageFull, not retry it until the delivery
+        // timeout (an idempotent producer retries a full disk).
+        idempotence: false,
         ..broker.producer_config()
     };
     let (t, g) = (topic.to_string(), tag.to_string());
