@@ -10,7 +10,9 @@ use std::io::Read;
 use bytes::Bytes;
 
 use super::{CliError, CliResult};
-use crate::client::{ClientConfig, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use crate::client::{
+    ClientConfig, Compression, DeliveryFuture, Producer, ProducerConfig, ProducerRecord,
+};
 use crate::protocol::messages::Acks;
 
 #[derive(Debug, clap::Args)]
@@ -39,6 +41,9 @@ pub(crate) struct ProduceArgs {
     /// Produce requests in flight per partition (0 = no limit).
     #[arg(long, default_value_t = crate::client::DEFAULT_MAX_IN_FLIGHT_PER_PARTITION, value_name = "N")]
     max_in_flight_per_partition: usize,
+    /// Compress each batch's records: none, gzip, snappy, lz4, zstd.
+    #[arg(long, default_value_t = Compression::None, value_name = "CODEC")]
+    compression: Compression,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -112,6 +117,7 @@ pub(crate) async fn run(client: ClientConfig, args: ProduceArgs) -> CliResult {
         linger_ms: args.linger_ms,
         batch_bytes: args.batch_bytes,
         max_in_flight_per_partition: args.max_in_flight_per_partition,
+        compression: args.compression,
     })
     .await?;
     // Fail fast on an unknown topic, before reading stdin.

@@ -29,7 +29,7 @@ pub use connection::{Connection, ReconnectingConnection, ResponseFuture};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{
-    DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    Compression, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
     DEFAULT_MAX_IN_FLIGHT_PER_PARTITION,
 };
 

@@ -29,6 +29,7 @@ use super::partitioner::partition_for_key;
 use super::sync::{oneshot, OneshotReceiver, OneshotSender, WorkCounter};
 use super::{ClientConfig, ClientError};
 use crate::protocol::batch::BatchBuilder;
+pub use crate::protocol::compression::Compression;
 use crate::protocol::messages::{
     Acks, ProducePartition, ProduceRequest, ProduceTopic, RequestBody, ResponseBody,
 };
@@ -55,6 +56,9 @@ pub struct ProducerConfig {
     /// partition is at this window its batches keep filling past their
     /// linger: see `client::flight`.
     pub max_in_flight_per_partition: usize,
+    /// Codec of the records section of every batch (Kafka's
+    /// `compression.type`); compressed when the batch is sealed.
+    pub compression: Compression,
 }
 
 impl Default for ProducerConfig {
@@ -65,6 +69,7 @@ impl Default for ProducerConfig {
             linger_ms: 5,
             batch_bytes: 1024 * 1024,
             max_in_flight_per_partition: DEFAULT_MAX_IN_FLIGHT_PER_PARTITION,
+            compression: Compression::None,
         }
     }
 }
@@ -211,6 +216,7 @@ pub(crate) struct Appended {
 /// Per-partition open batches. Pure logic, no I/O (unit tested).
 pub(crate) struct Accumulator {
     batch_bytes: usize,
+    compression: Compression,
     open: HashMap<TopicPartition, OpenBatch>,
     next_generation: u64,
 }
@@ -219,9 +225,16 @@ impl Accumulator {
     pub(crate) fn new(batch_bytes: usize) -> Self {
         Self {
             batch_bytes: batch_bytes.max(1),
+            compression: Compression::None,
             open: HashMap::new(),
             next_generation: 1,
         }
+    }
+
+    /// Seals batches with their records compressed by `codec`.
+    pub(crate) fn with_compression(mut self, codec: Compression) -> Self {
+        self.compression = codec;
+        self
     }
 
     fn append(
@@ -281,7 +294,7 @@ impl Accumulator {
         }
         Some(SealedBatch {
             tp: tp.clone(),
-            batch: open.builder.finish(),
+            batch: open.builder.finish_compressed(self.compression),
             waiters: open.waiters,
         })
     }
@@ -328,7 +341,9 @@ impl Producer {
         let conn = ReconnectingConnection::connect(&config.client).await?;
         Ok(Producer {
             inner: Rc::new(Inner {
-                accumulator: RefCell::new(Accumulator::new(config.batch_bytes)),
+                accumulator: RefCell::new(
+                    Accumulator::new(config.batch_bytes).with_compression(config.compression),
+                ),
                 flights: RefCell::new(Flights::new(config.max_in_flight_per_partition)),
                 config,
                 conn,

@@ -40,6 +40,7 @@ fn cfg(segment_bytes: u64) -> TopicConfig {
 
 const LIMITS: PartitionLimits = PartitionLimits {
     max_batch_bytes: 1 << 20,
+    max_decompressed_batch_bytes: 4 << 20,
     retention_check_interval_ms: 3_600_000,
     recovery_scan: crate::config::RecoveryScan::Sealed,
 };

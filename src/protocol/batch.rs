@@ -32,7 +32,11 @@
 //! can stamp them in place without re-encoding; `validate` checks length,
 //! magic, CRC, record framing and `record_count == last_offset_delta + 1`.
 
+use std::borrow::Cow;
+
 use bytes::{BufMut, Bytes, BytesMut};
+
+use super::compression::{self, Compression, DecompressError};
 
 /// Size of the fixed batch header, in bytes.
 pub const HEADER_BYTES: usize = 61;
@@ -76,6 +80,13 @@ pub enum BatchError {
     },
     #[error("compression codec {0} is not supported")]
     UnsupportedCompression(u16),
+    /// The records section does not decompress with the batch's codec.
+    #[error("{0}")]
+    Decompress(DecompressError),
+    /// The records section decompresses past `max_decompressed_batch_bytes`
+    /// (a decompression bomb or a limit set too low): MessageTooLarge.
+    #[error("{0}")]
+    DecompressedTooLarge(DecompressError),
     #[error("record {index}: {reason}")]
     MalformedRecord { index: u32, reason: &'static str },
 }
@@ -162,6 +173,21 @@ impl BatchHeader {
     pub fn compression(&self) -> u16 {
         self.attributes & COMPRESSION_MASK
     }
+
+    /// The batch's codec; `UnsupportedCompression` for codes 5-7.
+    pub fn codec(&self) -> Result<Compression, BatchError> {
+        Compression::from_code(self.compression())
+            .ok_or(BatchError::UnsupportedCompression(self.compression()))
+    }
+}
+
+impl From<DecompressError> for BatchError {
+    fn from(e: DecompressError) -> Self {
+        match e {
+            DecompressError::TooLarge { .. } => BatchError::DecompressedTooLarge(e),
+            DecompressError::Corrupt { .. } => BatchError::Decompress(e),
+        }
+    }
 }
 
 /// CRC32C of the CRC-covered region of a complete batch.
@@ -188,20 +214,30 @@ pub fn verify_crc(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(h)
 }
 
-/// Full validation of one complete batch as received from a producer:
-/// length, magic, CRC, codec, record count and the framing of every record.
+/// Full validation of one complete batch as received from a producer, with
+/// the default decompression limit: see [`validate_bounded`].
 pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
+    validate_bounded(batch, compression::DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES)
+}
+
+/// Full validation of one complete batch: length, magic, CRC, codec, record
+/// count and the framing of every record. A compressed batch's records are
+/// decompressed (holding at most `max_decompressed_batch_bytes`) and checked
+/// like plain ones; the batch itself is never rewritten.
+pub fn validate_bounded(
+    batch: &[u8],
+    max_decompressed_batch_bytes: usize,
+) -> Result<BatchHeader, BatchError> {
     let h = verify_crc(batch)?;
-    if h.compression() != 0 {
-        return Err(BatchError::UnsupportedCompression(h.compression()));
-    }
+    h.codec()?;
     if h.record_count == 0 || h.record_count.checked_sub(1) != Some(h.last_offset_delta) {
         return Err(BatchError::BadRecordCount {
             record_count: h.record_count,
             last_offset_delta: h.last_offset_delta,
         });
     }
-    let mut iter = RecordIter::new(&batch[HEADER_BYTES..], h.record_count);
+    let body = records_body(batch, &h, max_decompressed_batch_bytes)?;
+    let mut iter = RecordIter::new(&body, h.record_count);
     let deltas = std::iter::from_fn(|| iter.next_offset_delta());
     for (n, delta) in (0u32..).zip(deltas) {
         if delta? != n {
@@ -300,11 +336,37 @@ impl<'a> RecordIter<'a> {
     }
 }
 
-/// Records of a complete, already validated batch.
+/// Records of a complete, already validated, uncompressed batch. A
+/// compressed batch is `UnsupportedCompression` here: read it through
+/// [`records_body`] (which decompresses within a bound).
 pub fn records(batch: &[u8]) -> Result<RecordIter<'_>, BatchError> {
     let h = BatchHeader::parse(batch)?;
+    if h.compression() != 0 {
+        return Err(BatchError::UnsupportedCompression(h.compression()));
+    }
     let end = (h.batch_length as usize).min(batch.len());
     Ok(RecordIter::new(&batch[HEADER_BYTES..end], h.record_count))
+}
+
+/// The records section of a complete batch with header `h`, decompressed
+/// if the batch is compressed (holding at most `max_decompressed_bytes`);
+/// borrowed as it is otherwise. Iterate it with
+/// `RecordIter::new(&body, h.record_count)`.
+pub fn records_body<'a>(
+    batch: &'a [u8],
+    h: &BatchHeader,
+    max_decompressed_bytes: usize,
+) -> Result<Cow<'a, [u8]>, BatchError> {
+    let end = (h.batch_length as usize).min(batch.len());
+    let body = batch.get(HEADER_BYTES..end).unwrap_or_default();
+    match h.codec()? {
+        Compression::None => Ok(Cow::Borrowed(body)),
+        codec => Ok(Cow::Owned(compression::decompress(
+            codec,
+            body,
+            max_decompressed_bytes,
+        )?)),
+    }
 }
 
 fn read_uvarint(buf: &[u8], pos: &mut usize) -> Option<u64> {
@@ -607,6 +669,26 @@ impl BatchBuilder {
         self.max_timestamp_ms = self.max_timestamp_ms.max(timestamp_ms);
         self.count += 1;
         delta
+    }
+
+    /// Seals the batch with its records section compressed by `codec`
+    /// (attribute bits 0-2 set to its code; the header is otherwise what
+    /// `finish` writes). `Compression::None` is `finish`.
+    pub fn finish_compressed(self, codec: Compression) -> Bytes {
+        if codec == Compression::None {
+            return self.finish();
+        }
+        let plain = self.finish();
+        let body = compression::compress(codec, &plain[HEADER_BYTES..]);
+        let mut buf = BytesMut::with_capacity(HEADER_BYTES + body.len());
+        buf.extend_from_slice(&plain[..HEADER_BYTES]);
+        buf.extend_from_slice(&body);
+        let len = buf.len() as u32;
+        buf[OFF_LENGTH..OFF_LENGTH + 4].copy_from_slice(&len.to_le_bytes());
+        buf[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2].copy_from_slice(&codec.code().to_le_bytes());
+        let crc = compute_crc(&buf);
+        buf[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        buf.freeze()
     }
 
     /// Seals the batch: writes the header (base offset 0, no producer id) and
