@@ -397,6 +397,49 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_mix_of_compressed_and_plain_batches() {
+        use crate::protocol::compression::Compression;
+        let mut buf = BytesMut::new();
+        let mut base = 0;
+        let mut want = Vec::new();
+        for (i, codec) in Compression::ALL
+            .into_iter()
+            .chain([Compression::None])
+            .enumerate()
+        {
+            let mut b = BatchBuilder::new();
+            for j in 0..3 {
+                let v = format!("{codec}-{i}-{j}");
+                b.push(100, Some(b"k"), Some(v.as_bytes()), &[]);
+                want.push((base + j, v.into_bytes()));
+            }
+            let mut v = b.finish_compressed(codec).to_vec();
+            set_base_offset(&mut v, base);
+            buf.extend_from_slice(&v);
+            base += 3;
+        }
+        let buf = buf.freeze();
+        let tp = TopicPartition::new("t", 0);
+        let mut out = Vec::new();
+        let next = decode_records(&tp, 0, &buf, 1 << 20, &mut out).expect("ok");
+        assert_eq!(next, base);
+        let got: Vec<(u64, Vec<u8>)> = out
+            .iter()
+            .map(|r| (r.offset, r.value.as_deref().expect("v").to_vec()))
+            .collect();
+        assert_eq!(got, want);
+        // Past the consumer's decompression limit: an error, not an allocation.
+        let mut b = BatchBuilder::new();
+        b.push(1, None, Some(&[0u8; 64 * 1024]), &[]);
+        let big = Bytes::from(b.finish_compressed(Compression::Zstd).to_vec());
+        let e = decode_records(&tp, 0, &big, 1024, &mut Vec::new()).expect_err("too large");
+        assert!(
+            e.to_string().contains("max_decompressed_batch_bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn corrupt_batch_is_an_error() {
         let mut v = batch(0, &["hello"]);
         let n = v.len();

@@ -672,6 +672,7 @@ fn reopen_after_clean_close_then_crash_keeps_new_appends() {
     });
 }
 
+mod compression;
 mod recovery;
 mod retention;
 

@@ -870,4 +870,108 @@ mod tests {
         b.push(5, Some(b"key"), Some(&[7u8; 300]), &[]);
         assert_eq!(b.size_bytes() - before, est);
     }
+
+    fn reseal(b: &mut [u8]) {
+        let len = b.len() as u32;
+        b[OFF_LENGTH..OFF_LENGTH + 4].copy_from_slice(&len.to_le_bytes());
+        let crc = compute_crc(b);
+        b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    fn compressed(codec: Compression, records: u32, value: &[u8]) -> Vec<u8> {
+        let mut b = BatchBuilder::new();
+        for i in 0..records {
+            b.push(1000 + i64::from(i), Some(b"k"), Some(value), &[]);
+        }
+        b.finish_compressed(codec).to_vec()
+    }
+
+    #[test]
+    fn compressed_batches_validate_and_read_like_plain_ones() {
+        let plain = sample();
+        let want: Vec<_> = records(&plain)
+            .expect("iter")
+            .map(|r| r.expect("rec"))
+            .collect();
+        for codec in Compression::ALL {
+            let mut b = BatchBuilder::new();
+            b.push(1000, Some(b"k1"), Some(b"v1"), &[]);
+            b.push(1005, None, Some(b"v2"), &[(b"h", Some(b"x"))]);
+            b.push(999, Some(b""), None, &[]);
+            let batch = b.finish_compressed(codec);
+            let h = validate(&batch).expect("valid");
+            assert_eq!(h.codec(), Ok(codec));
+            assert_eq!(h.compression(), codec.code());
+            assert_eq!((h.record_count, h.max_timestamp_ms), (3, 1005));
+            let body = records_body(&batch, &h, 1 << 20).expect("body");
+            let got: Vec<_> = RecordIter::new(&body, h.record_count)
+                .map(|r| r.expect("rec"))
+                .collect();
+            assert_eq!(got, want, "{codec}");
+            if codec != Compression::None {
+                // The plain iterator refuses rather than misreads.
+                assert!(matches!(
+                    records(&batch).map(|_| ()),
+                    Err(BatchError::UnsupportedCompression(_))
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn compressed_batch_with_a_lying_record_count_is_refused() {
+        for codec in Compression::ALL.into_iter().skip(1) {
+            // Header of a 4-record batch over the body of a 3-record one.
+            let four = compressed(codec, 4, b"value");
+            let three = compressed(codec, 3, b"value");
+            let mut b = four[..HEADER_BYTES].to_vec();
+            b.extend_from_slice(&three[HEADER_BYTES..]);
+            reseal(&mut b);
+            assert!(
+                matches!(validate(&b), Err(BatchError::MalformedRecord { .. })),
+                "{codec}: more records claimed than present"
+            );
+            // And the other way: fewer claimed than present.
+            let mut b = three[..HEADER_BYTES].to_vec();
+            b.extend_from_slice(&four[HEADER_BYTES..]);
+            reseal(&mut b);
+            assert!(
+                matches!(validate(&b), Err(BatchError::MalformedRecord { .. })),
+                "{codec}: fewer records claimed than present"
+            );
+        }
+    }
+
+    #[test]
+    fn decompression_bomb_is_too_large_and_bad_frames_are_corrupt() {
+        for codec in Compression::ALL.into_iter().skip(1) {
+            let bomb = compressed(codec, 4, &[0u8; 512 * 1024]);
+            assert!(bomb.len() < 256 * 1024, "{codec}: zeros compress");
+            assert!(
+                matches!(
+                    validate_bounded(&bomb, 1 << 20),
+                    Err(BatchError::DecompressedTooLarge(_))
+                ),
+                "{codec}"
+            );
+            assert!(validate_bounded(&bomb, 4 << 20).is_ok(), "{codec}");
+            let mut bad = bomb[..HEADER_BYTES].to_vec();
+            bad.extend_from_slice(b"this is not a compressed frame at all");
+            reseal(&mut bad);
+            assert!(
+                matches!(validate(&bad), Err(BatchError::Decompress(_))),
+                "{codec}"
+            );
+            // Truncated compressed section (CRC fixed up): refused.
+            let mut cut = bomb[..bomb.len() - 8].to_vec();
+            reseal(&mut cut);
+            assert!(validate(&cut).is_err(), "{codec} truncated");
+        }
+        for code in 5u16..8 {
+            let mut b = sample().to_vec();
+            b[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2].copy_from_slice(&code.to_le_bytes());
+            reseal(&mut b);
+            assert_eq!(validate(&b), Err(BatchError::UnsupportedCompression(code)));
+        }
+    }
 }
