@@ -267,6 +267,25 @@ fn route(
     }
 }
 
+/// Appends exactly `n` bytes of JSON-like text: objects with repeating field
+/// names and varying numbers and ids, as event payloads look.
+fn put_json_like(out: &mut BytesMut, n: usize, rng: &mut SmallRng) {
+    const EVENTS: [&str; 4] = ["page_view", "click", "add_to_cart", "checkout"];
+    let start = out.len();
+    while out.len() - start < n {
+        let obj = format!(
+            "{{\"user_id\":{},\"session\":\"s-{:08x}\",\"event\":\"{}\",\"price\":{}.{:02},\"ok\":true}},",
+            rng.gen_range(0..100_000u32),
+            rng.gen::<u32>(),
+            EVENTS[rng.gen_range(0..EVENTS.len())],
+            rng.gen_range(0..500u32),
+            rng.gen_range(0..100u32),
+        );
+        let left = n - (out.len() - start);
+        out.put_slice(&obj.as_bytes()[..obj.len().min(left)]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,24 +339,5 @@ mod tests {
                 assert!(hot > 300, "zipf-ish keys are skewed to small ids ({hot})");
             }
         }
-    }
-}
-
-/// Appends exactly `n` bytes of JSON-like text: objects with repeating field
-/// names and varying numbers and ids, as event payloads look.
-fn put_json_like(out: &mut BytesMut, n: usize, rng: &mut SmallRng) {
-    const EVENTS: [&str; 4] = ["page_view", "click", "add_to_cart", "checkout"];
-    let start = out.len();
-    while out.len() - start < n {
-        let obj = format!(
-            "{{\"user_id\":{},\"session\":\"s-{:08x}\",\"event\":\"{}\",\"price\":{}.{:02},\"ok\":true}},",
-            rng.gen_range(0..100_000u32),
-            rng.gen::<u32>(),
-            EVENTS[rng.gen_range(0..EVENTS.len())],
-            rng.gen_range(0..500u32),
-            rng.gen_range(0..100u32),
-        );
-        let left = n - (out.len() - start);
-        out.put_slice(&obj.as_bytes()[..obj.len().min(left)]);
     }
 }
