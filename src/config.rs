@@ -70,6 +70,9 @@ pub struct Limits {
     pub max_frame_bytes: u32,
     /// Largest single record batch accepted in a produce, in bytes.
     pub max_batch_bytes: u32,
+    /// Most bytes a compressed batch's records may decompress to when the
+    /// broker validates it (decompression-bomb limit; MessageTooLarge past it).
+    pub max_decompressed_batch_bytes: u32,
     /// Largest fetch response the broker builds, in bytes.
     pub max_fetch_bytes: u32,
     /// Longest a fetch may wait for data, in ms (requests asking more are capped).
@@ -101,6 +104,7 @@ impl Default for Limits {
         Self {
             max_frame_bytes: (64 * MIB) as u32,
             max_batch_bytes: (16 * MIB) as u32,
+            max_decompressed_batch_bytes: (64 * MIB) as u32,
             max_fetch_bytes: (64 * MIB) as u32,
             max_fetch_wait_ms: 30_000,
             max_partitions_per_topic: 4096,
@@ -561,6 +565,11 @@ impl BrokerConfig {
                 "limits.max_batch_bytes={} must be in 1..=max_frame_bytes ({})",
                 l.max_batch_bytes, l.max_frame_bytes
             )));
+        }
+        if l.max_decompressed_batch_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_decompressed_batch_bytes must be > 0".into(),
+            ));
         }
         if l.max_partitions_per_topic == 0 || l.max_in_flight_per_connection == 0 {
             return Err(ConfigError::Invalid(

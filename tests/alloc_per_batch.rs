@@ -180,6 +180,7 @@ fn partition_append_and_fetch_allocate_per_batch() {
                 TopicConfig::default(),
                 PartitionLimits {
                     max_batch_bytes: 1 << 20,
+                    max_decompressed_batch_bytes: 4 << 20,
                     retention_check_interval_ms: 3_600_000,
                     recovery_scan: corelog::config::RecoveryScan::Active,
                     producer_id_expiration_ms: 86_400_000,

@@ -51,6 +51,7 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 const LIMITS: PartitionLimits = PartitionLimits {
     max_batch_bytes: 1 << 20,
+    max_decompressed_batch_bytes: 4 << 20,
     retention_check_interval_ms: 3_600_000,
     recovery_scan: RecoveryScan::Active,
     producer_id_expiration_ms: 86_400_000,

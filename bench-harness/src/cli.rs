@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
-use crate::workload::{AcksArg, CpuList, KeyDist, MessageSize, StartFrom};
+use crate::workload::{AcksArg, CpuList, KeyDist, MessageSize, StartFrom, ValueKind};
+use corelog::client::Compression;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,6 +86,14 @@ pub struct LoadArgs {
     /// Producer batch size in bytes [default: 1048576].
     #[arg(long, value_name = "B")]
     pub batch_bytes: Option<usize>,
+    /// Producer compression: none, gzip, snappy, lz4, zstd [default: none].
+    #[arg(long, value_name = "CODEC")]
+    pub compression: Option<Compression>,
+    /// Message values: same (one random payload reused), random (fresh
+    /// random bytes per record, incompressible), json (JSON-like text,
+    /// compressible) [default: same].
+    #[arg(long, value_enum)]
+    pub values: Option<ValueKind>,
     /// Producer linger in ms [default: 1].
     #[arg(long, value_name = "MS")]
     pub linger_ms: Option<u64>,
@@ -170,6 +179,8 @@ impl LoadArgs {
             keys: self.keys.or(other.keys),
             key_space: self.key_space.or(other.key_space),
             batch_bytes: self.batch_bytes.or(other.batch_bytes),
+            compression: self.compression.or(other.compression),
+            values: self.values.or(other.values),
             linger_ms: self.linger_ms.or(other.linger_ms),
             partition_in_flight: self.partition_in_flight.or(other.partition_in_flight),
             acks: self.acks.or(other.acks),

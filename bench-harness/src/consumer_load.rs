@@ -43,6 +43,7 @@ pub async fn connect(
         max_wait_ms: w.fetch_max_wait_ms,
         min_bytes: 1,
         max_partition_bytes: w.fetch_max_partition_bytes,
+        ..ConsumerConfig::default()
     };
     let mut consumer = Consumer::connect(config)
         .await

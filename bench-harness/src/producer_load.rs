@@ -39,7 +39,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use crate::error::BenchError;
 use crate::runner::{RunCtx, TopicSpec};
 use crate::stats::{ErrorKind, Recorder};
-use crate::workload::{KeyDist, MessageSize, Workload};
+use crate::workload::{KeyDist, MessageSize, ValueKind, Workload};
 
 /// Sends due before the end are still made this long after it; later,
 /// the rest of the schedule is counted as unsent.
@@ -61,6 +61,7 @@ pub async fn connect(w: &Workload, id: u32, topics: &[TopicSpec]) -> Result<Prod
         linger_ms: w.linger_ms,
         batch_bytes: w.batch_bytes,
         max_in_flight_per_partition: w.partition_in_flight,
+        compression: w.compression,
         // Idempotent (the client's default) when the window allows it.
         idempotence: (1..=corelog::client::MAX_IN_FLIGHT_WITH_IDEMPOTENCE)
             .contains(&w.partition_in_flight),
@@ -145,7 +146,14 @@ pub async fn run(producer: Producer, id: u32, topics: Rc<Vec<TopicSpec>>, ctx: R
         let (topic_idx, partition, key) = route(w, &topics, &mut round_robin, &mut rng);
         let mut value = BytesMut::with_capacity(size);
         value.put_u64_le(ctx.clock.epoch_ns(intended));
-        value.put_slice(&payload[..size - 8]);
+        match w.values {
+            ValueKind::Same => value.put_slice(&payload[..size - 8]),
+            ValueKind::Random => {
+                rng.fill_bytes(&mut payload[..size - 8]);
+                value.put_slice(&payload[..size - 8]);
+            }
+            ValueKind::Json => put_json_like(&mut value, size - 8, &mut rng),
+        }
         let record = ProducerRecord {
             topic: topics[topic_idx].name.clone(),
             partition: Some(partition),
@@ -260,6 +268,25 @@ fn route(
             let p = partition_for_key(&key, topics[ti].partitions.max(1));
             (ti, p, Some(key))
         }
+    }
+}
+
+/// Appends exactly `n` bytes of JSON-like text: objects with repeating field
+/// names and varying numbers and ids, as event payloads look.
+fn put_json_like(out: &mut BytesMut, n: usize, rng: &mut SmallRng) {
+    const EVENTS: [&str; 4] = ["page_view", "click", "add_to_cart", "checkout"];
+    let start = out.len();
+    while out.len() - start < n {
+        let obj = format!(
+            "{{\"user_id\":{},\"session\":\"s-{:08x}\",\"event\":\"{}\",\"price\":{}.{:02},\"ok\":true}},",
+            rng.gen_range(0..100_000u32),
+            rng.gen::<u32>(),
+            EVENTS[rng.gen_range(0..EVENTS.len())],
+            rng.gen_range(0..500u32),
+            rng.gen_range(0..100u32),
+        );
+        let left = n - (out.len() - start);
+        out.put_slice(&obj.as_bytes()[..obj.len().min(left)]);
     }
 }
 

@@ -139,6 +139,20 @@ impl<'de> Deserialize<'de> for MessageSize {
     }
 }
 
+/// What message values hold (matters with compression).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ValueKind {
+    /// One random payload per producer, reused for every record (the
+    /// historical default; compresses across records).
+    #[default]
+    Same,
+    /// Fresh random bytes per record: incompressible.
+    Random,
+    /// JSON-like text per record (field names repeat, numbers vary).
+    Json,
+}
+
 /// How records are keyed (keyed records go to `partition_for_key`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -254,6 +268,12 @@ pub struct Workload {
     pub keys: KeyDist,
     pub key_space: u64,
     pub batch_bytes: usize,
+    /// Producer compression codec.
+    #[serde(default)]
+    pub compression: corelog::client::Compression,
+    /// What message values hold.
+    #[serde(default)]
+    pub values: ValueKind,
     pub linger_ms: u64,
     /// Producer requests in flight per partition (0 = no limit).
     pub partition_in_flight: usize,
@@ -405,6 +425,8 @@ impl Workload {
             keys: a.keys.unwrap_or(KeyDist::None),
             key_space,
             batch_bytes,
+            compression: a.compression.unwrap_or_default(),
+            values: a.values.unwrap_or_default(),
             linger_ms: a.linger_ms.unwrap_or(1),
             partition_in_flight: a
                 .partition_in_flight
@@ -467,7 +489,8 @@ impl Workload {
         };
         format!(
             "{}: {} producer(s), {} consumer(s), {} topic(s) '{}', {} B messages, keys {:?}, \
-             batch {} B, linger {} ms, {} in flight/partition, acks {:?}, {rate}, CPUs {:?}",
+             values {:?}, compression {}, batch {} B, linger {} ms, {} in flight/partition, \
+             acks {:?}, {rate}, CPUs {:?}",
             self.mode.name(),
             self.producers,
             self.consumers,
@@ -475,6 +498,8 @@ impl Workload {
             self.topic,
             self.message_bytes,
             self.keys,
+            self.values,
+            self.compression,
             self.batch_bytes,
             self.linger_ms,
             self.partition_in_flight,

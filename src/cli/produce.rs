@@ -10,7 +10,9 @@ use std::io::Read;
 use bytes::Bytes;
 
 use super::{CliError, CliResult};
-use crate::client::{ClientConfig, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use crate::client::{
+    ClientConfig, Compression, DeliveryFuture, Producer, ProducerConfig, ProducerRecord,
+};
 use crate::protocol::messages::Acks;
 
 #[derive(Debug, clap::Args)]
@@ -48,6 +50,9 @@ pub(crate) struct ProduceArgs {
     /// How long a line may take to be acknowledged, retries included, in ms.
     #[arg(long, default_value_t = crate::client::DEFAULT_DELIVERY_TIMEOUT_MS, value_name = "MS")]
     delivery_timeout_ms: u64,
+    /// Compress each batch's records: none, gzip, snappy, lz4, zstd.
+    #[arg(long, default_value_t = Compression::None, value_name = "CODEC")]
+    compression: Compression,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -123,6 +128,7 @@ pub(crate) async fn run(client: ClientConfig, args: ProduceArgs) -> CliResult {
         max_in_flight_per_partition: args.max_in_flight_per_partition,
         idempotence: !args.no_idempotence,
         delivery_timeout_ms: args.delivery_timeout_ms,
+        compression: args.compression,
         ..ProducerConfig::default()
     })
     .await?;

@@ -16,7 +16,8 @@ use bytes::Bytes;
 use super::admin::{describe, unexpected};
 use super::connection::ReconnectingConnection;
 use super::{ClientConfig, ClientError};
-use crate::protocol::batch::{batches, records, verify_crc};
+use crate::protocol::batch::{batches, records_body, verify_crc, RecordIter};
+use crate::protocol::compression::DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES;
 use crate::protocol::messages::{
     FetchPartition, FetchRequest, FetchTopic, ListOffsetsPartition, ListOffsetsRequest,
     ListOffsetsTopic, OffsetSpec, RequestBody, ResponseBody,
@@ -45,6 +46,9 @@ pub struct ConsumerConfig {
     pub min_bytes: u32,
     /// Most bytes fetched per partition per poll.
     pub max_partition_bytes: u32,
+    /// Most bytes one compressed batch's records may decompress to; a batch
+    /// past it is an error (CorruptBatch), never an unbounded allocation.
+    pub max_decompressed_batch_bytes: usize,
 }
 
 impl Default for ConsumerConfig {
@@ -54,6 +58,7 @@ impl Default for ConsumerConfig {
             max_wait_ms: 500,
             min_bytes: 1,
             max_partition_bytes: 1024 * 1024,
+            max_decompressed_batch_bytes: DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES,
         }
     }
 }
@@ -275,7 +280,13 @@ impl Consumer {
                     };
                     return Err(ClientError::Broker(WireError::new(e.code, message)));
                 }
-                let next = decode_records(&tp, position, &p.records, &mut out)?;
+                let next = decode_records(
+                    &tp,
+                    position,
+                    &p.records,
+                    self.config.max_decompressed_batch_bytes,
+                    &mut out,
+                )?;
                 if next > position {
                     advanced.push((tp, next));
                 }
@@ -289,11 +300,14 @@ impl Consumer {
 }
 
 /// Appends the records of `buf` (whole batches) at or past `position` to
-/// `out`; returns the position after them.
+/// `out`; returns the position after them. A compressed batch's records are
+/// decompressed (at most `max_decompressed_batch_bytes`) into their own
+/// buffer, which its records' keys and values then share.
 fn decode_records(
     tp: &TopicPartition,
     position: u64,
     buf: &Bytes,
+    max_decompressed_batch_bytes: usize,
     out: &mut Vec<ConsumerRecord>,
 ) -> Result<u64, ClientError> {
     let corrupt = |base: u64, why: String| {
@@ -310,8 +324,13 @@ fn decode_records(
         if last < next {
             continue;
         }
-        let iter = records(raw).map_err(|e| corrupt(header.base_offset, e.to_string()))?;
-        for r in iter {
+        let body = records_body(raw, &header, max_decompressed_batch_bytes)
+            .map_err(|e| corrupt(header.base_offset, e.to_string()))?;
+        let buf = match body {
+            std::borrow::Cow::Borrowed(b) => buf.slice_ref(b),
+            std::borrow::Cow::Owned(v) => Bytes::from(v),
+        };
+        for r in RecordIter::new(&buf, header.record_count) {
             let r = r.map_err(|e| corrupt(header.base_offset, e.to_string()))?;
             // base_offset is outside the CRC: saturate, never overflow.
             let offset = header.base_offset.saturating_add(u64::from(r.offset_delta));
@@ -366,7 +385,7 @@ mod tests {
         let buf = buf.freeze();
         let tp = TopicPartition::new("t", 0);
         let mut out = Vec::new();
-        let next = decode_records(&tp, 11, &buf, &mut out).expect("ok");
+        let next = decode_records(&tp, 11, &buf, 1 << 20, &mut out).expect("ok");
         assert_eq!(next, 14);
         let got: Vec<(u64, &[u8])> = out
             .iter()
@@ -378,13 +397,56 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_mix_of_compressed_and_plain_batches() {
+        use crate::protocol::compression::Compression;
+        let mut buf = BytesMut::new();
+        let mut base = 0;
+        let mut want = Vec::new();
+        for (i, codec) in Compression::ALL
+            .into_iter()
+            .chain([Compression::None])
+            .enumerate()
+        {
+            let mut b = BatchBuilder::new();
+            for j in 0..3 {
+                let v = format!("{codec}-{i}-{j}");
+                b.push(100, Some(b"k"), Some(v.as_bytes()), &[]);
+                want.push((base + j, v.into_bytes()));
+            }
+            let mut v = b.finish_compressed(codec).to_vec();
+            set_base_offset(&mut v, base);
+            buf.extend_from_slice(&v);
+            base += 3;
+        }
+        let buf = buf.freeze();
+        let tp = TopicPartition::new("t", 0);
+        let mut out = Vec::new();
+        let next = decode_records(&tp, 0, &buf, 1 << 20, &mut out).expect("ok");
+        assert_eq!(next, base);
+        let got: Vec<(u64, Vec<u8>)> = out
+            .iter()
+            .map(|r| (r.offset, r.value.as_deref().expect("v").to_vec()))
+            .collect();
+        assert_eq!(got, want);
+        // Past the consumer's decompression limit: an error, not an allocation.
+        let mut b = BatchBuilder::new();
+        b.push(1, None, Some(&[0u8; 64 * 1024]), &[]);
+        let big = Bytes::from(b.finish_compressed(Compression::Zstd).to_vec());
+        let e = decode_records(&tp, 0, &big, 1024, &mut Vec::new()).expect_err("too large");
+        assert!(
+            e.to_string().contains("max_decompressed_batch_bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn corrupt_batch_is_an_error() {
         let mut v = batch(0, &["hello"]);
         let n = v.len();
         v[n - 2] ^= 0xff;
         let tp = TopicPartition::new("t", 0);
         let mut out = Vec::new();
-        let e = decode_records(&tp, 0, &Bytes::from(v), &mut out).expect_err("corrupt");
+        let e = decode_records(&tp, 0, &Bytes::from(v), 1 << 20, &mut out).expect_err("corrupt");
         assert_eq!(e.wire_code(), Some(ErrorCode::CorruptBatch));
         assert!(out.is_empty());
     }
@@ -395,7 +457,7 @@ mod tests {
         let tp = TopicPartition::new("t", 0);
         let mut out = Vec::new();
         let v = batch(u64::MAX - 1, &["a", "b", "c"]);
-        let next = decode_records(&tp, 0, &Bytes::from(v), &mut out).expect("ok");
+        let next = decode_records(&tp, 0, &Bytes::from(v), 1 << 20, &mut out).expect("ok");
         assert_eq!(next, u64::MAX);
         assert_eq!(out.last().map(|r| r.offset), Some(u64::MAX));
     }
@@ -405,14 +467,14 @@ mod tests {
         let tp = TopicPartition::new("t", 0);
         let mut out = Vec::new();
         assert_eq!(
-            decode_records(&tp, 5, &Bytes::new(), &mut out).expect("ok"),
+            decode_records(&tp, 5, &Bytes::new(), 1 << 20, &mut out).expect("ok"),
             5
         );
         let mut v = batch(5, &["x"]);
         let whole = v.len();
         v.extend_from_slice(&batch(6, &["y"])[..20]);
         assert_eq!(
-            decode_records(&tp, 5, &Bytes::from(v), &mut out).expect("ok"),
+            decode_records(&tp, 5, &Bytes::from(v), 1 << 20, &mut out).expect("ok"),
             6
         );
         assert_eq!(out.len(), 1);

@@ -31,7 +31,7 @@ pub use connection::{Connection, ReconnectingConnection, ResponseFuture};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{
-    DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    Compression, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
     DEFAULT_DELIVERY_TIMEOUT_MS, DEFAULT_MAX_IN_FLIGHT_PER_PARTITION,
     MAX_IN_FLIGHT_WITH_IDEMPOTENCE,
 };

@@ -32,6 +32,7 @@ use super::sender::{init_producer_id, Sender};
 use super::sync::{oneshot, OneshotReceiver, OneshotSender};
 use super::{ClientConfig, ClientError};
 use crate::protocol::batch::BatchBuilder;
+pub use crate::protocol::compression::Compression;
 use crate::protocol::messages::{Acks, ProducerIdentity};
 use crate::protocol::{ErrorCode, TopicPartition, WireError};
 
@@ -75,6 +76,9 @@ pub struct ProducerConfig {
     pub retry_backoff_ms: u64,
     /// Longest wait before a retry, in ms.
     pub retry_backoff_max_ms: u64,
+    /// Codec of the records section of every batch (Kafka's
+    /// `compression.type`); compressed when the batch is sealed.
+    pub compression: Compression,
 }
 
 impl Default for ProducerConfig {
@@ -89,6 +93,7 @@ impl Default for ProducerConfig {
             delivery_timeout_ms: DEFAULT_DELIVERY_TIMEOUT_MS,
             retry_backoff_ms: 100,
             retry_backoff_max_ms: 1_000,
+            compression: Compression::None,
         }
     }
 }
@@ -223,6 +228,8 @@ pub(crate) struct SealedBatch {
     builder: Option<BatchBuilder>,
     /// From the first send: the batch on the wire.
     bytes: Bytes,
+    /// Codec of its records section, applied when the header is written.
+    compression: Compression,
     record_count: u32,
     waiters: Vec<Waiter>,
     /// When its first record was appended (the delivery timeout counts from here).
@@ -256,7 +263,7 @@ impl SealedBatch {
             builder.set_producer(id.producer_id, id.producer_epoch, base_sequence);
             self.identity = Some(id);
         }
-        self.bytes = builder.finish();
+        self.bytes = builder.finish_compressed(self.compression);
     }
 
     /// The bytes on the wire (after `finish`).
@@ -307,6 +314,7 @@ pub(crate) struct Appended {
 /// Per-partition open batches. Pure logic, no I/O (unit tested).
 pub(crate) struct Accumulator {
     batch_bytes: usize,
+    compression: Compression,
     open: HashMap<TopicPartition, OpenBatch>,
     next_generation: u64,
 }
@@ -315,9 +323,16 @@ impl Accumulator {
     pub(crate) fn new(batch_bytes: usize) -> Self {
         Self {
             batch_bytes: batch_bytes.max(1),
+            compression: Compression::None,
             open: HashMap::new(),
             next_generation: 1,
         }
+    }
+
+    /// Seals batches with their records compressed by `codec`.
+    pub(crate) fn with_compression(mut self, codec: Compression) -> Self {
+        self.compression = codec;
+        self
     }
 
     pub(crate) fn append(
@@ -381,6 +396,7 @@ impl Accumulator {
             record_count: open.builder.record_count(),
             builder: Some(open.builder),
             bytes: Bytes::new(),
+            compression: self.compression,
             waiters: open.waiters,
             opened: open.opened,
             attempts: 0,

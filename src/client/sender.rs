@@ -101,7 +101,9 @@ impl Sender {
     ) -> Rc<Sender> {
         assert_eq!(identity.is_some(), config.idempotence);
         Rc::new(Sender {
-            accumulator: RefCell::new(Accumulator::new(config.batch_bytes)),
+            accumulator: RefCell::new(
+                Accumulator::new(config.batch_bytes).with_compression(config.compression),
+            ),
             flights: RefCell::new(Flights::new(config.max_in_flight_per_partition)),
             config,
             conn,

@@ -79,7 +79,10 @@ impl Partition {
                 max_batch_bytes: self.limits.max_batch_bytes,
             });
         }
-        Ok(batch::validate(batch)?)
+        Ok(batch::validate_bounded(
+            batch,
+            self.limits.max_decompressed_batch_bytes as usize,
+        )?)
     }
 
     /// Validates the batch, assigns offsets and queues it (synchronously, so

@@ -79,6 +79,9 @@ impl PartitionError {
     pub fn to_wire(&self) -> WireError {
         let code = match self {
             PartitionError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            PartitionError::CorruptBatch(BatchError::DecompressedTooLarge(_)) => {
+                ErrorCode::MessageTooLarge
+            }
             PartitionError::CorruptBatch(_) => ErrorCode::CorruptBatch,
             PartitionError::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
             PartitionError::StorageFull(_) => ErrorCode::StorageFull,

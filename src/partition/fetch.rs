@@ -214,7 +214,14 @@ impl Partition {
                         if h.max_timestamp_ms < t {
                             continue;
                         }
-                        for r in batch::records(&b)? {
+                        // A compressed batch is decompressed within the
+                        // broker's bound (it was validated under it).
+                        let body = batch::records_body(
+                            &b,
+                            &h,
+                            self.limits.max_decompressed_batch_bytes as usize,
+                        )?;
+                        for r in batch::RecordIter::new(&body, h.record_count) {
                             let r = r?;
                             let ts = h.first_timestamp_ms.saturating_add(r.timestamp_delta);
                             let off = h.base_offset + r.offset_delta as u64;

@@ -76,6 +76,8 @@ use waiters::{OffsetWaiters, WaitList};
 #[derive(Debug, Clone, Copy)]
 pub struct PartitionLimits {
     pub max_batch_bytes: u32,
+    /// Most bytes a compressed batch's records may decompress to.
+    pub max_decompressed_batch_bytes: u32,
     /// How often the retention task checks for expired segments, in ms.
     pub retention_check_interval_ms: u64,
     /// Whether sealed segments are CRC-checked in the background after open.

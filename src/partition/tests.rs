@@ -40,6 +40,7 @@ fn cfg(segment_bytes: u64) -> TopicConfig {
 
 const LIMITS: PartitionLimits = PartitionLimits {
     max_batch_bytes: 1 << 20,
+    max_decompressed_batch_bytes: 4 << 20,
     retention_check_interval_ms: 3_600_000,
     recovery_scan: crate::config::RecoveryScan::Sealed,
     producer_id_expiration_ms: 86_400_000,
@@ -673,6 +674,7 @@ fn reopen_after_clean_close_then_crash_keeps_new_appends() {
 }
 
 mod idempotence;
+mod compression;
 mod recovery;
 mod retention;
 

@@ -3,11 +3,13 @@
 //!
 //! Invariants: a FlatBuffer is verified exactly once, in `codec::decode_*`,
 //! with the limits of `codec::DecodeLimits`; a record batch is validated by
-//! `batch::validate` (length, magic, CRC32C, record framing) before any layer
+//! `batch::validate` (length, magic, CRC32C, record framing; compressed
+//! records decompressed within a bound by `compression`) before any layer
 //! stores or serves it.
 
 pub mod batch;
 pub mod codec;
+pub mod compression;
 pub mod error;
 pub mod frame;
 pub mod ids;

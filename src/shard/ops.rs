@@ -108,6 +108,7 @@ impl Shard {
     fn limits(&self) -> PartitionLimits {
         PartitionLimits {
             max_batch_bytes: self.config.limits.max_batch_bytes,
+            max_decompressed_batch_bytes: self.config.limits.max_decompressed_batch_bytes,
             retention_check_interval_ms: self.config.shard.retention_check_interval_ms,
             recovery_scan: self.config.shard.recovery_scan,
             producer_id_expiration_ms: self.config.limits.producer_id_expiration_ms,
