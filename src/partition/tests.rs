@@ -673,8 +673,8 @@ fn reopen_after_clean_close_then_crash_keeps_new_appends() {
     });
 }
 
-mod idempotence;
 mod compression;
+mod idempotence;
 mod recovery;
 mod retention;
 

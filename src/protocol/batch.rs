@@ -817,13 +817,13 @@ impl BatchBuilder {
         assert!(buf.len() <= i32::MAX as usize, "batch larger than 2 GiB");
         let len = (buf.len() - LENGTH_OVERHEAD_BYTES) as u32;
         buf[OFF_LENGTH..OFF_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
-        let plain_attributes = u16::from_be_bytes([plain[OFF_ATTRIBUTES], plain[OFF_ATTRIBUTES + 1]]);
+        let plain_attributes =
+            u16::from_be_bytes([plain[OFF_ATTRIBUTES], plain[OFF_ATTRIBUTES + 1]]);
         let attributes = (plain_attributes & !COMPRESSION_MASK) | codec.code();
         buf[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
         set_crc(&mut buf);
         buf.freeze()
     }
-
 
     /// Seals the batch: writes the header (base offset 0, leader epoch 0,
     /// the producer fields and attributes set before) and the CRC. Panics if
