@@ -1,5 +1,5 @@
 //! Producer-id allocation for idempotent producers, owned by shard 0
-//! (docs/decisions/0010d-producer-ids.md).
+//! (docs/decisions/0011-producer-ids.md).
 //!
 //! Owns: the producer-id block file `<data_dir>/producer-id-block` (the
 //! first id not yet reserved, decimal + newline, written with
