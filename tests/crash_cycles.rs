@@ -481,8 +481,10 @@ async fn produce(
             acks,
             linger_ms: 2,
             // Each phase ends with the broker killed: a retrying producer
-            // would wait out its delivery timeout instead of stopping.
+            // would wait out its delivery timeout instead of stopping, and
+            // records not yet sent fail after a short delivery timeout.
             idempotence: false,
+            delivery_timeout_ms: 2_000,
             ..pcfg.clone()
         };
         let report = report.clone();

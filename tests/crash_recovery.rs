@@ -53,6 +53,7 @@ fn kill_9_while_producing_loses_nothing_acknowledged() {
         // The broker dies for good here: a retrying (idempotent) producer
         // would wait out its delivery timeout instead of reporting the loss.
         idempotence: false,
+        delivery_timeout_ms: 2_000,
         ..broker.producer_config()
     };
     let counter = acked_count.clone();

@@ -6,9 +6,14 @@
 # Usage: bash docs/bench/compare/run.sh OLD_BROKER NEW_BROKER BENCH [OUT_DIR] [ROUNDS]
 #   OLD_BROKER / NEW_BROKER: paths to two `corelog` release binaries
 #   BENCH: path to a `corelog-bench` release binary
+#   env ORDER="new old" reverses the order per round; ONLY=durable runs only
+#     durable-max; FIRST_ROUND=N numbers rounds from N (to add rounds to OUT)
+#   OLD_BENCH (env, optional): a second corelog-bench for OLD, when the two
+#     builds do not share a batch format (each build is then driven by its
+#     own generator, and the comparison includes the client)
 # Broker pinned to CPU 0 with --shards 1, generator on CPU 1 (as run.sh).
 set -u
-OLD=$1 NEW=$2 B=$3
+OLD=$1 NEW=$2 B=$3 NEW_BENCH=$3
 OUT=${4:-/work/bench-compare}
 ROUNDS=${5:-2}
 DISKDIR=${DISKDIR:-/work/bench-runs/disk}
@@ -30,14 +35,18 @@ DISK=$(python3 -c "import json;print(json.load(open('$OUT/limits.json'))['disk_w
 RATE=$(python3 -c "print(round($DISK*0.2,1))")
 echo "disk_write_mb_s=$DISK rate20=$RATE"
 
-for round in $(seq 1 "$ROUNDS"); do
-  for build in old new; do
+ORDER=${ORDER:-old new}
+ONLY=${ONLY:-all}
+for round in $(seq "${FIRST_ROUND:-1}" $(( ${FIRST_ROUND:-1} + ROUNDS - 1 ))); do
+  for build in $ORDER; do
     bin=$OLD; [ $build = new ] && bin=$NEW
+    B=$NEW_BENCH; [ $build = old ] && B=${OLD_BENCH:-$NEW_BENCH}
     broker "$bin" "$DISKDIR/data"
     $B produce --bootstrap 127.0.0.1:$PORT --topic durable --create-partitions 4 "${durable[@]}" \
       --linger-ms 5 --producers 1 --duration-s 10 --warmup-s 2 --cpus 1 --broker-pid $PID \
       --limits "$OUT/limits.json" --json "$OUT/$build-r$round-durable-max.json" > "$OUT/$build-r$round-durable-max.txt" 2>/dev/null
     stop
+    [ "$ONLY" = durable ] && continue
     for run in "20pct-p4-linger0-disk $DISKDIR $RATE" "5mbs-p4-linger0-tmpfs $TMPFS 5"; do
       set -- $run
       broker "$bin" "$2/data"
