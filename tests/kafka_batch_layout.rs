@@ -70,8 +70,9 @@ fn stored_segment_starts_with_a_kafka_v2_batch() {
         ..broker.producer_config()
     };
     let t = topic.to_string();
-    run_client(move || async move {
+    let identity = run_client(move || async move {
         let p = Producer::connect(pcfg).await.expect("connect");
+        let identity = p.identity().expect("idempotent by default");
         let mut acks = Vec::new();
         for (i, d) in TS_DELTAS.iter().enumerate() {
             let rec = ProducerRecord {
@@ -88,6 +89,7 @@ fn stored_segment_starts_with_a_kafka_v2_batch() {
             a.await.expect("ack");
         }
         p.close().await.expect("close");
+        identity
     });
     broker.stop();
 
@@ -115,9 +117,11 @@ fn stored_segment_starts_with_a_kafka_v2_batch() {
     assert_eq!(be_i64(b, 27), BASE_TS, "baseTimestamp");
     let max = TS_DELTAS[..count as usize].iter().max().expect("one");
     assert_eq!(be_i64(b, 35), BASE_TS + max, "maxTimestamp");
-    assert_eq!(be_i64(b, 43), -1, "producerId (none)");
-    assert_eq!(be_i16(b, 51), -1, "producerEpoch (none)");
-    assert_eq!(be_i32(b, 53), -1, "baseSequence (none)");
+    // The producer is idempotent by default: its id and epoch, and the
+    // first batch of the partition starts at sequence 0.
+    assert_eq!(be_i64(b, 43), identity.producer_id, "producerId");
+    assert_eq!(be_i16(b, 51), identity.producer_epoch, "producerEpoch");
+    assert_eq!(be_i32(b, 53), 0, "baseSequence");
     let mut expected = Vec::new();
     for (i, d) in TS_DELTAS[..count as usize].iter().enumerate() {
         expected.extend(kafka_record(

@@ -487,7 +487,31 @@ impl Producer {
         if let Some(n) = self.inner.partition_counts.borrow().get(topic) {
             return Ok(*n);
         }
-        let info = describe(&*self.inner.conn.get().await?, topic).await?;
+        // A lost connection is replaced and the lookup asked again, with the
+        // retry backoff, until `delivery_timeout_ms` (Kafka's producer waits
+        // for metadata the same way); broker answers are final.
+        let deadline =
+            Instant::now() + Duration::from_millis(self.inner.config.delivery_timeout_ms);
+        let mut backoff_ms = self.inner.config.retry_backoff_ms.max(1);
+        let info = loop {
+            let attempt = match self.inner.conn.get().await {
+                Ok(conn) => describe(&*conn, topic).await,
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Err(
+                    ClientError::Io(_)
+                    | ClientError::Closed
+                    | ClientError::Timeout(_)
+                    | ClientError::Handshake(_),
+                ) if Instant::now() + Duration::from_millis(backoff_ms) < deadline => {
+                    crate::timer::sleep(Duration::from_millis(backoff_ms)).await;
+                    backoff_ms =
+                        (backoff_ms * 2).min(self.inner.config.retry_backoff_max_ms.max(1));
+                }
+                other => break other?,
+            }
+        };
         let n = u32::try_from(info.partitions.len()).unwrap_or(u32::MAX);
         if n == 0 {
             return Err(ClientError::Broker(WireError::new(
