@@ -495,7 +495,7 @@ impl Producer {
         let mut backoff_ms = self.inner.config.retry_backoff_ms.max(1);
         let info = loop {
             let attempt = match self.inner.conn.get().await {
-                Ok(conn) => describe(&*conn, topic).await,
+                Ok(conn) => describe(&conn, topic).await,
                 Err(e) => Err(e),
             };
             match attempt {
