@@ -28,7 +28,7 @@ use bytes::Bytes;
 use super::admin::describe;
 use super::connection::ReconnectingConnection;
 use super::partitioner::partition_for_key;
-use super::sender::{init_producer_id, Sender};
+use super::sender::{init_producer_id, is_connection_error, Sender};
 use super::sync::{oneshot, OneshotReceiver, OneshotSender};
 use super::{ClientConfig, ClientError};
 use crate::protocol::batch::BatchBuilder;
@@ -492,22 +492,18 @@ impl Producer {
         // for metadata the same way); broker answers are final.
         let deadline =
             Instant::now() + Duration::from_millis(self.inner.config.delivery_timeout_ms);
-        let mut backoff_ms = self.inner.config.retry_backoff_ms.max(1);
+        let mut attempts = 0u32;
         let info = loop {
             let attempt = match self.inner.conn.get().await {
                 Ok(conn) => describe(&conn, topic).await,
                 Err(e) => Err(e),
             };
+            attempts += 1;
+            // At least 1 ms, so a zero backoff setting cannot spin.
+            let wait = self.inner.backoff(attempts).max(Duration::from_millis(1));
             match attempt {
-                Err(
-                    ClientError::Io(_)
-                    | ClientError::Closed
-                    | ClientError::Timeout(_)
-                    | ClientError::Handshake(_),
-                ) if Instant::now() + Duration::from_millis(backoff_ms) < deadline => {
-                    crate::timer::sleep(Duration::from_millis(backoff_ms)).await;
-                    backoff_ms =
-                        (backoff_ms * 2).min(self.inner.config.retry_backoff_max_ms.max(1));
+                Err(e) if is_connection_error(&e) && Instant::now() + wait < deadline => {
+                    crate::timer::sleep(wait).await;
                 }
                 other => break other?,
             }

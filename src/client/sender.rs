@@ -345,6 +345,7 @@ impl Sender {
             return Action::Fail;
         }
         match e {
+            // The connection errors of `is_connection_error`.
             ClientError::Io(_)
             | ClientError::Closed
             | ClientError::Timeout(_)
@@ -370,7 +371,7 @@ impl Sender {
     }
 
     /// Exponential backoff before attempt `attempts + 1`.
-    fn backoff(&self, attempts: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempts: u32) -> Duration {
         let base = self.config.retry_backoff_ms;
         let shift = attempts.saturating_sub(1).min(20);
         let ms = base
@@ -472,13 +473,7 @@ impl Sender {
                     Err(e) => {
                         attempts += 1;
                         debug!(error = %e, attempts, "reconnect failed");
-                        this.note_error(&e);
-                        crate::timer::sleep(this.backoff(attempts)).await;
-                        let busy = this.flights.borrow().busy_partitions();
-                        for tp in &busy {
-                            this.expire(tp);
-                        }
-                        if this.flights.borrow().busy_partitions().is_empty() {
+                        if !this.wait_after_failure(&e, attempts).await {
                             break;
                         }
                     }
@@ -512,13 +507,7 @@ impl Sender {
                     Err(e) => {
                         attempts += 1;
                         warn!(error = %e, attempts, "InitProducerId failed");
-                        this.note_error(&e);
-                        crate::timer::sleep(this.backoff(attempts)).await;
-                        let busy = this.flights.borrow().busy_partitions();
-                        for tp in &busy {
-                            this.expire(tp);
-                        }
-                        if this.flights.borrow().busy_partitions().is_empty() {
+                        if !this.wait_after_failure(&e, attempts).await {
                             break;
                         }
                     }
@@ -528,6 +517,19 @@ impl Sender {
             Sender::pump_all(&this);
         })
         .detach();
+    }
+
+    /// After a failed reconnect or InitProducerId: records `e`, waits the
+    /// backoff, expires batches past their delivery timeout; false once no
+    /// partition has anything left to send (stop trying).
+    async fn wait_after_failure(&self, e: &ClientError, attempts: u32) -> bool {
+        self.note_error(e);
+        crate::timer::sleep(self.backoff(attempts)).await;
+        let busy = self.flights.borrow().busy_partitions();
+        for tp in &busy {
+            self.expire(tp);
+        }
+        !self.flights.borrow().busy_partitions().is_empty()
     }
 
     /// Records `e` as the last error of every batch waiting to be sent.
@@ -566,4 +568,16 @@ fn produced(tp: &TopicPartition, resp: ResponseBody) -> Result<u64, ClientError>
             "produce response has no result for {tp}"
         ))),
     }
+}
+
+/// A failure of the connection rather than an answer from the broker: the
+/// request may be asked again on a new connection.
+pub(crate) fn is_connection_error(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Io(_)
+            | ClientError::Closed
+            | ClientError::Timeout(_)
+            | ClientError::Handshake(_)
+    )
 }
