@@ -228,7 +228,8 @@ async fn append_fetch(p: &Rc<Partition>, b: Bytes) -> (u64, u64) {
     let mid = ALLOCS.with(Cell::get);
     let data = p.fetch(res.base_offset, len as u32).await.expect("fetch");
     let after = ALLOCS.with(Cell::get);
-    let (h, fetched) = batch::batches(&data.records)
+    let records = data.records.to_bytes();
+    let (h, fetched) = batch::batches(&records)
         .next()
         .expect("one batch")
         .expect("batch parses");

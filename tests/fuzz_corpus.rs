@@ -566,9 +566,9 @@ fn response_corpus() -> Vec<(String, Vec<u8>)> {
         ("fetch", Response::ok(8, ResponseBody::Fetch(FetchResponse { topics: vec![FetchTopicResult {
             name: "orders".into(),
             partitions: vec![
-                FetchPartitionResult { partition: 0, error: None, high_watermark: Some(14), log_start_offset: Some(0), log_end_offset: Some(14), records: records.clone() },
-                FetchPartitionResult { partition: 1, error: Some(WireError::new(ErrorCode::OffsetOutOfRange, "offset 99 is outside [0, 5)")), high_watermark: None, log_start_offset: None, log_end_offset: None, records: Bytes::new() },
-                FetchPartitionResult { partition: 2, error: None, high_watermark: Some(0), log_start_offset: Some(0), log_end_offset: Some(0), records: Bytes::new() },
+                FetchPartitionResult { partition: 0, error: None, high_watermark: Some(14), log_start_offset: Some(0), log_end_offset: Some(14), records: records.clone().into() },
+                FetchPartitionResult { partition: 1, error: Some(WireError::new(ErrorCode::OffsetOutOfRange, "offset 99 is outside [0, 5)")), high_watermark: None, log_start_offset: None, log_end_offset: None, records: Bytes::new().into() },
+                FetchPartitionResult { partition: 2, error: None, high_watermark: Some(0), log_start_offset: Some(0), log_end_offset: Some(0), records: Bytes::new().into() },
             ],
         }] }))),
         ("list_offsets", Response::ok(9, ResponseBody::ListOffsets(ListOffsetsResponse { topics: vec![ListOffsetsTopicResult {

@@ -189,7 +189,7 @@ async fn read_all(p: &Partition) -> Result<Vec<(u64, Bytes)>, String> {
                 "empty fetch at {next} below the high watermark {hw}"
             ));
         }
-        for item in batch::batches(&d.records) {
+        for item in batch::batches(&d.records.to_bytes()) {
             let (h, b) = item.map_err(|e| format!("fetched batch does not parse: {e}"))?;
             batch::validate(b).map_err(|e| format!("fetched batch invalid: {e}"))?;
             if out.is_empty() {
@@ -374,7 +374,7 @@ async fn workload(
                 if hw > start {
                     let at = rng.gen_range(start..hw);
                     if let Ok(Ok(d)) = bounded("fetch", p.fetch(at, 16 * 1024)).await {
-                        for item in batch::batches(&d.records) {
+                        for item in batch::batches(&d.records.to_bytes()) {
                             let (h, b) = item.map_err(|e| format!("fetch: {e}"))?;
                             if h.next_offset() > d.high_watermark {
                                 return Err(format!(

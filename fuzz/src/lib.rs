@@ -335,12 +335,15 @@ pub fn response_decode(data: &[u8]) -> Option<Response> {
     assert_eq!(back, resp, "response round trip");
     if let Some(ResponseBody::Fetch(f)) = &resp.body {
         for p in f.topics.iter().flat_map(|t| t.partitions.iter()) {
-            if !p.records.is_empty() {
-                let at = p.records.as_ptr() as usize;
+            // A decoded response has one piece, a slice of the frame.
+            let records = p.records.to_bytes();
+            if !records.is_empty() {
+                assert_eq!(p.records.pieces().len(), 1, "decoded records are one piece");
+                let at = records.as_ptr() as usize;
                 let start = frame.as_ptr() as usize;
-                assert!(at >= start && at + p.records.len() <= start + frame.len());
+                assert!(at >= start && at + records.len() <= start + frame.len());
             }
-            check_batches(&p.records);
+            check_batches(&records);
         }
     }
     Some(resp)

@@ -283,7 +283,7 @@ impl Consumer {
                 let next = decode_records(
                     &tp,
                     position,
-                    &p.records,
+                    &p.records.to_bytes(),
                     self.config.max_decompressed_batch_bytes,
                     &mut out,
                 )?;

@@ -257,7 +257,7 @@ fn handle(logs: &Logs, req: Request) -> Option<Response> {
                                     high_watermark: Some(end),
                                     log_start_offset: Some(0),
                                     log_end_offset: Some(end),
-                                    records: Bytes::new(),
+                                    records: Bytes::new().into(),
                                 };
                             }
                             // Serve from the batch containing fetch_offset, max one batch.
@@ -275,7 +275,7 @@ fn handle(logs: &Logs, req: Request) -> Option<Response> {
                                 high_watermark: Some(end),
                                 log_start_offset: Some(0),
                                 log_end_offset: Some(end),
-                                records,
+                                records: records.into(),
                             }
                         })
                         .collect(),

@@ -8,17 +8,23 @@
 //! Invariants:
 //! - Only batches that are in the log and durable on this replica per the
 //!   flush policy are inserted (the writer inserts after the write, and
-//!   fdatasync for flush=always, succeeded), as the very buffer the writer
-//!   stamped once (base offset and leader epoch) and wrote, so cached bytes
-//!   are exactly what a disk read would return. The cache never stamps or
-//!   copies on insert.
+//!   fdatasync for flush=always, succeeded), each as two pieces: its
+//!   stamped prefix (base offset, length, leader epoch: the bytes the
+//!   broker writes) and the rest of the producer's own buffer, so the
+//!   concatenation is exactly what a disk read returns (checked by the
+//!   partition tests) and no batch is copied to be cached. The cache never
+//!   stamps or copies.
+//! - Accounting is by batch length; a cached body may keep alive the rest of
+//!   the request frame it arrived in (other partitions' batches of the same
+//!   request, each of which is accounted where it is cached).
 //! - Per partition, entries are contiguous in offset and ascending; an insert
 //!   that does not continue the last entry drops the partition's entries first.
 //! - `used_bytes` is the sum of the lengths of the live entries and stays at
 //!   or below `budget_bytes` after every insert.
 //! - A read returns whole batches starting with the one containing the
-//!   requested offset, or `None` (a miss: read the disk); never bytes at or
-//!   past the upper bound it is given (the high watermark for consumers).
+//!   requested offset, as [`Records`] pieces (never joined), or `None` (a
+//!   miss: read the disk); never bytes at or past the upper bound it is given
+//!   (the high watermark for consumers).
 //!
 //! Single-threaded (one shard): `Cell`/`RefCell`, no locks.
 
@@ -26,30 +32,31 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
+use crate::protocol::records::Records;
 use crate::protocol::Offset;
 
-/// One cached batch: offsets `[base, next)`, bytes `group[start..end]` of the
-/// stamped buffer of the group write it came from.
+/// One batch to cache: offsets `[base, next)`, its bytes as `head` (the
+/// stamped prefix) followed by `body` (the rest, as the producer sent it).
+pub struct CachedBatch {
+    pub base: Offset,
+    pub next: Offset,
+    pub head: Bytes,
+    pub body: Bytes,
+}
+
+/// One cached batch.
 struct Entry {
     base: Offset,
     next: Offset,
-    group: Bytes,
-    start: usize,
-    end: usize,
+    head: Bytes,
+    body: Bytes,
 }
 
 impl Entry {
     fn len(&self) -> usize {
-        self.end - self.start
-    }
-
-    /// Whether `next` continues this entry inside the same group buffer.
-    fn adjoins(&self, next: &Entry) -> bool {
-        self.end == next.start
-            && self.group.as_ptr() == next.group.as_ptr()
-            && self.group.len() == next.group.len()
+        self.head.len() + self.body.len()
     }
 }
 
@@ -187,14 +194,9 @@ impl PartitionCache {
         self.cache.enabled()
     }
 
-    /// Caches `batches` (`(base, next, byte range in group)`, contiguous and
-    /// ascending in offset) of the stamped `group` buffer, then evicts to
+    /// Caches `batches` (contiguous and ascending in offset), then evicts to
     /// the budget.
-    pub fn insert(
-        &self,
-        group: &Bytes,
-        batches: impl IntoIterator<Item = (Offset, Offset, std::ops::Range<usize>)>,
-    ) {
+    pub fn insert(&self, batches: impl IntoIterator<Item = CachedBatch>) {
         if !self.cache.enabled() {
             return;
         }
@@ -203,26 +205,32 @@ impl PartitionCache {
             let mut parts = c.parts.borrow_mut();
             let mut order = c.order.borrow_mut();
             let q = parts.entry(self.id).or_default();
-            for (base, next, range) in batches {
+            for CachedBatch {
+                base,
+                next,
+                head,
+                body,
+            } in batches
+            {
                 debug_assert!(base < next, "a batch holds at least one offset");
-                debug_assert!(range.start < range.end && range.end <= group.len());
-                if q.back().is_some_and(|e| e.next != base) {
+                let e = Entry {
+                    base,
+                    next,
+                    head,
+                    body,
+                };
+                debug_assert!(e.len() > 0, "a cached batch has bytes");
+                if q.back().is_some_and(|last| last.next != base) {
                     // Not a continuation (the log was rewound): start over.
                     let gone: usize = q.iter().map(|e| e.len()).sum();
                     c.used_bytes.set(c.used_bytes.get() - gone);
                     c.live_entries.set(c.live_entries.get() - q.len());
                     q.clear();
                 }
-                c.used_bytes.set(c.used_bytes.get() + range.len());
+                c.used_bytes.set(c.used_bytes.get() + e.len());
                 c.live_entries.set(c.live_entries.get() + 1);
                 order.push_back((self.id, base));
-                q.push_back(Entry {
-                    base,
-                    next,
-                    group: group.clone(),
-                    start: range.start,
-                    end: range.end,
-                });
+                q.push_back(e);
             }
         }
         c.evict();
@@ -241,9 +249,14 @@ impl PartitionCache {
 
     /// Whole batches from the one containing `offset`, none at or past
     /// `high_watermark`, at least one and then up to `max_bytes` in all, as
-    /// one `Bytes` (a zero-copy slice when they came from one group write).
-    /// `None` when `offset` is not cached.
-    pub fn read(&self, offset: Offset, high_watermark: Offset, max_bytes: usize) -> Option<Bytes> {
+    /// pieces of the cached buffers (no copy). `None` when `offset` is not
+    /// cached.
+    pub fn read(
+        &self,
+        offset: Offset,
+        high_watermark: Offset,
+        max_bytes: usize,
+    ) -> Option<Records> {
         if !self.cache.enabled() || offset >= high_watermark {
             return None;
         }
@@ -254,20 +267,19 @@ impl PartitionCache {
             if first.base > offset {
                 return None; // below the cached range
             }
-            let mut last = first;
-            let mut total = 0usize;
+            let mut out = Records::new();
             for e in q.range(i..) {
+                let total = out.len();
                 if e.base >= high_watermark || (total > 0 && total + e.len() > max_bytes) {
                     break;
                 }
-                total += e.len();
-                last = e;
-                if total >= max_bytes {
+                out.push(e.head.clone());
+                out.push(e.body.clone());
+                if out.len() >= max_bytes {
                     break;
                 }
             }
-            let run = q.range(i..).take_while(|e| e.base <= last.base);
-            Some(join(run, total))
+            Some(out)
         });
         let counter = if hit.is_some() {
             &self.cache.hits
@@ -279,61 +291,53 @@ impl PartitionCache {
     }
 }
 
-/// The bytes of a run of entries (contiguous in offset) as one `Bytes`: a
-/// zero-copy slice when they are adjacent in one group buffer, else one copy.
-fn join<'a>(run: impl Iterator<Item = &'a Entry> + Clone, total: usize) -> Bytes {
-    let mut it = run.clone();
-    let Some(first) = it.next() else {
-        return Bytes::new();
-    };
-    let mut prev = first;
-    let mut one_group = true;
-    for e in it {
-        one_group &= prev.adjoins(e);
-        prev = e;
-    }
-    if one_group {
-        return first.group.slice(first.start..prev.end);
-    }
-    let mut out = BytesMut::with_capacity(total);
-    for e in run {
-        out.extend_from_slice(&e.group[e.start..e.end]);
-    }
-    out.freeze()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A group buffer holding batches of `sizes` bytes (byte value = index),
-    /// one offset per byte, starting at offset `base`.
-    fn group(
-        base: Offset,
-        sizes: &[usize],
-    ) -> (Bytes, Vec<(Offset, Offset, std::ops::Range<usize>)>) {
+    /// Batches of `sizes` bytes (byte value = index), one offset per byte,
+    /// starting at offset `base`, each split into a 3-byte head and a body,
+    /// all from one buffer (returned too).
+    fn group(base: Offset, sizes: &[usize]) -> (Bytes, Vec<CachedBatch>) {
         let mut buf = Vec::new();
-        let mut items = Vec::new();
-        let mut off = base;
+        let mut ranges = Vec::new();
         for (i, &n) in sizes.iter().enumerate() {
             let start = buf.len();
             buf.extend(std::iter::repeat_n(i as u8, n));
-            items.push((off, off + n as u64, start..buf.len()));
-            off += n as u64;
+            ranges.push(start..buf.len());
         }
-        (Bytes::from(buf), items)
+        let all = Bytes::from(buf);
+        let mut off = base;
+        let items = ranges
+            .into_iter()
+            .map(|r| {
+                let n = r.len();
+                let cut = r.start + n.min(3);
+                let b = CachedBatch {
+                    base: off,
+                    next: off + n as u64,
+                    head: all.slice(r.start..cut),
+                    body: all.slice(cut..r.end),
+                };
+                off += n as u64;
+                b
+            })
+            .collect();
+        (all, items)
     }
 
     #[test]
-    fn reads_whole_batches_zero_copy_within_a_group() {
+    fn reads_whole_batches_zero_copy() {
         let cache = BatchCache::new(1 << 20);
         let p = cache.register();
         let (g, items) = group(0, &[10, 20, 30]);
-        p.insert(&g, items);
-        // From the middle of batch 1: batches 1 and 2, one slice of `g`.
+        p.insert(items);
+        // From the middle of batch 1: batches 1 and 2, pieces of `g`.
         let r = p.read(15, 60, 1000).expect("hit");
         assert_eq!(r.len(), 50);
-        assert_eq!(r.as_ptr(), g[10..].as_ptr(), "zero copy");
+        assert_eq!(r.to_bytes(), g.slice(10..));
+        assert_eq!(r.pieces()[0].as_ptr(), g[10..].as_ptr(), "zero copy");
+        assert_eq!(r.pieces().len(), 4, "head and body of each batch");
         // max_bytes: the first batch always, then only whole batches that fit.
         assert_eq!(p.read(0, 60, 5).expect("hit").len(), 10);
         assert_eq!(p.read(0, 60, 35).expect("hit").len(), 30);
@@ -344,16 +348,16 @@ mod tests {
     }
 
     #[test]
-    fn spans_groups_by_copy_and_misses_below_the_range() {
+    fn spans_inserts_and_misses_below_the_range() {
         let cache = BatchCache::new(1 << 20);
         let p = cache.register();
-        let (g1, i1) = group(100, &[10]);
-        let (g2, i2) = group(110, &[10]);
-        p.insert(&g1, i1);
-        p.insert(&g2, i2);
+        let (_, i1) = group(100, &[10]);
+        let (_, i2) = group(110, &[10]);
+        p.insert(i1);
+        p.insert(i2);
         let r = p.read(100, 120, 1000).expect("hit");
         assert_eq!(r.len(), 20);
-        assert_eq!(&r[..], &[0u8; 20][..]);
+        assert_eq!(&r.to_bytes()[..], &[0u8; 20][..]);
         assert!(p.read(99, 120, 1000).is_none(), "below the cached range");
         assert_eq!((cache.hits(), cache.misses()), (1, 1));
     }
@@ -363,10 +367,8 @@ mod tests {
         let cache = BatchCache::new(100);
         let a = cache.register();
         let b = cache.register();
-        let (g, items) = group(0, &[40, 40]);
-        a.insert(&g, items);
-        let (g, items) = group(0, &[40]);
-        b.insert(&g, items);
+        a.insert(group(0, &[40, 40]).1);
+        b.insert(group(0, &[40]).1);
         // 120 > 100: a's oldest batch went.
         assert_eq!(cache.used_bytes(), 80);
         assert!(a.read(0, 80, 1000).is_none());
@@ -375,8 +377,7 @@ mod tests {
         drop(a);
         assert_eq!(cache.used_bytes(), 40);
         // A batch larger than the budget is not kept.
-        let (g, items) = group(40, &[500]);
-        b.insert(&g, items);
+        b.insert(group(40, &[500]).1);
         assert_eq!(cache.used_bytes(), 0);
         assert!(b.read(40, 540, 1000).is_none());
     }
@@ -387,16 +388,14 @@ mod tests {
         let p = cache.register();
         for round in 0..5_000u64 {
             // Each round rewinds to offset 0 (e.g. after a failed write).
-            let (g, items) = group(0, &[1, 1]);
-            p.insert(&g, items);
+            p.insert(group(0, &[1, 1]).1);
             assert_eq!(cache.used_bytes(), 2, "round {round}");
         }
         assert!(cache.order.borrow().len() <= 2 * 2 + 1024 + 2);
         let gone = cache.register();
         for _ in 0..3_000 {
             let q = cache.register();
-            let (g, items) = group(0, &[1]);
-            q.insert(&g, items);
+            q.insert(group(0, &[1]).1);
         }
         drop(gone);
         assert_eq!(cache.used_bytes(), 2);
@@ -408,8 +407,7 @@ mod tests {
         let cache = BatchCache::new(0);
         let p = cache.register();
         assert!(!p.enabled());
-        let (g, items) = group(0, &[10]);
-        p.insert(&g, items);
+        p.insert(group(0, &[10]).1);
         assert!(p.read(0, 10, 100).is_none());
         assert_eq!(cache.used_bytes(), 0);
     }

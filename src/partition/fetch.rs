@@ -11,11 +11,12 @@
 
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::{Partition, PartitionError};
 use crate::protocol::batch;
 use crate::protocol::messages::OffsetSpec;
+use crate::protocol::records::Records;
 use crate::protocol::Offset;
 use crate::storage::segment::{Next, Segment};
 
@@ -27,7 +28,7 @@ const MAX_FETCH_READ_BYTES: usize = 1024 * 1024;
 pub struct FetchData {
     /// Whole batches, the first one containing `fetch_offset`, none at or
     /// beyond the high watermark.
-    pub records: Bytes,
+    pub records: Records,
     pub high_watermark: Offset,
     pub log_start_offset: Offset,
     pub log_end_offset: Offset,
@@ -100,7 +101,7 @@ impl Partition {
             });
         }
         if offset >= upper {
-            return Ok(data(Bytes::new()));
+            return Ok(data(Records::new()));
         }
         if let Some(records) = self.cache.read(offset, upper, max_bytes as usize) {
             return Ok(data(records));
@@ -166,16 +167,12 @@ impl Partition {
         if total == 0 {
             return Err(missing(&seg));
         }
+        // One piece when the batches came from one read (the usual case).
         let records = match cur.buffered(&pieces) {
-            Some(b) => b,
-            None => {
-                let mut out = BytesMut::with_capacity(total);
-                for p in &pieces {
-                    out.extend_from_slice(p);
-                }
-                out.freeze()
-            }
+            Some(b) => Records::from(b),
+            None => Records::from_pieces(pieces),
         };
+        debug_assert_eq!(records.len(), total);
         Ok(data(records))
     }
 

@@ -79,7 +79,7 @@ async fn read_all(p: &Partition) -> Vec<(u64, i64, Vec<u8>)> {
         assert!(rounds < 100_000, "read_all does not progress");
         let d = p.fetch(next, 8192).await.expect("fetch");
         assert!(!d.records.is_empty(), "empty fetch below hw at {next}");
-        for item in batch::batches(&d.records) {
+        for item in batch::batches(&d.records.to_bytes()) {
             let (h, b) = item.expect("batch");
             batch::validate(b).expect("fetched batch is valid");
             for r in batch::records(b).expect("records") {
@@ -155,10 +155,13 @@ fn round_trip_across_segment_rolls() {
         // Mid-batch and mid-segment fetches start at the containing batch.
         for off in [0u64, 7, 299, 301, 599] {
             let d = p.fetch(off, 1).await.expect("fetch");
-            let (h, _) = batch::batches(&d.records).next().expect("one").expect("ok");
+            let (h, _) = batch::batches(&d.records.to_bytes())
+                .next()
+                .expect("one")
+                .expect("ok");
             assert!(h.base_offset <= off && off <= h.last_offset());
             assert_eq!(
-                batch::batches(&d.records).count(),
+                batch::batches(&d.records.to_bytes()).count(),
                 1,
                 "max_bytes=1: one batch"
             );
@@ -596,7 +599,7 @@ fn concurrent_producer_and_long_polling_consumer() {
                         .await;
                     let d = p.fetch(next, 3000).await.expect("fetch");
                     assert!(d.high_watermark <= d.log_end_offset);
-                    for item in batch::batches(&d.records) {
+                    for item in batch::batches(&d.records.to_bytes()) {
                         let (h, _) = item.expect("batch");
                         assert!(h.last_offset() < d.high_watermark, "served past hw");
                         seen.push(h.base_offset);
@@ -710,7 +713,11 @@ fn recent_batches_are_served_from_memory_with_the_bytes_disk_holds() {
                 // Disk reads may stop at a segment end; compare the prefix.
                 let n = d.len().min(from_memory[i].len());
                 assert!(n > 0);
-                assert_eq!(&d[..n], &from_memory[i][..n], "fetch {b}+2 max {max}");
+                assert_eq!(
+                    &d.to_bytes()[..n],
+                    &from_memory[i].to_bytes()[..n],
+                    "fetch {b}+2 max {max}"
+                );
                 i += 1;
             }
         }
@@ -722,6 +729,52 @@ fn recent_batches_are_served_from_memory_with_the_bytes_disk_holds() {
         assert_eq!(p.cache.stats(), (1, 181));
         p.close().await.expect("close");
     });
+}
+
+#[test]
+fn the_cache_keeps_the_producers_bytes_without_copying_them() {
+    run(move || async move {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let p = open(tmp.path(), &cfg(64 * 1024)).await;
+        fill(&p, 3, 100).await;
+        let sent = batch(7, 4, 1_000, 2_000);
+        let res = p
+            .append(sent.clone())
+            .expect("append")
+            .wait()
+            .await
+            .expect("durable");
+        let d = p.fetch(res.base_offset, 1 << 20).await.expect("fetch");
+        let pieces = d.records.pieces();
+        assert_eq!(pieces.len(), 2, "stamped prefix and body");
+        assert_eq!(pieces[0].len(), batch::STAMPED_PREFIX_BYTES);
+        assert_eq!(
+            pieces[1].as_ptr(),
+            sent[batch::STAMPED_PREFIX_BYTES..].as_ptr(),
+            "the body is the producer's buffer, not a copy"
+        );
+        // The prefix is stamped exactly as the disk copy was.
+        let (h, _) = batch::batches(
+            &pieces[0]
+                .iter()
+                .chain(pieces[1].iter())
+                .copied()
+                .collect::<Vec<u8>>(),
+        )
+        .next()
+        .expect("one")
+        .expect("valid");
+        assert_eq!(h.base_offset, res.base_offset);
+        p.close().await.expect("close");
+        let p = open(tmp.path(), &cfg(64 * 1024)).await;
+        let disk = p.fetch(res.base_offset, 1 << 20).await.expect("fetch");
+        assert_eq!(disk.records.pieces().len(), 1, "a disk read is one piece");
+        assert_eq!(
+            disk.records, d.records,
+            "cache and disk hold the same bytes"
+        );
+        p.close().await.expect("close");
+    })
 }
 
 #[test]

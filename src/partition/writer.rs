@@ -10,10 +10,12 @@
 //! it wake. Also the flush=interval sync task and the periodic
 //! recovery-point checkpoint.
 //!
-//! Stamping happens once per batch: with the cache on, while the group is
-//! copied into its one buffer (the bytes the cache keeps and the segment
-//! copies into its aligned write buffer as they are); with the cache off,
-//! in the segment's write buffer. Replica batches are never restamped.
+//! Stamping and copying happen once per batch, in the segment's aligned
+//! write buffer. The cache keeps each committed batch as two pieces without
+//! copying it: its stamped prefix ([`batch::STAMPED_PREFIX_BYTES`], stamped
+//! again into one small buffer per group, the same bytes the segment wrote)
+//! and the rest of the producer's buffer. Replica batches are never
+//! restamped.
 //!
 //! (Overlapping group N's fdatasync with group N+1's write was tried and
 //! measured no faster on the bench disk: docs/benchmarks.md.)
@@ -28,7 +30,6 @@
 //!   group and everything queued, and rolls the segment back to before the
 //!   group, so nothing after a hole is ever acknowledged.
 
-use std::ops::Range;
 use std::rc::{Rc, Weak};
 use std::task::Poll;
 use std::time::Duration;
@@ -36,6 +37,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tracing::{error, warn};
 
+use super::cache::CachedBatch;
 use super::{Partition, PartitionError, Pending};
 use crate::protocol::batch::{self, Stamp};
 use crate::storage::segment::{Mark, Segment};
@@ -55,8 +57,6 @@ pub(super) struct Written {
     /// The segment before this group (rollback point).
     mark: Mark,
     group: Vec<Pending>,
-    /// The group stamped into one buffer, when the cache is on.
-    stamped: Option<(Bytes, Vec<Range<usize>>)>,
     last_offset: u64,
 }
 
@@ -156,18 +156,10 @@ impl Partition {
                 return None;
             }
         }
-        // With the cache on, stamp the group into one buffer now (the one
-        // stamping step): the same bytes go to disk as they are and, once
-        // durable, into the cache. With it off, the segment stamps while
-        // copying into its write buffer.
-        let stamped = self.cache.enabled().then(|| stamp_group(&group));
-        let items: Vec<(Bytes, Option<Stamp>)> = match &stamped {
-            Some((buf, ranges)) => ranges
-                .iter()
-                .map(|r| (buf.slice(r.clone()), None))
-                .collect(),
-            None => group.iter().map(|p| (p.bytes.clone(), p.stamp)).collect(),
-        };
+        // The segment stamps each batch while copying it into its aligned
+        // write buffer: the one copy and the one stamping step.
+        let items: Vec<(Bytes, Option<Stamp>)> =
+            group.iter().map(|p| (p.bytes.clone(), p.stamp)).collect();
         let mark = seg.mark();
         let res = seg.append(&items).await;
         self.group_writes.set(self.group_writes.get() + 1);
@@ -175,7 +167,6 @@ impl Partition {
             seg,
             mark,
             group,
-            stamped,
             last_offset,
         };
         match res {
@@ -215,14 +206,8 @@ impl Partition {
                 .iter()
                 .map(|p| (&p.producer, p.base_offset, p.last_offset)),
         );
-        if let Some((buf, ranges)) = &w.stamped {
-            self.cache.insert(
-                buf,
-                w.group
-                    .iter()
-                    .zip(ranges)
-                    .map(|(p, r)| (p.base_offset, p.last_offset + 1, r.clone())),
-            );
+        if self.cache.enabled() {
+            self.cache.insert(cached_batches(&w.group));
         }
         for p in w.group {
             p.slot.complete(Ok(()));
@@ -354,20 +339,39 @@ pub(super) async fn sync_loop(weak: Weak<Partition>) {
     }
 }
 
-/// The group's batches copied into one buffer, stamped there (leader
-/// appends; replica batches are already stamped), and each batch's byte
-/// range in it.
-fn stamp_group(group: &[Pending]) -> (Bytes, Vec<Range<usize>>) {
-    let total: usize = group.iter().map(|p| p.bytes.len()).sum();
-    let mut buf = BytesMut::with_capacity(total);
-    let mut ranges = Vec::with_capacity(group.len());
+/// The group's batches as the cache keeps them: each batch's stamped
+/// prefix (leader appends: copied into one small buffer for the group and
+/// stamped there exactly as the segment stamped its copy; replica batches:
+/// their own prefix, already stamped) and the rest of its buffer, uncopied.
+fn cached_batches(group: &[Pending]) -> Vec<CachedBatch> {
+    const PREFIX: usize = batch::STAMPED_PREFIX_BYTES;
+    let stamped = group.iter().filter(|p| p.stamp.is_some()).count();
+    let mut heads = BytesMut::with_capacity(stamped * PREFIX);
     for p in group {
-        let start = buf.len();
-        buf.extend_from_slice(&p.bytes);
         if let Some(s) = p.stamp {
-            batch::stamp(&mut buf[start..], s);
+            let at = heads.len();
+            heads.extend_from_slice(&p.bytes[..PREFIX]);
+            batch::stamp(&mut heads[at..], s);
         }
-        ranges.push(start..buf.len());
     }
-    (buf.freeze(), ranges)
+    let mut heads = heads.freeze();
+    group
+        .iter()
+        .map(|p| {
+            assert!(
+                p.bytes.len() > PREFIX,
+                "a validated batch is longer than its prefix"
+            );
+            let head = match p.stamp {
+                Some(_) => heads.split_to(PREFIX),
+                None => p.bytes.slice(..PREFIX),
+            };
+            CachedBatch {
+                base: p.base_offset,
+                next: p.last_offset + 1,
+                head,
+                body: p.bytes.slice(PREFIX..),
+            }
+        })
+        .collect()
 }

@@ -56,6 +56,10 @@ pub const CRC_START: usize = 21;
 /// Bytes of a batch up to and including `batchLength`: the whole batch is
 /// `batchLength + LENGTH_OVERHEAD_BYTES` bytes.
 pub const LENGTH_OVERHEAD_BYTES: usize = 12;
+/// The prefix of a batch that holds everything [`stamp`] writes (base
+/// offset, batchLength, partitionLeaderEpoch); the rest of a stamped batch
+/// is the producer's bytes unchanged.
+pub const STAMPED_PREFIX_BYTES: usize = 16;
 
 /// Header field offsets (Kafka's DefaultRecordBatch), for tests and tools
 /// that read or patch a header by hand.

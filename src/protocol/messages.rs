@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use super::error::{ErrorCode, WireError};
 use super::ids::{CorrelationId, NodeId, Offset, PartitionId, ShardId};
+use super::records::Records;
 
 /// Protocol version this build speaks for every API.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -369,8 +370,9 @@ pub struct FetchPartitionResult {
     pub high_watermark: Option<Offset>,
     pub log_start_offset: Option<Offset>,
     pub log_end_offset: Option<Offset>,
-    /// Whole batches back to back, as stored (may be empty).
-    pub records: Bytes,
+    /// Whole batches back to back, as stored (may be empty), as the pieces
+    /// the partition served them in (a decoded response has one piece).
+    pub records: Records,
 }
 
 #[derive(Debug, Clone, PartialEq)]

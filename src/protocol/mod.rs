@@ -14,6 +14,7 @@ pub mod error;
 pub mod frame;
 pub mod ids;
 pub mod messages;
+pub mod records;
 
 #[allow(clippy::all, unused_imports, dead_code, non_camel_case_types, unsafe_op_in_unsafe_fn, mismatched_lifetime_syntaxes)]
 #[rustfmt::skip]

@@ -17,6 +17,7 @@
 use std::time::Duration;
 
 use crate::protocol::messages::*;
+use crate::protocol::records::Records;
 use crate::protocol::{CorrelationId, WireError};
 use crate::service::types::{self as svc, PartResult};
 use crate::service::Service;
@@ -273,7 +274,7 @@ fn fetch_partition_result(partition: u32, r: PartResult<svc::Fetched>) -> FetchP
             high_watermark: Some(f.high_watermark),
             log_start_offset: Some(f.log_start_offset),
             log_end_offset: Some(f.log_end_offset),
-            records: join_chunks(f.chunks),
+            records: f.records,
         },
         Err(e) => FetchPartitionResult {
             partition,
@@ -281,20 +282,8 @@ fn fetch_partition_result(partition: u32, r: PartResult<svc::Fetched>) -> FetchP
             high_watermark: None,
             log_start_offset: None,
             log_end_offset: None,
-            records: bytes::Bytes::new(),
+            records: Records::new(),
         },
-    }
-}
-
-/// The records of all chunks as one buffer: no copy for a single chunk (the
-/// common case); several chunks come only from a fetch that waited for
-/// `min_bytes` over several rounds, and this protocol's message carries one
-/// buffer per partition.
-fn join_chunks(chunks: Vec<bytes::Bytes>) -> bytes::Bytes {
-    match chunks.len() {
-        0 => bytes::Bytes::new(),
-        1 => chunks.into_iter().next().unwrap_or_default(),
-        _ => bytes::Bytes::from(chunks.concat()),
     }
 }
 

@@ -20,10 +20,8 @@
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use crate::partition::FetchData;
-use crate::protocol::batch;
+use crate::protocol::records::Records;
 use crate::protocol::{ErrorCode, WireError};
 use crate::shard::{PartResult, Shard};
 
@@ -32,30 +30,6 @@ use super::types::{FetchItem, FetchRequest, Fetched};
 
 /// Most fetch-then-wait rounds one request makes.
 const MAX_ROUNDS: usize = 10_000;
-
-/// The longest prefix of `records` made of whole batches and at most
-/// `limit_bytes` long (possibly empty).
-pub fn trim_to_batches(records: &Bytes, limit_bytes: usize) -> Bytes {
-    if records.len() <= limit_bytes {
-        return records.clone();
-    }
-    let mut end = 0;
-    for b in batch::batches(records) {
-        match b {
-            Ok((_, bytes)) if end + bytes.len() <= limit_bytes => end += bytes.len(),
-            _ => break,
-        }
-    }
-    records.slice(..end)
-}
-
-/// The first whole batch of `records` (or nothing if none is complete).
-fn first_batch(records: &Bytes) -> Bytes {
-    match batch::batches(records).next() {
-        Some(Ok((_, b))) => records.slice_ref(b),
-        _ => Bytes::new(),
-    }
-}
 
 /// Trims the results in request order so their records add up to at most
 /// `budget_bytes - already_used`, except that when nothing was used yet the
@@ -72,10 +46,10 @@ fn apply_budget(
             continue;
         }
         let room = budget_bytes.saturating_sub(used);
-        let mut kept = trim_to_batches(&d.records, room);
+        let mut kept = d.records.whole_batches_within(room);
         let first_exception = kept.is_empty() && used == 0;
         if first_exception {
-            kept = first_batch(&d.records);
+            kept = d.records.first_batch();
         }
         // The budget holds, but for one whole first batch.
         assert!(kept.len() <= room || first_exception);
@@ -85,18 +59,9 @@ fn apply_budget(
     used - already_used
 }
 
-/// The offset after the last whole batch in `records`.
-fn next_offset_after(records: &Bytes) -> Option<u64> {
-    batch::batches(records)
-        .filter_map(Result::ok)
-        .last()
-        .map(|(h, _)| h.next_offset())
-}
-
 /// What one partition has gathered so far.
 struct Gathered {
-    chunks: Vec<Bytes>,
-    bytes: usize,
+    records: Records,
     next_offset: u64,
     /// The latest offsets (records left empty) or the error.
     last: Option<PartResult<FetchData>>,
@@ -124,8 +89,7 @@ pub async fn fetch(shard: &Rc<Shard>, req: FetchRequest) -> Vec<PartResult<Fetch
     let mut gathered: Vec<Gathered> = items
         .iter()
         .map(|it| Gathered {
-            chunks: Vec::new(),
-            bytes: 0,
+            records: Records::new(),
             next_offset: it.offset,
             last: None,
         })
@@ -141,7 +105,7 @@ pub async fn fetch(shard: &Rc<Shard>, req: FetchRequest) -> Vec<PartResult<Fetch
         let mut index = Vec::new();
         let mut round_items = Vec::new();
         for (i, (it, g)) in items.iter().zip(&gathered).enumerate() {
-            let room = (it.max_bytes as usize).saturating_sub(g.bytes);
+            let room = (it.max_bytes as usize).saturating_sub(g.records.len());
             if rounds > 1 && room == 0 {
                 continue;
             }
@@ -172,9 +136,8 @@ pub async fn fetch(shard: &Rc<Shard>, req: FetchRequest) -> Vec<PartResult<Fetch
             match r {
                 Ok(mut d) => {
                     if !d.records.is_empty() {
-                        g.next_offset = next_offset_after(&d.records).unwrap_or(g.next_offset);
-                        g.bytes += d.records.len();
-                        g.chunks.push(std::mem::take(&mut d.records));
+                        g.next_offset = d.records.next_offset().unwrap_or(g.next_offset);
+                        g.records.append(std::mem::take(&mut d.records));
                     }
                     g.last = Some(Ok(d));
                 }
@@ -217,7 +180,7 @@ impl Gathered {
     fn into_result(self) -> PartResult<Fetched> {
         match self.last {
             Some(Ok(d)) => Ok(Fetched {
-                chunks: self.chunks,
+                records: self.records,
                 high_watermark: d.high_watermark,
                 log_start_offset: d.log_start_offset,
                 log_end_offset: d.log_end_offset,
@@ -258,6 +221,7 @@ pub async fn wait_any(shard: &Rc<Shard>, items: Vec<WaitItem>, deadline: Instant
 mod tests {
     use super::*;
     use crate::protocol::batch::BatchBuilder;
+    use bytes::Bytes;
 
     fn batch(value: &[u8]) -> Bytes {
         let mut b = BatchBuilder::new();
@@ -267,7 +231,7 @@ mod tests {
 
     fn data(records: Bytes) -> PartResult<FetchData> {
         Ok(FetchData {
-            records,
+            records: records.into(),
             high_watermark: 10,
             log_start_offset: 0,
             log_end_offset: 10,
@@ -280,11 +244,12 @@ mod tests {
         let b = batch(b"bbbbbbbb");
         let mut all = a.to_vec();
         all.extend_from_slice(&b);
-        let all = Bytes::from(all);
-        assert_eq!(trim_to_batches(&all, all.len()).len(), all.len());
-        assert_eq!(trim_to_batches(&all, all.len() - 1).len(), a.len());
-        assert_eq!(trim_to_batches(&all, a.len()).len(), a.len());
-        assert_eq!(trim_to_batches(&all, a.len() - 1).len(), 0);
+        let all = Records::from(Bytes::from(all));
+        let within = |n| all.whole_batches_within(n).len();
+        assert_eq!(within(all.len()), all.len());
+        assert_eq!(within(all.len() - 1), a.len());
+        assert_eq!(within(a.len()), a.len());
+        assert_eq!(within(a.len() - 1), 0);
     }
 
     #[test]
@@ -318,7 +283,7 @@ mod tests {
         // with bytes already used, no first-batch exception
         let mut results = vec![data(a.clone())];
         assert_eq!(apply_budget(&mut results, a.len() + 5, 10), 0);
-        assert_eq!(next_offset_after(&a), Some(1));
-        assert_eq!(next_offset_after(&Bytes::new()), None);
+        assert_eq!(Records::from(a.clone()).next_offset(), Some(1));
+        assert_eq!(Records::new().next_offset(), None);
     }
 }

@@ -14,10 +14,9 @@
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use crate::partition::{AppendTicket, FetchData, Partition};
 use crate::protocol::messages::Acks;
+use crate::protocol::records::Records;
 use crate::shard::ops::{first_of, LocalBoxFuture};
 use crate::shard::{PartResult, Shard, ShardOp};
 
@@ -114,7 +113,7 @@ impl ShardOp for FetchOp {
 
 fn offsets_only(p: &Partition) -> FetchData {
     FetchData {
-        records: Bytes::new(),
+        records: Records::new(),
         high_watermark: p.high_watermark(),
         log_start_offset: p.log_start_offset(),
         log_end_offset: p.log_end_offset(),

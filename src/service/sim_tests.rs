@@ -77,7 +77,7 @@ fn long_poll_deadline_follows_the_simulated_clock() {
         assert_eq!(got.len(), 2);
         for r in &got {
             let f = r.as_ref().expect("fetch");
-            assert!(f.chunks.is_empty());
+            assert!(f.records.is_empty());
             assert_eq!(f.high_watermark, 0);
         }
         for s in &shards {

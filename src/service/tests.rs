@@ -160,11 +160,7 @@ fn forwarding_long_poll_and_admin_across_two_shards() {
         for f in &fetched {
             let d = f.as_ref().expect("fetch");
             assert_eq!(d.high_watermark, 2);
-            let batches: usize = d
-                .chunks
-                .iter()
-                .map(|c| crate::protocol::batch::batches(c).count())
-                .sum();
+            let batches = d.records.batch_spans().count();
             assert_eq!(batches, 2);
         }
         let offsets = svc

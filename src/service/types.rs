@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::protocol::messages::{Acks, ConfigEntry, OffsetSpec};
+use crate::protocol::records::Records;
 use crate::protocol::{Offset, PartitionId, ShardId, WireError};
 
 pub use crate::shard::PartResult;
@@ -64,9 +65,9 @@ pub struct FetchRequest {
 /// What one partition of a fetch returned.
 #[derive(Debug, Clone, Default)]
 pub struct Fetched {
-    /// Whole batches back to back, as stored, in one or more chunks (one per
-    /// long-poll round that found data): never copied or joined here.
-    pub chunks: Vec<Bytes>,
+    /// Whole batches back to back, as stored, as the pieces the partitions
+    /// served (over one or more long-poll rounds): never copied or joined.
+    pub records: Records,
     pub high_watermark: Offset,
     pub log_start_offset: Offset,
     pub log_end_offset: Offset,
@@ -74,7 +75,7 @@ pub struct Fetched {
 
 impl Fetched {
     pub fn record_bytes(&self) -> usize {
-        self.chunks.iter().map(Bytes::len).sum()
+        self.records.len()
     }
 }
 

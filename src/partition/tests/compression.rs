@@ -24,7 +24,8 @@ fn compressed_batches_are_stored_and_served_as_they_came() {
             p.append(b).expect("append").wait().await.expect("ok");
         }
         let d = p.fetch(0, 1 << 20).await.expect("fetch");
-        let got: Vec<_> = batch::batches(&d.records)
+        let records = d.records.to_bytes();
+        let got: Vec<_> = batch::batches(&records)
             .map(|r| r.expect("batch"))
             .collect();
         assert_eq!(got.len(), sent.len());

@@ -292,7 +292,7 @@ fn replica_appends_keep_the_leaders_offsets_and_bytes() {
         let mut next = 0;
         while next < leader.high_watermark() {
             let d = leader.fetch_replica(next, 4096).await.expect("fetch");
-            for item in batch::batches(&d.records) {
+            for item in batch::batches(&d.records.to_bytes()) {
                 let (h, b) = item.expect("batch");
                 let t = follower
                     .append_replica(Bytes::copy_from_slice(b))
@@ -316,14 +316,14 @@ fn replica_appends_keep_the_leaders_offsets_and_bytes() {
             follower.fetch(0, 1 << 20).await.expect("fetch"),
         );
         assert!(a.records == b.records, "replica bytes differ");
-        let epochs: Vec<u32> = batch::batches(&a.records)
+        let epochs: Vec<u32> = batch::batches(&a.records.to_bytes())
             .map(|r| r.expect("batch").0.leader_epoch)
             .collect();
         assert_eq!(epochs.first(), Some(&0));
         assert_eq!(epochs.last(), Some(&2));
         // A gap, an overlap, an older epoch: refused.
         let d = leader.fetch(50, 1).await.expect("fetch");
-        let gap = follower.append_replica(d.records.clone());
+        let gap = follower.append_replica(d.records.to_bytes());
         assert!(matches!(gap, Err(PartitionError::ReplicaMismatch { .. })));
         let mut older = BytesMut::from(&batch(0, 5, 0, 10)[..]);
         batch::stamp(
@@ -366,7 +366,7 @@ fn leader_epoch_checkpoint_survives_reopen() {
         let t = p.append(batch(4, 5, 0, 10)).expect("append");
         t.wait().await.expect("durable");
         let d = p.fetch(20, 1 << 20).await.expect("fetch");
-        let (h, _) = batch::batches(&d.records)
+        let (h, _) = batch::batches(&d.records.to_bytes())
             .next()
             .expect("a batch")
             .expect("valid");

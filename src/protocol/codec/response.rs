@@ -1,6 +1,8 @@
 //! Responses: broker encodes, client decodes (see the parent module's invariants).
 
 use bytes::Bytes;
+
+use crate::protocol::records::Records;
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
 use super::*;
@@ -199,7 +201,7 @@ fn decode_response_body(frame: &Bytes, root: &fb::Response<'_>) -> R<Option<Resp
                             "log_end_offset",
                             &ctx,
                         )?,
-                        records: bytes_of(frame, p.records()),
+                        records: Records::from(bytes_of(frame, p.records())),
                     })
                 })?;
                 Ok(FetchTopicResult {
@@ -281,7 +283,7 @@ fn finish_response<'a>(
 /// and is re-pointed past the end of the buffer, where the records follow.
 struct Tails<'a> {
     placeholder: WIPOffset<flatbuffers::Vector<'a, u8>>,
-    list: Vec<(WIPOffset<fb::FetchPartitionResult<'a>>, Bytes)>,
+    list: Vec<(WIPOffset<fb::FetchPartitionResult<'a>>, Records)>,
 }
 
 /// Encodes a response as the buffers of one frame payload, in order. A fetch
@@ -303,7 +305,8 @@ pub fn encode_response_parts(resp: &Response) -> Vec<Bytes> {
     finish_response(&mut fbb, resp, Some(&mut tails));
     let (mut buf, head) = fbb.collapse();
     let fb_len = buf.len() - head;
-    let mut parts = Vec::with_capacity(1 + 2 * tails.list.len());
+    let pieces: usize = tails.list.iter().map(|(_, r)| r.pieces().len()).sum();
+    let mut parts = Vec::with_capacity(1 + tails.list.len() + pieces);
     // Lengths and alignment padding of the appended vectors, in one buffer.
     let mut headers = Vec::with_capacity(8 * tails.list.len());
     let mut tail_pos = fb_len;
@@ -326,7 +329,7 @@ pub fn encode_response_parts(resp: &Response) -> Vec<Bytes> {
     let headers = Bytes::from(headers);
     for (from, to, records) in spans {
         parts.push(headers.slice(from..to));
-        parts.push(records);
+        parts.extend(records.into_pieces());
     }
     debug_assert_eq!(parts.iter().map(Bytes::len).sum::<usize>(), tail_pos);
     parts
@@ -545,7 +548,7 @@ fn encode_response_body<'a>(
                             } else if let Some(t) = tails.as_deref() {
                                 Some(t.placeholder)
                             } else {
-                                Some(fbb.create_vector(&p.records[..]))
+                                Some(fbb.create_vector(&p.records.to_bytes()[..]))
                             };
                             let (error_code, error_message) = error_to_wire(fbb, p.error.as_ref());
                             let table = fb::FetchPartitionResult::create(

@@ -53,7 +53,7 @@ impl Handler<Request, Response> for Stub {
                                         high_watermark: Some(1),
                                         log_start_offset: Some(0),
                                         log_end_offset: Some(1),
-                                        records: Bytes::from(vec![7u8; 1 << 20]),
+                                        records: Bytes::from(vec![7u8; 1 << 20]).into(),
                                     }],
                                 }],
                             }),
