@@ -98,8 +98,9 @@ pub struct LoadArgs {
     #[arg(long, value_name = "MS")]
     pub linger_ms: Option<u64>,
     /// Producer requests in flight per partition; while a partition is at
-    /// this window its batch keeps filling past the linger (0 = no limit)
-    /// [default: the client's, 8].
+    /// this window its batch keeps filling past the linger (0 = no limit).
+    /// Up to 5 the producer is idempotent; above 5 (or 0) it is not
+    /// [default: the client's, 5].
     #[arg(long, value_name = "N")]
     pub partition_in_flight: Option<usize>,
     /// Acknowledgement level [default: leader].
