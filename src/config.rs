@@ -82,6 +82,12 @@ pub struct Limits {
     /// Most requests one connection may have in flight before the broker stops
     /// reading from it.
     pub max_in_flight_per_connection: u32,
+    /// Most bytes of request frames a shard holds at once, across all its
+    /// connections, from a frame's length prefix until its response is
+    /// written (Kafka's `queued.max.request.bytes`, per shard); past it the
+    /// shard stops reading requests until some complete. A frame larger than
+    /// this waits for the whole budget.
+    pub max_queued_request_bytes: u64,
     /// Most tables one FlatBuffer may contain (verifier limit).
     pub max_flatbuffer_tables: u32,
     /// Deepest nesting one FlatBuffer may have (verifier limit).
@@ -109,6 +115,7 @@ impl Default for Limits {
             max_fetch_wait_ms: 30_000,
             max_partitions_per_topic: 4096,
             max_in_flight_per_connection: 128,
+            max_queued_request_bytes: 256 * MIB,
             max_flatbuffer_tables: 1_000_000,
             max_flatbuffer_depth: 64,
             connection_idle_timeout_ms: 600_000,
@@ -565,6 +572,11 @@ impl BrokerConfig {
                 "limits.max_batch_bytes={} must be in 1..=max_frame_bytes ({})",
                 l.max_batch_bytes, l.max_frame_bytes
             )));
+        }
+        if l.max_queued_request_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_queued_request_bytes must be > 0".into(),
+            ));
         }
         if l.max_decompressed_batch_bytes == 0 {
             return Err(ConfigError::Invalid(

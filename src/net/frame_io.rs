@@ -74,6 +74,36 @@ pub async fn read_frame_with<R: AsyncRead + Unpin>(
     max_frame_bytes: u32,
     order: ByteOrder,
 ) -> Result<Option<Bytes>, FrameIoError> {
+    match read_frame_len(reader, max_frame_bytes, order).await? {
+        Some(len) => read_frame_body(reader, len, max_frame_bytes, &mut Unbudgeted)
+            .await
+            .map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Memory for a frame's payload buffer, reserved before the buffer is
+/// allocated or grown (a server's request budget).
+pub trait PayloadMemory {
+    /// Resolves once `bytes` more may be held.
+    fn reserve(&mut self, bytes: usize) -> impl std::future::Future<Output = ()>;
+}
+
+/// No budget: every reservation is granted at once.
+pub struct Unbudgeted;
+
+impl PayloadMemory for Unbudgeted {
+    async fn reserve(&mut self, _bytes: usize) {}
+}
+
+/// Reads a frame's length prefix and checks it (first half of
+/// [`read_frame_with`], for a reader that reserves memory for the payload
+/// before reading it). `Ok(None)` is a clean EOF before the first byte.
+pub async fn read_frame_len<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_frame_bytes: u32,
+    order: ByteOrder,
+) -> Result<Option<usize>, FrameIoError> {
     let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
     let n = read_full(reader, &mut prefix).await?;
     if n == 0 {
@@ -86,11 +116,30 @@ pub async fn read_frame_with<R: AsyncRead + Unpin>(
         });
     }
     let len = check_length_with(prefix, max_frame_bytes, order).map_err(FrameIoError::TooLarge)?;
-    let mut buf = vec![0u8; len.min(INITIAL_PAYLOAD_BYTES)];
+    Ok(Some(len))
+}
+
+/// Reads the `len`-byte payload of a frame whose prefix
+/// [`read_frame_len`] checked, reserving every byte of its buffer from
+/// `memory` before allocating it (as the buffer grows with what arrives).
+pub async fn read_frame_body<R: AsyncRead + Unpin, M: PayloadMemory>(
+    reader: &mut R,
+    len: usize,
+    max_frame_bytes: u32,
+    memory: &mut M,
+) -> Result<Bytes, FrameIoError> {
+    assert!(
+        len <= max_frame_bytes as usize,
+        "frame length {len} was not checked against max_frame_bytes ({max_frame_bytes})"
+    );
+    let initial = len.min(INITIAL_PAYLOAD_BYTES);
+    memory.reserve(initial).await;
+    let mut buf = vec![0u8; initial];
     let mut filled = 0;
     while filled < len {
         if filled == buf.len() {
             let grown = buf.len().saturating_mul(2).min(len);
+            memory.reserve(grown - buf.len()).await;
             buf.reserve_exact(grown - buf.len());
             buf.resize(grown, 0);
         }
@@ -107,7 +156,7 @@ pub async fn read_frame_with<R: AsyncRead + Unpin>(
         filled == len && buf.len() == len && len <= max_frame_bytes as usize,
         "frame of {len} bytes read as {filled} (max_frame_bytes {max_frame_bytes})"
     );
-    Ok(Some(Bytes::from(buf)))
+    Ok(Bytes::from(buf))
 }
 
 /// Writes one frame: a length prefix of `order` for the sum of `parts`, then

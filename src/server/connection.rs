@@ -7,8 +7,10 @@
 //!
 //! Owns: per-connection backpressure (at most `max_in_flight_per_connection`
 //! requests between "frame read" and "response queued"; beyond that the
-//! reader stops reading), framing and decode errors, connection timeouts and
-//! connection close.
+//! reader stops reading), the reservation of each frame's payload buffer in
+//! the shard's [`RequestBudget`] as it grows (while the budget is spent the
+//! reader stops reading, and neither timeout runs), framing and decode
+//! errors, connection timeouts and connection close.
 //!
 //! Timeouts (a watchdog raced against the reader loop, then against the
 //! writer draining): a connection with no request being handled that has
@@ -16,7 +18,8 @@
 //! closed, which includes a client that never reads its responses (its
 //! writes make no progress); a frame whose first byte arrived must be
 //! complete within `frame_read_timeout_ms`. A stalled client only ever
-//! blocks its own reader and writer tasks, never the shard.
+//! blocks its own reader and writer tasks, never the shard (in the shard's
+//! request budget it holds only the bytes it actually sent).
 //!
 //! Invariants: nothing a client sends can panic the shard or affect another
 //! connection; a frame above `max_frame_bytes` is refused before its payload
@@ -24,8 +27,11 @@
 //! sizes), and the connection is closed; a well-framed but undecodable
 //! request is answered (InvalidRequest / UnsupportedVersion) and the
 //! connection continues. In-flight permits are balanced: every frame read
-//! holds one until its response is written (or dropped), so at most
-//! `max_in_flight_per_connection` are ever out (asserted). A response is
+//! holds one, and its reservation of the shard's request budget, until its
+//! response is written (or dropped), so at most
+//! `max_in_flight_per_connection` are ever out (asserted) and the shard's
+//! request bytes stay within `max_queued_request_bytes` (asserted by the
+//! budget). A response is
 //! written as the buffers the codec returns (vectored, never joined).
 //!
 //! Must not know: which protocol it speaks, what a request does, sockets
@@ -45,11 +51,14 @@ use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::config::Limits;
 use crate::io::Clock;
-use crate::net::frame_io::{read_frame_with, write_frame_parts, FrameIoError};
+use crate::net::frame_io::{
+    read_frame_body, read_frame_len, write_frame_parts, FrameIoError, PayloadMemory,
+};
 use crate::net::split::{split, ReadHalf, WriteHalf};
 use crate::net::Transport;
 use crate::protocol::frame::{ByteOrder, FrameError};
 
+use super::budget::{FrameReservation, RequestBudget};
 use super::codec::{Codec, Handler};
 
 /// How long a connection being closed for a framing error keeps draining
@@ -59,16 +68,23 @@ const CLOSE_DRAIN_MS: u64 = 1_000;
 /// Most bytes drained on such a close.
 const CLOSE_DRAIN_MAX_BYTES: usize = 64 * 1024 * 1024;
 
+/// What a request holds from its frame being read until its response is
+/// written: its slot in the connection's window and its bytes in the
+/// shard's request budget (none for a frame refused before its payload).
+struct Held {
+    _slot: StaticPermit,
+    _bytes: Option<FrameReservation>,
+}
+
 /// What the writer task is asked to send.
 enum Outgoing {
-    /// Response `seq` (frames are numbered as read), with the in-flight
-    /// permit of its request: the permit is released once the response is
-    /// written, so a client that does not read its responses stops the
-    /// broker reading its requests.
+    /// Response `seq` (frames are numbered as read), with what its request
+    /// holds: released once the response is written, so a client that does
+    /// not read its responses stops the broker reading its requests.
     Frame {
         seq: u64,
         parts: Vec<Bytes>,
-        permit: Option<StaticPermit>,
+        permit: Option<Held>,
     },
     /// Send this, then shut the stream's write side and stop.
     FrameThenClose(Vec<Bytes>),
@@ -91,7 +107,7 @@ impl<C: Codec> Clone for Responder<C> {
 
 impl<C: Codec> Responder<C> {
     /// Queues response `seq`. A connection that has gone away drops it.
-    fn send(&self, seq: u64, resp: &C::Response, permit: Option<StaticPermit>) {
+    fn send(&self, seq: u64, resp: &C::Response, permit: Option<Held>) {
         let parts = self.codec.encode(resp);
         let _ = self.tx.try_send(Outgoing::Frame { seq, parts, permit });
     }
@@ -131,6 +147,8 @@ pub struct Conn<C, H> {
     pub shard: usize,
     /// The clock the idle, frame-read and close-drain deadlines are on.
     pub clock: Clock,
+    /// The shard's request-memory budget (shared by all its connections).
+    pub budget: Rc<RequestBudget>,
 }
 
 impl<C, H> Clone for Conn<C, H> {
@@ -141,6 +159,7 @@ impl<C, H> Clone for Conn<C, H> {
             limits: self.limits,
             shard: self.shard,
             clock: self.clock.clone(),
+            budget: self.budget.clone(),
         }
     }
 }
@@ -354,26 +373,43 @@ async fn read_loop<C, H, S>(
     let mut seq: u64 = 0;
 
     loop {
-        let permit = match in_flight.acquire_static_permit(1).await {
+        let slot = match in_flight.acquire_static_permit(1).await {
             Ok(p) => p,
             Err(_) => break,
         };
         // Permits are balanced: never more out than the limit.
         assert!(in_flight.available() < max_in_flight || max_in_flight == 0);
-        let read = read_frame_with(
-            &mut TrackedRead {
-                inner: &mut reader,
-                activity,
-            },
-            max_frame_bytes,
-            order,
-        )
-        .await;
+        let mut tracked = TrackedRead {
+            inner: &mut reader,
+            activity,
+        };
+        let read = match read_frame_len(&mut tracked, max_frame_bytes, order).await {
+            Ok(Some(len)) => {
+                let mut memory = BudgetedRead {
+                    reservation: conn.budget.begin_frame(),
+                    activity,
+                };
+                read_frame_body(&mut tracked, len, max_frame_bytes, &mut memory)
+                    .await
+                    .map(|frame| {
+                        memory.reservation.finish_read();
+                        Some((frame, memory.reservation))
+                    })
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
         activity.frame_started.set(None);
         let this = seq;
         seq += 1;
-        let frame = match read {
-            Ok(Some(f)) => f,
+        let (frame, permit) = match read {
+            Ok(Some((frame, bytes))) => (
+                frame,
+                Held {
+                    _slot: slot,
+                    _bytes: Some(bytes),
+                },
+            ),
             Ok(None) => break,
             Err(FrameIoError::TooLarge(FrameError::TooLarge {
                 declared_bytes,
@@ -392,6 +428,10 @@ async fn read_loop<C, H, S>(
             }
             Err(FrameIoError::TooLarge(FrameError::Empty)) => match conn.codec.empty_frame() {
                 Some(resp) => {
+                    let permit = Held {
+                        _slot: slot,
+                        _bytes: None,
+                    };
                     responder.send(this, &resp, Some(permit));
                     continue;
                 }
@@ -412,6 +452,30 @@ async fn read_loop<C, H, S>(
     }
 }
 
+/// A frame's payload reservations in the shard's budget. Waiting for the
+/// shard's memory is neither a slow client nor an idle connection: the
+/// frame-read timer pauses (and restarts after) and the connection counts
+/// as busy meanwhile.
+struct BudgetedRead<'a> {
+    reservation: FrameReservation,
+    activity: &'a Rc<Activity>,
+}
+
+impl PayloadMemory for BudgetedRead<'_> {
+    async fn reserve(&mut self, bytes: usize) {
+        let started = self.activity.frame_started.take();
+        {
+            let _busy = BusyGuard::new(self.activity);
+            self.reservation.grow(bytes as u64).await;
+        }
+        if started.is_some() {
+            self.activity
+                .frame_started
+                .set(Some(self.activity.clock.now()));
+        }
+    }
+}
+
 /// Hands a request to its handler. The handler's ordered part (a produce's
 /// appends and forwards) runs here, before the next frame is read, so
 /// requests on one connection append in arrival order; the rest completes
@@ -420,7 +484,7 @@ async fn dispatch<C, H>(
     conn: &Conn<C, H>,
     seq: u64,
     req: C::Request,
-    permit: StaticPermit,
+    permit: Held,
     responder: &Responder<C>,
     activity: &Rc<Activity>,
 ) where
@@ -446,7 +510,7 @@ async fn write_loop<S: AsyncWrite + Unpin>(
     in_order: bool,
 ) {
     // In-order codecs: responses that completed before an earlier one.
-    let mut waiting: BTreeMap<u64, (Vec<Bytes>, Option<StaticPermit>)> = BTreeMap::new();
+    let mut waiting: BTreeMap<u64, (Vec<Bytes>, Option<Held>)> = BTreeMap::new();
     let mut next_seq: u64 = 0;
     'recv: while let Some(msg) = rx.recv().await {
         let (seq, parts, permit, close) = match msg {

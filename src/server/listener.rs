@@ -32,6 +32,7 @@ use crate::protocol::codec::DecodeLimits;
 use crate::service::Service;
 use crate::shard::{Mesh, Shard, TopicMeta};
 
+use super::budget::RequestBudget;
 use super::codec::{Codec, FlatBuffers, Handler};
 use super::connection::{self, Conn, ConnLimits};
 use super::handlers::FlatBuffersHandler;
@@ -75,6 +76,7 @@ fn spawn_listener(
     shard: &Rc<Shard>,
     spec: &ListenerSpec,
     listener: TcpListener,
+    budget: &Rc<RequestBudget>,
 ) -> glommio::Task<()> {
     let limits = ConnLimits::from_config(&shard.config.limits);
     match spec.protocol {
@@ -89,6 +91,7 @@ fn spawn_listener(
                 limits,
                 shard: shard.id,
                 clock: shard.clock().clone(),
+                budget: budget.clone(),
             };
             glommio::spawn_local(accept_loop(shard.clone(), listener, conn))
         }
@@ -192,10 +195,16 @@ pub async fn shard_main(
         shard.watch_signals();
     }
 
+    // One request-memory budget for all of this shard's listeners.
+    let limits = &shard.config.limits;
+    let budget = RequestBudget::new(
+        limits.max_queued_request_bytes,
+        u64::from(limits.max_frame_bytes),
+    );
     let accepts: Vec<_> = specs
         .iter()
         .zip(bound)
-        .map(|(spec, (listener, _))| spawn_listener(&shard, spec, listener))
+        .map(|(spec, (listener, _))| spawn_listener(&shard, spec, listener, &budget))
         .collect();
     guard.report(Ok(addr));
     tracing::debug!(shard = id, "accepting on {addrs:?}");
@@ -223,6 +232,18 @@ pub async fn shard_main(
              (the next start recovers them)"
         );
     }
+    tracing::info!(
+        shard = id,
+        peak_bytes = budget.peak_bytes(),
+        capacity_bytes = budget.capacity_bytes(),
+        waits = budget.waits(),
+        overdrafts = budget.overdrafts(),
+        "request budget (max_queued_request_bytes): peak {} of {} bytes reserved, {} reservations waited, {} overdrafts",
+        budget.peak_bytes(),
+        budget.capacity_bytes(),
+        budget.waits(),
+        budget.overdrafts()
+    );
     tracing::debug!(shard = id, "stopped");
 }
 

@@ -23,6 +23,7 @@
 //! Must not know: partitions or how requests are routed to shards (that is
 //! `service` and `shard`).
 
+pub mod budget;
 pub mod codec;
 pub mod connection;
 pub mod handlers;

@@ -2,7 +2,8 @@
 //! pipelined and in-order responses, an undecodable frame answered and the
 //! connection kept, an oversized frame answered then closed, and a peer
 //! that goes away in the middle of a large response; the idle deadline on
-//! a simulated clock (closed when the clock passes it, not by real time).
+//! a simulated clock (closed when the clock passes it, not by real time);
+//! the shard's request budget stopping reads across connections.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -115,6 +116,7 @@ fn conn<C: Codec>(codec: C) -> Conn<C, Stub> {
         limits: limits(),
         shard: 0,
         clock: crate::io::Clock::Real,
+        budget: crate::server::budget::RequestBudget::new(1 << 30, 1 << 30),
     }
 }
 
@@ -267,5 +269,101 @@ fn idle_timeout_follows_the_connection_clock() {
         served.await;
         assert!(closed.get());
         assert!(response(&mut r).await.is_none(), "closed when idle");
+    });
+}
+
+/// Counts the requests it was handed and answers each only once the test
+/// hands out a permit of `gate`.
+struct Gated {
+    started: Rc<std::cell::Cell<usize>>,
+    gate: Rc<glommio::sync::Semaphore>,
+}
+
+impl Handler<Request, Response> for Gated {
+    fn start(&self, req: Request) -> LocalBoxFuture<'_, LocalBoxFuture<'static, Response>> {
+        self.started.set(self.started.get() + 1);
+        let gate = self.gate.clone();
+        #[allow(clippy::async_yields_async)]
+        Box::pin(async move {
+            let cid = req.correlation_id;
+            Box::pin(async move {
+                let _ = gate.acquire(1).await;
+                Response::ok(
+                    cid,
+                    ResponseBody::Metadata(MetadataResponse {
+                        brokers: vec![],
+                        topics: vec![],
+                    }),
+                )
+            }) as LocalBoxFuture<'static, Response>
+        })
+    }
+}
+
+#[test]
+fn the_shard_budget_stops_reading_across_connections_until_requests_complete() {
+    run(|| async {
+        let frame_bytes = metadata(1, "held").len();
+        // Room for two frames and a half: the third waits, on either
+        // connection.
+        let budget = crate::server::budget::RequestBudget::new(
+            (2 * frame_bytes + frame_bytes / 2) as u64,
+            64 * 1024,
+        );
+        let started = Rc::new(std::cell::Cell::new(0));
+        let gate = Rc::new(glommio::sync::Semaphore::new(0));
+        let mut clients = Vec::new();
+        let mut served = Vec::new();
+        for _ in 0..2 {
+            let (server, client) = duplex(64 * 1024);
+            let c = Conn {
+                codec: Rc::new(flatbuffers()),
+                handler: Rc::new(Gated {
+                    started: started.clone(),
+                    gate: gate.clone(),
+                }),
+                limits: limits(),
+                shard: 0,
+                clock: crate::io::Clock::Real,
+                budget: budget.clone(),
+            };
+            served.push(glommio::spawn_local(serve(c, server)));
+            clients.push(split(client));
+        }
+        // Three requests on the first connection, two on the second (all
+        // within each connection's window of 4).
+        send_all(&mut clients[0].1, &[(1, "held"), (2, "held"), (3, "held")]).await;
+        send_all(&mut clients[1].1, &[(4, "held"), (5, "held")]).await;
+        for _ in 0..1_000 {
+            if started.get() == 2 && budget.waits() >= 1 {
+                break;
+            }
+            futures_lite::future::yield_now().await;
+        }
+        for _ in 0..1_000 {
+            futures_lite::future::yield_now().await;
+        }
+        assert_eq!(started.get(), 2, "only what the budget holds is read");
+        assert!(budget.waits() >= 1, "a reader waits for the budget");
+        assert_eq!(budget.reserved_bytes(), 2 * frame_bytes as u64);
+        // Completing requests frees room: every request is read and
+        // answered, and the budget is whole again.
+        gate.signal(5);
+        let mut cids = Vec::new();
+        for (r, _) in clients.iter_mut() {
+            let n = if cids.is_empty() { 3 } else { 2 };
+            for _ in 0..n {
+                cids.push(response(r).await.expect("a response").correlation_id);
+            }
+        }
+        cids.sort_unstable();
+        assert_eq!(cids, [1, 2, 3, 4, 5]);
+        assert_eq!(started.get(), 5);
+        assert!(budget.peak_bytes() <= budget.capacity_bytes());
+        drop(clients);
+        for s in served {
+            s.await;
+        }
+        assert_eq!(budget.reserved_bytes(), 0, "every reservation returned");
     });
 }
