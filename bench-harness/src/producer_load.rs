@@ -22,7 +22,7 @@
 //!   behind more than `BEHIND_GRACE` after `end`: then the sends still due
 //!   are counted (`unsent_scheduled`), not silently dropped.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -106,6 +106,13 @@ pub async fn run(producer: Producer, id: u32, topics: Rc<Vec<TopicSpec>>, ctx: R
             )));
         }
     }
+    let producer = Rc::new(producer);
+    let counting = Rc::new(Cell::new(true));
+    let counter = glommio::spawn_local(count_requests(
+        producer.clone(),
+        ctx.recorder.clone(),
+        counting.clone(),
+    ));
     let mut rng = SmallRng::seed_from_u64(0x5eed_0000 ^ u64::from(id) ^ ctx.clock.now_ns());
     let mut payload = vec![0u8; w.message_bytes.max_bytes()];
     rng.fill_bytes(&mut payload);
@@ -194,8 +201,36 @@ pub async fn run(producer: Producer, id: u32, topics: Rc<Vec<TopicSpec>>, ctx: R
     for a in ackers {
         acked += a.await;
     }
+    counting.set(false);
+    counter.await;
     ctx.shared.acked.fetch_add(acked, Ordering::SeqCst);
     ctx.shared.producers_running.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// How often the acknowledged-request count is moved into the recorder, in
+/// ms (so requests land in about the second they were acknowledged).
+const REQUEST_COUNT_INTERVAL_MS: u64 = 50;
+
+/// Moves the producer's acknowledged-request count into the recorder until
+/// `counting` is cleared, then once more.
+async fn count_requests(
+    producer: Rc<Producer>,
+    recorder: Rc<RefCell<Recorder>>,
+    counting: Rc<Cell<bool>>,
+) {
+    let mut last = producer.acked_requests();
+    loop {
+        let more = counting.get();
+        if more {
+            corelog::timer::sleep_once(Duration::from_millis(REQUEST_COUNT_INTERVAL_MS)).await;
+        }
+        let now = producer.acked_requests();
+        recorder.borrow_mut().requests(now - last);
+        last = now;
+        if !more {
+            return;
+        }
+    }
 }
 
 /// Awaits one partition's deliveries in send order; returns how many succeeded.

@@ -78,6 +78,23 @@ pub struct CpuUse {
     pub bench_cores: Option<f64>,
 }
 
+/// What the produce path costs per request and per byte, over the measured
+/// window (produce and e2e runs; the broker's figures need `--broker-pid`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Efficiency {
+    /// Produce requests acknowledged per second (one per batch).
+    pub produce_requests_per_s: f64,
+    /// Mean produced bytes per request.
+    pub bytes_per_request: f64,
+    /// Broker CPU per produce request, in µs (all its work in the window,
+    /// consumers' fetches included, divided by the produce requests).
+    pub broker_cpu_us_per_request: Option<f64>,
+    /// Broker cores per GB/s produced.
+    pub broker_cores_per_gb_s: Option<f64>,
+    /// Load-generator cores per GB/s produced.
+    pub bench_cores_per_gb_s: Option<f64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchResult {
     pub tool: String,
@@ -101,6 +118,10 @@ pub struct BenchResult {
     pub vs_limits: Option<VsLimits>,
     /// Mean CPU cores used over the measured seconds.
     pub cpu: CpuUse,
+    /// CPU per produce request and per GB/s (absent for consume runs and
+    /// in results written before it existed).
+    #[serde(default)]
+    pub efficiency: Option<Efficiency>,
     /// Why the run was cut short, if it was.
     pub aborted: Option<String>,
 }
@@ -121,6 +142,7 @@ impl BenchResult {
         limits: Option<&LimitsResult>,
     ) -> BenchResult {
         let agg = &outcome.aggregate;
+        let mode = w.mode;
         let window_s = w.duration_s;
         let win: &Interval = &agg.window;
         let produced = Throughput::of(win.produced_msgs, win.produced_bytes, window_s);
@@ -179,6 +201,21 @@ impl BenchResult {
                     bench_cores,
                 }
             },
+            efficiency: (mode != Mode::Consume && win.produced_requests > 0).then(|| {
+                let (broker_cores, bench_cores) = agg.mean_cpu();
+                let rps = win.produced_requests as f64 / window_s;
+                let gb_s = win.produced_bytes as f64 / window_s / 1e9;
+                let per_gb = |cores: f64| (gb_s > 0.0).then(|| round2(cores / gb_s));
+                Efficiency {
+                    produce_requests_per_s: round2(rps),
+                    bytes_per_request: round2(
+                        win.produced_bytes as f64 / win.produced_requests as f64,
+                    ),
+                    broker_cpu_us_per_request: broker_cores.map(|c| round2(c * 1e6 / rps)),
+                    broker_cores_per_gb_s: broker_cores.and_then(per_gb),
+                    bench_cores_per_gb_s: bench_cores.and_then(per_gb),
+                }
+            }),
             aborted: outcome.aborted,
         }
     }
@@ -266,6 +303,20 @@ impl BenchResult {
                 .unwrap_or_default();
             s.push_str(&format!(
                 "\nCPU (measured seconds, mean): {broker}load generator {b:.2} cores\n"
+            ));
+        }
+        if let Some(e) = &self.efficiency {
+            let opt = |v: Option<f64>, unit: &str| {
+                v.map(|v| format!("{v:.2} {unit}"))
+                    .unwrap_or_else(|| "-".into())
+            };
+            s.push_str(&format!(
+                "produce requests: {:.0}/s, {:.0} bytes each; broker {} per request, {}; load generator {}\n",
+                e.produce_requests_per_s,
+                e.bytes_per_request,
+                opt(e.broker_cpu_us_per_request, "µs CPU"),
+                opt(e.broker_cores_per_gb_s, "cores per GB/s"),
+                opt(e.bench_cores_per_gb_s, "cores per GB/s"),
             ));
         }
         let d = &self.error_detail;

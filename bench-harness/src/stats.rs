@@ -98,6 +98,8 @@ pub struct Interval {
     /// Acknowledged records and their value bytes.
     pub produced_msgs: u64,
     pub produced_bytes: u64,
+    /// Produce requests acknowledged (one per batch).
+    pub produced_requests: u64,
     pub consumed_msgs: u64,
     pub consumed_bytes: u64,
     /// Sends the client refused, deliveries that failed, failed polls.
@@ -120,6 +122,7 @@ impl Interval {
             e2e: new_histogram(),
             produced_msgs: 0,
             produced_bytes: 0,
+            produced_requests: 0,
             consumed_msgs: 0,
             consumed_bytes: 0,
             send_errors: 0,
@@ -142,6 +145,7 @@ impl Interval {
         let _ = self.e2e.add(&other.e2e);
         self.produced_msgs += other.produced_msgs;
         self.produced_bytes += other.produced_bytes;
+        self.produced_requests += other.produced_requests;
         self.consumed_msgs += other.consumed_msgs;
         self.consumed_bytes += other.consumed_bytes;
         self.send_errors += other.send_errors;
@@ -181,6 +185,11 @@ impl Recorder {
         record(&mut self.current.publish, micros(latency));
         self.current.produced_msgs += 1;
         self.current.produced_bytes += bytes as u64;
+    }
+
+    /// `n` more produce requests acknowledged.
+    pub fn requests(&mut self, n: u64) {
+        self.current.produced_requests += n;
     }
 
     pub fn e2e_us(&mut self, latency_us: u64) {
@@ -389,8 +398,10 @@ mod tests {
         r.publish(Duration::from_micros(100), 10);
         r.publish(Duration::from_nanos(10), 10);
         r.error(ErrorKind::Send, || "x".into());
+        r.requests(2);
         let a = r.take(0, false);
         assert_eq!((a.second, a.produced_msgs, a.errors()), (0, 2, 1));
+        assert_eq!(a.produced_requests, 2);
         assert_eq!(a.publish.min(), 1);
         r.e2e_us(5);
         let b = r.take(1, true);
@@ -406,13 +417,16 @@ mod tests {
         let mut c = Interval::new(0, 1);
         record(&mut c.publish, 7);
         c.produced_msgs = 1;
+        c.produced_requests = 1;
         agg.add_second(&c, (None, None));
         let mut d = Interval::new(0, 3);
         record(&mut d.publish, 2_000);
         d.produced_msgs = 1;
+        d.produced_requests = 1;
         agg.add_second(&d, (None, None));
         assert_eq!(agg.totals.publish.len(), 2, "drain latency counts");
         assert_eq!(agg.window.produced_msgs, 1, "drain throughput does not");
+        assert_eq!(agg.window.produced_requests, 1, "nor do drain requests");
         assert_eq!(agg.series.len(), 3);
         let p = Percentiles::of(&agg.totals.publish);
         assert_eq!((p.count, p.max), (2, 2_000));

@@ -591,6 +591,12 @@ impl Producer {
         Ok(DeliveryFuture { rx })
     }
 
+    /// Produce requests acknowledged by the broker so far (one per batch;
+    /// retries count once), for load generators that report CPU per request.
+    pub fn acked_requests(&self) -> u64 {
+        self.inner.acked_requests.get()
+    }
+
     /// Sends every open batch now and waits until every batch is resolved
     /// (acknowledged, or failed after its retries). Fails with the first
     /// batch failure since the last flush (each record's future has its own

@@ -91,6 +91,8 @@ pub(crate) struct Sender {
     wake_armed: RefCell<HashSet<TopicPartition>>,
     /// Set once the broker fenced this producer's epoch.
     fenced: RefCell<Option<WireError>>,
+    /// Produce requests the broker acknowledged (one per batch).
+    pub(crate) acked_requests: Cell<u64>,
 }
 
 impl Sender {
@@ -116,6 +118,7 @@ impl Sender {
             reconnecting: Cell::new(false),
             wake_armed: RefCell::new(HashSet::new()),
             fenced: RefCell::new(None),
+            acked_requests: Cell::new(0),
         })
     }
 
@@ -289,6 +292,7 @@ impl Sender {
             Ok(base) => {
                 let batch = fl.remove(tp, id).expect("returned batch is queued");
                 drop(fl);
+                this.acked_requests.set(this.acked_requests.get() + 1);
                 batch.complete(base);
                 this.in_flight.end();
                 return;
