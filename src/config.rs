@@ -82,11 +82,12 @@ pub struct Limits {
     /// Most requests one connection may have in flight before the broker stops
     /// reading from it.
     pub max_in_flight_per_connection: u32,
-    /// Most bytes of request frames a shard holds at once, across all its
-    /// connections, from a frame's length prefix until its response is
-    /// written (Kafka's `queued.max.request.bytes`, per shard); past it the
-    /// shard stops reading requests until some complete. A frame larger than
-    /// this waits for the whole budget.
+    /// Most bytes of request payload buffers a shard holds at once, across
+    /// all its connections, counted as the bytes arrive and held until each
+    /// response is written (Kafka's `queued.max.request.bytes`, per shard);
+    /// past it the shard stops reading requests until some complete. When
+    /// only partly read frames hold it, one frame at a time may exceed it to
+    /// finish (so the bound is this plus `max_frame_bytes`).
     pub max_queued_request_bytes: u64,
     /// Most tables one FlatBuffer may contain (verifier limit).
     pub max_flatbuffer_tables: u32,

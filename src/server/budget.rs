@@ -168,11 +168,6 @@ impl FrameReservation {
         b.check();
     }
 
-    /// Bytes this frame holds.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
     fn grant(&mut self, more: u64) {
         let b = &self.budget;
         let reserved = b.reserved_bytes.get() + more;

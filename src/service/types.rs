@@ -73,12 +73,6 @@ pub struct Fetched {
     pub log_end_offset: Offset,
 }
 
-impl Fetched {
-    pub fn record_bytes(&self) -> usize {
-        self.records.len()
-    }
-}
-
 /// One partition of a list-offsets.
 #[derive(Debug, Clone)]
 pub struct OffsetQuery {

@@ -62,16 +62,21 @@ impl Handler<Request, Response> for Stub {
                     }
                     _ => {}
                 }
-                Response::ok(
-                    cid,
-                    ResponseBody::Metadata(MetadataResponse {
-                        brokers: vec![],
-                        topics: vec![],
-                    }),
-                )
+                empty_metadata(cid)
             }) as LocalBoxFuture<'static, Response>
         })
     }
+}
+
+/// An empty metadata response (what the stub handlers answer).
+fn empty_metadata(cid: u32) -> Response {
+    Response::ok(
+        cid,
+        ResponseBody::Metadata(MetadataResponse {
+            brokers: vec![],
+            topics: vec![],
+        }),
+    )
 }
 
 /// FlatBuffers framing with Kafka's rule: responses leave in request order.
@@ -288,13 +293,7 @@ impl Handler<Request, Response> for Gated {
             let cid = req.correlation_id;
             Box::pin(async move {
                 let _ = gate.acquire(1).await;
-                Response::ok(
-                    cid,
-                    ResponseBody::Metadata(MetadataResponse {
-                        brokers: vec![],
-                        topics: vec![],
-                    }),
-                )
+                empty_metadata(cid)
             }) as LocalBoxFuture<'static, Response>
         })
     }
