@@ -195,7 +195,7 @@ fn bench_segment_append(c: &mut Criterion) {
                     };
                     let item = [(batch.clone(), Some(stamp))];
                     let start = Instant::now();
-                    seg.append(&item).await.expect("append");
+                    seg.append(&item, false).await.expect("append");
                     elapsed += start.elapsed();
                 }
                 elapsed

@@ -232,6 +232,12 @@ pub struct LimitsArgs {
     /// How long to stream over loopback TCP, in seconds.
     #[arg(long, value_name = "S", default_value_t = 2.0)]
     pub tcp_s: f64,
+    /// How long to run each durable write strategy, in ms (0 skips them).
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub strategy_ms: u64,
+    /// Size of each durable write of the strategy test, in KiB (a multiple of 4).
+    #[arg(long, value_name = "KIB", default_value_t = 4, value_parser = clap::value_parser!(u64).range(4..=4096))]
+    pub strategy_block_kib: u64,
     /// CPU to pin the disk test's executor to [default: unpinned].
     #[arg(long, value_name = "CPU")]
     pub cpu: Option<usize>,

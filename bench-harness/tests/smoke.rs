@@ -332,6 +332,8 @@ fn bench_harness_smoke() {
             "20",
             "--tcp-s",
             "0.3",
+            "--strategy-ms",
+            "50",
             "--json",
             limits_json.to_str().expect("utf-8 path"),
         ],
@@ -339,6 +341,14 @@ fn bench_harness_smoke() {
     );
     let l = read_json(&limits_json);
     assert!(num(&l, "disk_write_mb_s") > 0.0);
+    assert!(num(&l, "disk_read_mb_s") > 0.0);
+    let strategies = l["write_strategies"]
+        .as_array()
+        .expect("write_strategies is an array");
+    assert_eq!(strategies.len(), 6, "three layouts x two syncs: {l}");
+    for s in strategies {
+        assert!(num(s, "durable_write_us.count") > 0.0, "no writes: {s}");
+    }
     num(&l, "fdatasync_us.p50");
     num(&l, "fdatasync_us.p99");
     assert!(num(&l, "loopback_tcp_mb_s") > 0.0);

@@ -92,16 +92,36 @@ impl Disk {
     /// Opens `path` read-write with O_DIRECT, creating it if `create`;
     /// `truncate` empties it.
     pub async fn open(&self, path: &Path, create: bool, truncate: bool) -> io::Result<DiskFile> {
+        self.open_with(path, create, truncate, false).await
+    }
+
+    /// Opens the existing `path` for write-through writes (O_DIRECT |
+    /// O_DSYNC): a write on this handle is durable, data and the metadata
+    /// needed to read it back, when it completes (the kernel flushes the
+    /// device's cache for it), with no fdatasync. A second handle beside the
+    /// file's plain one, for the writes that must be durable at once.
+    pub async fn open_write_through(&self, path: &Path) -> io::Result<DiskFile> {
+        self.open_with(path, false, false, true).await
+    }
+
+    async fn open_with(
+        &self,
+        path: &Path,
+        create: bool,
+        truncate: bool,
+        write_through: bool,
+    ) -> io::Result<DiskFile> {
         match self {
             Disk::Real => {
-                let file = OpenOptions::new()
-                    .read(true)
+                let mut opts = OpenOptions::new();
+                opts.read(true)
                     .write(true)
                     .create(create)
-                    .truncate(truncate)
-                    .dma_open(path)
-                    .await
-                    .map_err(os_error)?;
+                    .truncate(truncate);
+                if write_through {
+                    opts.custom_flags(libc::O_DSYNC);
+                }
+                let file = opts.dma_open(path).await.map_err(os_error)?;
                 Ok(DiskFile::Real {
                     in_memory: on_memory_fs(&file),
                     file,
@@ -109,7 +129,12 @@ impl Disk {
             }
             Disk::Sim(s) => {
                 s.maybe_yield().await;
-                Ok(DiskFile::Sim(s.open(path, create, truncate)?))
+                Ok(DiskFile::Sim(s.open(
+                    path,
+                    create,
+                    truncate,
+                    write_through,
+                )?))
             }
         }
     }

@@ -207,11 +207,14 @@ impl SimDisk {
         }
     }
 
+    /// Opens a file; with `write_through` (O_DSYNC) each write is synced
+    /// as part of the write.
     pub fn open(
         self: &Arc<Self>,
         path: &Path,
         create: bool,
         truncate: bool,
+        write_through: bool,
     ) -> io::Result<SimFile> {
         let mut st = self.lock();
         st.alive()?;
@@ -239,6 +242,7 @@ impl SimDisk {
         Ok(SimFile {
             disk: self.clone(),
             id,
+            write_through,
         })
     }
 
@@ -366,7 +370,7 @@ impl SimDisk {
 
     /// Buffered whole-file write (create/truncate, write, optional fsync).
     pub fn write_whole(self: &Arc<Self>, path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
-        let f = self.open(path, true, true)?;
+        let f = self.open(path, true, true, false)?;
         let mut st = self.lock();
         st.write(f.id, 0, bytes)?;
         if sync {
@@ -386,6 +390,8 @@ impl SimDisk {
 pub struct SimFile {
     disk: Arc<SimDisk>,
     id: u64,
+    /// O_DSYNC: a write is followed by a sync of the file in the same step.
+    write_through: bool,
 }
 
 impl Drop for SimFile {
@@ -412,7 +418,14 @@ impl SimFile {
         );
         self.disk.maybe_yield().await;
         let pos = usize::try_from(pos).map_err(|_| err(libc::EFBIG))?;
-        self.disk.lock().write(self.id, pos, bytes)
+        let mut st = self.disk.lock();
+        let n = st.write(self.id, pos, bytes)?;
+        if self.write_through {
+            // As O_DSYNC on O_DIRECT: the device cache is flushed for the
+            // write, which makes the file's completed writes durable.
+            st.fsync(self.id)?;
+        }
+        Ok(n)
     }
 
     pub async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
@@ -465,12 +478,37 @@ mod tests {
     }
 
     #[test]
+    fn a_write_through_write_survives_a_crash_without_fdatasync() {
+        let d = Disk::sim(3);
+        let s = sim(&d);
+        s.set_torn_crashes(false);
+        d.create_dir_all_durable(Path::new("/a")).expect("mkdir");
+        let f = s.open(Path::new("/a/f"), true, false, false).expect("open");
+        block_on(f.fdatasync()).expect("fsync");
+        d.sync_dir_blocking(Path::new("/a")).expect("sync dir");
+        let through = s
+            .open(Path::new("/a/f"), false, false, true)
+            .expect("open O_DSYNC");
+        block_on(through.write_at(&page(7), 0)).expect("write-through");
+        block_on(f.write_at(&page(8), 4096)).expect("plain write");
+        let after = sim(&s.crash()).read_whole(Path::new("/a/f")).expect("file");
+        assert_eq!(
+            &after[..4096],
+            &page(7)[..],
+            "the write-through page is durable"
+        );
+        assert_eq!(after.len(), 4096, "the later plain write is not");
+    }
+
+    #[test]
     fn unsynced_writes_and_entries_are_lost_synced_ones_kept() {
         let d = Disk::sim(1);
         let s = sim(&d);
         s.set_torn_crashes(false);
         d.create_dir_all_durable(Path::new("/a/b")).expect("mkdir");
-        let f = s.open(Path::new("/a/b/f"), true, false).expect("open");
+        let f = s
+            .open(Path::new("/a/b/f"), true, false, false)
+            .expect("open");
         block_on(f.write_at(&page(1), 0)).expect("write");
         block_on(f.fdatasync()).expect("fsync");
         block_on(f.write_at(&page(2), 4096)).expect("write");
@@ -486,7 +524,7 @@ mod tests {
         let s = sim(&d);
         s.set_torn_crashes(false);
         d.create_dir_all_durable(Path::new("/a")).expect("mkdir");
-        let f = s.open(Path::new("/a/f"), true, false).expect("open");
+        let f = s.open(Path::new("/a/f"), true, false, false).expect("open");
         block_on(f.write_at(&page(1), 0)).expect("write");
         block_on(f.fdatasync()).expect("fsync");
         d.sync_dir_blocking(Path::new("/a")).expect("sync dir");
@@ -506,7 +544,7 @@ mod tests {
         let s = sim(&d);
         s.set_torn_crashes(false);
         d.create_dir_all_durable(Path::new("/a")).expect("mkdir");
-        let f = s.open(Path::new("/a/f"), true, false).expect("open");
+        let f = s.open(Path::new("/a/f"), true, false, false).expect("open");
         d.sync_dir_blocking(Path::new("/a")).expect("sync dir");
         block_on(f.write_at(&page(7), 0)).expect("write");
         s.set_fsync_failure_per_mille(1000);
@@ -538,7 +576,9 @@ mod tests {
             .map(|e| e.name)
             .collect();
         assert_eq!(names, vec!["t".to_string()]);
-        let f = s.open(Path::new("/x/y/t2"), true, false).expect("open");
+        let f = s
+            .open(Path::new("/x/y/t2"), true, false, false)
+            .expect("open");
         d.sync_dir_blocking(Path::new("/x/y")).expect("sync");
         let mut w = page(1);
         w.extend(page(2));
@@ -561,7 +601,7 @@ mod tests {
         let s = sim(&d);
         d.create_dir_all(Path::new("/a")).expect("mkdir");
         s.set_capacity_bytes(Some(2 * SIM_PAGE_BYTES as u64));
-        let f = s.open(Path::new("/a/f"), true, false).expect("open");
+        let f = s.open(Path::new("/a/f"), true, false, false).expect("open");
         block_on(f.write_at(&page(1), 0)).expect("fits");
         let e = block_on(f.write_at(&[page(1), page(1)].concat(), 4096)).expect_err("full");
         assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
@@ -579,7 +619,9 @@ mod tests {
     #[should_panic(expected = "O_DIRECT")]
     fn unaligned_direct_writes_are_refused() {
         let d = Disk::sim(6);
-        let f = sim(&d).open(Path::new("/f"), true, false).expect("open");
+        let f = sim(&d)
+            .open(Path::new("/f"), true, false, false)
+            .expect("open");
         let _ = block_on(f.write_at(&[1, 2, 3], 0));
     }
 }

@@ -1,9 +1,11 @@
 //! Reading and writing one length-prefixed frame (see `protocol::frame`).
 //!
 //! Invariants: the declared length is checked against `max_frame_bytes`
-//! before the payload buffer is allocated, and the buffer then grows with
-//! the bytes that actually arrive (from [`INITIAL_PAYLOAD_BYTES`], doubling),
-//! so a peer that claims a large frame and stalls holds only what it sent,
+//! before the payload buffer is allocated, and the buffer's initialized
+//! (touched, resident) part then grows with the bytes that actually arrive
+//! (from [`INITIAL_PAYLOAD_BYTES`], doubling, inside one allocation of the
+//! declared length's address space, so growing never copies), so a peer
+//! that claims a large frame and stalls holds only about what it sent,
 //! not the length it claimed; EOF exactly at a frame boundary is
 //! a clean close (`Ok(None)`), EOF anywhere else is `UnexpectedEof`;
 //! `write_frame` / [`write_frame_parts`] hand prefix and payload buffers to
@@ -134,14 +136,18 @@ pub async fn read_frame_body<R: AsyncRead + Unpin, M: PayloadMemory>(
     );
     let initial = len.min(INITIAL_PAYLOAD_BYTES);
     memory.reserve(initial).await;
-    let mut buf = vec![0u8; initial];
+    // The whole length as address space, touched (zeroed) only as the bytes
+    // arrive: growing never moves what was read (no realloc copy), and the
+    // pages past the initialized part are not resident until written.
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    buf.resize(initial, 0);
     let mut filled = 0;
     while filled < len {
         if filled == buf.len() {
             let grown = buf.len().saturating_mul(2).min(len);
             memory.reserve(grown - buf.len()).await;
-            buf.reserve_exact(grown - buf.len());
             buf.resize(grown, 0);
+            debug_assert!(buf.capacity() >= len, "the payload buffer never moves");
         }
         let n = read_full(reader, &mut buf[filled..]).await?;
         if n == 0 {

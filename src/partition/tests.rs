@@ -167,6 +167,32 @@ fn round_trip_across_segment_rolls() {
             );
         }
         p.close().await.expect("close");
+        // Sealed (and closed) segments are trimmed to their data's last
+        // page: the zeros written ahead of small appends are gone (the
+        // trim of a sealed segment runs off the write path, so wait for it).
+        let data_pages: Vec<u64> = p
+            .log
+            .segments()
+            .iter()
+            .map(|s| s.log_bytes().div_ceil(4096) * 4096)
+            .collect();
+        let sizes = || -> Vec<u64> {
+            let mut logs = files(dir.path(), "log");
+            logs.sort();
+            logs.iter()
+                .map(|f| std::fs::metadata(f).expect("stat").len())
+                .collect()
+        };
+        let mut rounds = 0;
+        while sizes() != data_pages {
+            rounds += 1;
+            assert!(
+                rounds < 2_000,
+                "segments not trimmed: {:?} vs data {data_pages:?}",
+                sizes()
+            );
+            crate::timer::sleep_once(std::time::Duration::from_millis(1)).await;
+        }
     });
 }
 

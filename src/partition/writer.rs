@@ -161,7 +161,10 @@ impl Partition {
         let items: Vec<(Bytes, Option<Stamp>)> =
             group.iter().map(|p| (p.bytes.clone(), p.stamp)).collect();
         let mark = seg.mark();
-        let res = seg.append(&items).await;
+        // flush=always: the write itself is durable where the segment can
+        // make it so (write-through); the flush below syncs the rest.
+        let write_through = self.config.borrow().flush.is_always();
+        let res = seg.append(&items, write_through).await;
         self.group_writes.set(self.group_writes.get() + 1);
         let written = Written {
             seg,

@@ -16,6 +16,7 @@
 //!
 //! Must not know: segments, batches, partitions.
 
+use std::cell::OnceCell;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -34,6 +35,10 @@ const MAX_WRITE_CONTINUATIONS: u32 = 16;
 /// One open segment or index file.
 pub struct LogFile {
     file: DiskFile,
+    /// The write-through (O_DSYNC) handle on the same file, opened by
+    /// [`LogFile::open_write_through`] on first use.
+    write_through: OnceCell<DiskFile>,
+    disk: Disk,
     path: PathBuf,
     faults: Rc<FaultInjector>,
 }
@@ -54,6 +59,8 @@ impl LogFile {
             .map_err(|e| StorageError::io("open", path, e))?;
         Ok(LogFile {
             file,
+            write_through: OnceCell::new(),
+            disk: disk.clone(),
             path: path.to_path_buf(),
             faults,
         })
@@ -84,10 +91,66 @@ impl LogFile {
         StorageError::io(op, &self.path, e)
     }
 
+    /// Opens the write-through handle if it is not open yet; false if it
+    /// cannot be opened (the caller then writes and syncs as before).
+    pub async fn open_write_through(&self) -> bool {
+        if self.write_through.get().is_some() {
+            return true;
+        }
+        match self.disk.open_write_through(&self.path).await {
+            Ok(f) => {
+                let _ = self.write_through.set(f);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(file = %self.path.display(), error = %e,
+                    "no write-through handle; writing and syncing separately");
+                false
+            }
+        }
+    }
+
+    /// [`LogFile::write_at`] through the write-through handle (opened by
+    /// [`LogFile::open_write_through`]): the bytes are durable when it
+    /// returns Ok, with no fdatasync. The injector's fsync faults apply to
+    /// the sync inside the write: `fail_fsyncs` writes the bytes and fails
+    /// with EIO, `skip_fsyncs` writes them without the sync.
+    pub async fn write_through_at(&self, buf: DmaBuffer, pos: u64) -> Result<(), StorageError> {
+        assert!(
+            self.write_through.get().is_some(),
+            "write-through write before the handle was opened"
+        );
+        if FaultInjector::take(&self.faults.fail_fsyncs) {
+            let _ = self.write_with(buf, pos, false).await;
+            return Err(self.io_err("write (O_DSYNC)", io::Error::from_raw_os_error(libc::EIO)));
+        }
+        if FaultInjector::take(&self.faults.skip_fsyncs) {
+            return self.write_with(buf, pos, false).await;
+        }
+        self.write_with(buf, pos, true).await
+    }
+
     /// Writes the whole aligned `buf` at aligned `pos`. A short write is
     /// continued from where it stopped (so a disk that filled up part way
     /// reports ENOSPC, not "short write"); no progress is an error.
     pub async fn write_at(&self, buf: DmaBuffer, pos: u64) -> Result<(), StorageError> {
+        self.write_with(buf, pos, false).await
+    }
+
+    /// The handle a write goes through.
+    fn handle(&self, through: bool) -> &DiskFile {
+        match self.write_through.get() {
+            Some(f) if through => f,
+            _ => &self.file,
+        }
+    }
+
+    async fn write_with(
+        &self,
+        buf: DmaBuffer,
+        pos: u64,
+        through: bool,
+    ) -> Result<(), StorageError> {
         debug_assert_eq!(pos % PAGE_BYTES, 0, "unaligned write position");
         debug_assert_eq!(buf.len() as u64 % PAGE_BYTES, 0, "unaligned write length");
         if self.faults.fail_writes.get() == 0 {
@@ -96,14 +159,14 @@ impl LogFile {
                 if keep > 0 {
                     let mut part = self.file.alloc_buffer(keep);
                     part.as_bytes_mut().copy_from_slice(&buf.as_bytes()[..keep]);
-                    let _ = self.file.write_at(Rc::new(part), pos).await;
+                    let _ = self.handle(through).write_at(Rc::new(part), pos).await;
                 }
                 return Err(self.io_err("write", io::Error::from_raw_os_error(libc::EIO)));
             }
         }
         let len = buf.len();
         let buf = Rc::new(buf);
-        let mut n = self.write_once(buf.clone(), pos).await?;
+        let mut n = self.write_once(buf.clone(), pos, through).await?;
         // A direct write that ran out of space part way returns the bytes it
         // wrote (whole blocks); writing the rest gets the real error (ENOSPC).
         let mut continuations = 0;
@@ -115,7 +178,9 @@ impl LogFile {
             continuations += 1;
             let mut rest = self.file.alloc_buffer(len - n);
             rest.as_bytes_mut().copy_from_slice(&buf.as_bytes()[n..]);
-            n += self.write_once(Rc::new(rest), pos + n as u64).await?;
+            n += self
+                .write_once(Rc::new(rest), pos + n as u64, through)
+                .await?;
         }
         if n != len {
             return Err(self.io_err(
@@ -129,15 +194,46 @@ impl LogFile {
         Ok(())
     }
 
+    /// Writes `len` zero bytes at aligned `pos` (aligned `len`): blocks made
+    /// ready ahead of the appends, so that an append overwrites instead of
+    /// extending the file (see `segment`). Preparation, not data: the fault
+    /// injector is not consulted (its faults are aimed at data writes), and
+    /// a caller treats a failure as "not prepared", never as lost data.
+    pub async fn write_zeros(&self, pos: u64, len: usize) -> Result<(), StorageError> {
+        debug_assert_eq!(pos % PAGE_BYTES, 0, "unaligned zeroing position");
+        debug_assert_eq!(len as u64 % PAGE_BYTES, 0, "unaligned zeroing length");
+        let buf = Rc::new(self.alloc_buffer(len));
+        let n = self
+            .file
+            .write_at(buf, pos)
+            .await
+            .map_err(|e| self.io_err("write zeros", e))?;
+        if n != len {
+            return Err(self.io_err(
+                "write zeros",
+                io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("short write: {n} of {len} bytes"),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// One write call (fault injection first); returns the bytes written.
-    async fn write_once(&self, buf: Rc<DmaBuffer>, pos: u64) -> Result<usize, StorageError> {
+    async fn write_once(
+        &self,
+        buf: Rc<DmaBuffer>,
+        pos: u64,
+        through: bool,
+    ) -> Result<usize, StorageError> {
         if let Some(keep) = self.faults.short_next_write_bytes.take() {
             let keep = super::align_down(keep.min(buf.len()) as u64) as usize;
             if keep > 0 && keep < buf.len() {
                 let mut part = self.file.alloc_buffer(keep);
                 part.as_bytes_mut().copy_from_slice(&buf.as_bytes()[..keep]);
                 return self
-                    .file
+                    .handle(through)
                     .write_at(Rc::new(part), pos)
                     .await
                     .map_err(|e| self.io_err("write", e));
@@ -150,7 +246,7 @@ impl LogFile {
             };
             return Err(self.io_err("write", io::Error::from_raw_os_error(errno)));
         }
-        self.file
+        self.handle(through)
             .write_at(buf, pos)
             .await
             .map_err(|e| self.io_err("write", e))
@@ -204,6 +300,11 @@ impl LogFile {
 
     pub async fn close(self) -> Result<(), StorageError> {
         let path = self.path;
+        if let Some(f) = self.write_through.into_inner() {
+            f.close()
+                .await
+                .map_err(|e| StorageError::io("close", &path, e))?;
+        }
         self.file
             .close()
             .await

@@ -202,12 +202,13 @@ impl Log {
         );
     }
 
-    /// fdatasyncs the active segment; returns the flushed offset (which
-    /// then covers everything written before the call).
+    /// Makes the active segment durable (an fdatasync, unless every write
+    /// since the last one was write-through); returns the flushed offset
+    /// (which then covers everything written before the call).
     pub async fn flush(&self) -> Result<u64, StorageError> {
         let seg = self.active();
         let target = seg.next_offset();
-        seg.fdatasync().await?;
+        seg.sync_if_needed().await?;
         self.note_flushed(target.min(self.written_offset()));
         Ok(self.flushed.get())
     }
@@ -398,6 +399,9 @@ impl Log {
         let old = self.active();
         old.fdatasync().await?;
         self.note_flushed(old.next_offset());
+        // The indexes record the size the file is trimmed to below (its
+        // data's last page, without the pages zeroed ahead).
+        old.end_at_data();
         old.persist_indexes().await?;
         let base = old.next_offset();
         let seg = Rc::new(
@@ -464,6 +468,10 @@ impl Log {
     pub async fn close(&self) -> Result<(), StorageError> {
         let active = self.active();
         self.flush().await?;
+        // Trim the pages zeroed ahead, so the indexes describe the file as
+        // it stays and the next open trusts them.
+        active.end_at_data();
+        active.release_preallocation().await;
         active.persist_indexes().await?;
         // Best effort (e.g. a full disk): a stale recovery point only makes
         // the next open treat more of the log as a possible torn tail.

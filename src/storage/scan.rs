@@ -362,7 +362,7 @@ mod tests {
                 base_offset: i * 3,
                 leader_epoch: 0,
             };
-            seg.append(&[(batch(3), Some(stamp))])
+            seg.append(&[(batch(3), Some(stamp))], false)
                 .await
                 .expect("append");
         }

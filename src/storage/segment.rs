@@ -19,6 +19,18 @@
 //! batch starts below `log_bytes`; what `append` writes are the stamped
 //! bytes it was given, CRC-valid (debug builds re-check each copy).
 //!
+//! Zero-ahead: a small append that would move the file's size costs more
+//! than the write itself (the kernel cannot complete an extending O_DIRECT
+//! write inline, io_uring hands it to a worker thread, and the next
+//! fdatasync must also write the inode). So alongside a small append the
+//! segment writes zeros over the next [`ZERO_AHEAD_BYTES`] past its data,
+//! and the appends after it are overwrites: completed inline, and their
+//! fdatasync only flushes the device (docs/decisions/0014, measured by
+//! `corelog-bench limits`). The zeros read as no batch (magic 0), so to
+//! recovery they are padding, as the zeros after the last batch in its
+//! page always were; a sealed or closed segment is trimmed back to its
+//! data's last page.
+//!
 //! Reading forward is in [`cursor`]; opening, recovery and truncation are in
 //! [`recovery`].
 
@@ -47,6 +59,14 @@ const SCAN_READ_BYTES: usize = 256 * 1024;
 /// writes, in bytes (fallocate KEEP_SIZE; at most this much is left reserved
 /// past the end of a sealed segment).
 pub const PREALLOCATE_STEP_BYTES: u64 = 1024 * 1024;
+
+/// Bytes zeroed past the data ahead of small appends (see the module doc).
+pub const ZERO_AHEAD_BYTES: u64 = 512 * 1024;
+
+/// Appends writing at least this many bytes do not zero ahead: their own
+/// size amortizes the cost of extending the file, and zeroing would double
+/// the bytes a disk near its bandwidth limit must write.
+pub const ZERO_AHEAD_MAX_WRITE_BYTES: u64 = 128 * 1024;
 
 /// Mutable state of a segment (borrowed only in synchronous sections).
 #[derive(Debug)]
@@ -88,6 +108,14 @@ pub struct Segment {
     /// Blocks are reserved up to here (u64::MAX: the file system refused,
     /// do not try again for this segment).
     preallocated_bytes: Cell<u64>,
+    /// The file holds zeros (or data) up to here, past `file_bytes` when
+    /// appends have zeroed ahead; 0 when unknown (after a truncation).
+    zeroed_to: Cell<u64>,
+    /// Data writes made without write-through (counted before each starts),
+    /// and how many of them the last successful fdatasync covered: the
+    /// file needs a sync only while these differ.
+    plain_writes: Cell<u64>,
+    synced_plain_writes: Cell<u64>,
 }
 
 fn note_batch(st: &mut SegState, base: u64, interval: u32, pos: u64, h: &BatchHeader) {
@@ -154,6 +182,9 @@ impl Segment {
             io,
             st: RefCell::new(empty_state(base_offset)),
             preallocated_bytes: Cell::new(0),
+            zeroed_to: Cell::new(0),
+            plain_writes: Cell::new(0),
+            synced_plain_writes: Cell::new(0),
         })
     }
 
@@ -209,7 +240,17 @@ impl Segment {
     /// input). On error nothing changes logically (call
     /// [`Segment::rollback`] to also drop what a failed fdatasync may not
     /// cover).
-    pub async fn append(&self, batches: &[(Bytes, Option<Stamp>)]) -> Result<(), StorageError> {
+    ///
+    /// `write_through` (flush=always): the write should be durable when it
+    /// completes. It goes through the file's O_DSYNC handle when it only
+    /// overwrites pages zeroed ahead (an overwrite needs no metadata, so
+    /// the device flush is the whole cost); otherwise it is a plain write
+    /// and [`Segment::sync_if_needed`] syncs it.
+    pub async fn append(
+        &self,
+        batches: &[(Bytes, Option<Stamp>)],
+        write_through: bool,
+    ) -> Result<(), StorageError> {
         let (start, buf, new_tail, new_log_bytes, metas) = {
             let st = self.st.borrow();
             assert!(!st.sealed, "append to a sealed segment");
@@ -261,8 +302,40 @@ impl Segment {
             (start, buf, new_tail, new_log_bytes, metas)
         };
         let written_end = start + buf.len() as u64;
-        self.preallocate_for(written_end).await;
-        self.file.write_at(buf, start).await?;
+        let zero = self.zero_ahead_range(start, written_end);
+        self.preallocate_for(zero.map_or(written_end, |(_, to)| to))
+            .await;
+        let through = write_through
+            && written_end <= self.zeroed_to.get()
+            && self.file.open_write_through().await;
+        if !through {
+            self.plain_writes.set(self.plain_writes.get() + 1);
+        }
+        let data = async {
+            if through {
+                self.file.write_through_at(buf, start).await
+            } else {
+                self.file.write_at(buf, start).await
+            }
+        };
+        match zero {
+            None => data.await?,
+            Some((from, to)) => {
+                assert!(from >= written_end, "zeroing must not overlap the data");
+                let (data, zeros) = futures_lite::future::zip(
+                    data,
+                    self.file.write_zeros(from, (to - from) as usize),
+                )
+                .await;
+                match zeros {
+                    Ok(()) => self.zeroed_to.set(to),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "could not zero ahead; appends extend the file")
+                    }
+                }
+                data?;
+            }
+        }
         let mut st = self.st.borrow_mut();
         for (pos, h) in &metas {
             note_batch(
@@ -280,6 +353,24 @@ impl Segment {
         let now = self.io.clock.now();
         st.first_append.get_or_insert(now);
         Ok(())
+    }
+
+    /// The range to zero alongside a write of `[start, end)`, if it is a
+    /// small write and less than half of [`ZERO_AHEAD_BYTES`] is zeroed past
+    /// its end: from the end of what is zeroed (never below `end`) to
+    /// `end + ZERO_AHEAD_BYTES`.
+    fn zero_ahead_range(&self, start: u64, end: u64) -> Option<(u64, u64)> {
+        if end - start >= ZERO_AHEAD_MAX_WRITE_BYTES {
+            return None;
+        }
+        let zeroed = self.zeroed_to.get();
+        if zeroed >= end + ZERO_AHEAD_BYTES / 2 {
+            return None;
+        }
+        let from = zeroed.max(end);
+        let to = end + ZERO_AHEAD_BYTES;
+        debug_assert_eq!(from % super::PAGE_BYTES, 0, "zeroing starts on a page");
+        Some((from, to))
     }
 
     /// Reserves blocks ahead of a write ending at `end` (best effort: a file
@@ -305,18 +396,34 @@ impl Segment {
         }
     }
 
+    /// Makes the file's size, as the indexes record it, end at the last
+    /// page of the data (dropping zeroed-ahead pages from the record; the
+    /// file itself is trimmed by [`Segment::release_preallocation`]). Called
+    /// before the indexes of a sealed or closing segment are persisted.
+    pub fn end_at_data(&self) {
+        let mut st = self.st.borrow_mut();
+        st.file_bytes = super::align_up(st.log_bytes);
+        debug_assert!(st.log_bytes <= st.file_bytes);
+    }
+
     /// Gives back the blocks reserved past the end of the file (a truncate
-    /// to the current size drops a KEEP_SIZE preallocation on ext4/xfs), so
-    /// a sealed segment holds only its own pages. Best effort: the data is
-    /// unchanged either way.
+    /// to the current size drops a KEEP_SIZE preallocation on ext4/xfs) and
+    /// the zeroed-ahead pages past the data, so a sealed segment holds only
+    /// its own pages. Best effort: the data is unchanged either way.
     pub async fn release_preallocation(&self) {
         let reserved = self.preallocated_bytes.get();
-        if reserved == 0 || reserved == u64::MAX {
+        let size = self.st.borrow().file_bytes;
+        let zeroed_past = self.zeroed_to.get() > size;
+        if !zeroed_past && (reserved == 0 || reserved == u64::MAX) {
             return;
         }
-        let size = self.st.borrow().file_bytes;
         match self.file.truncate(size).await {
-            Ok(()) => self.preallocated_bytes.set(0),
+            Ok(()) => {
+                if reserved != u64::MAX {
+                    self.preallocated_bytes.set(0);
+                }
+                self.zeroed_to.set(0);
+            }
             Err(e) => warn!(error = %e, "could not release preallocated blocks"),
         }
     }
@@ -350,6 +457,7 @@ impl Segment {
             st.first_append = m.first_append;
             st.file_bytes = m.log_bytes;
         }
+        self.zeroed_to.set(0);
         if let Err(e) = self.file.truncate(m.log_bytes).await {
             warn!(error = %e, "could not truncate after a failed write");
         }
@@ -360,7 +468,21 @@ impl Segment {
     }
 
     pub async fn fdatasync(&self) -> Result<(), StorageError> {
-        self.file.fdatasync().await
+        let covers = self.plain_writes.get();
+        self.file.fdatasync().await?;
+        self.synced_plain_writes.set(covers);
+        Ok(())
+    }
+
+    /// fdatasyncs the file if a completed data write may not be durable yet
+    /// (a plain write since the last sync); returns whether it synced.
+    /// Write-through writes are durable on completion and need none.
+    pub async fn sync_if_needed(&self) -> Result<bool, StorageError> {
+        if self.plain_writes.get() == self.synced_plain_writes.get() {
+            return Ok(false);
+        }
+        self.fdatasync().await?;
+        Ok(true)
     }
 
     /// Marks the segment read-only (after its indexes are persisted and the

@@ -215,28 +215,44 @@ fn set_config_takes_effect_on_a_live_partition() {
 }
 
 #[test]
-fn preallocation_keeps_the_file_size_logical() {
-    use std::os::unix::fs::MetadataExt;
+fn small_appends_zero_ahead_and_close_trims_the_zeros() {
+    use crate::storage::segment::ZERO_AHEAD_BYTES;
     run(|| async {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = open(dir.path(), &cfg(1 << 30)).await;
         fill_at(&p, 1, now_ms()).await;
         let log = files(dir.path(), "log").pop().expect("segment");
-        let md = std::fs::metadata(&log).expect("stat");
-        // The size is the written pages only; the reservation is past EOF.
-        assert_eq!(
-            md.len(),
-            4096,
-            "KEEP_SIZE preallocation must not grow the file"
-        );
-        let reserved = md.blocks() * 512;
-        assert!(
-            reserved == 4096 || reserved >= crate::storage::segment::PREALLOCATE_STEP_BYTES,
-            "reserved {reserved} bytes"
-        );
+        // One data page, then the zeros written ahead of the next appends
+        // (so they overwrite instead of extending the file).
+        let bytes = std::fs::read(&log).expect("read log");
+        assert_eq!(bytes.len() as u64, 4096 + ZERO_AHEAD_BYTES);
+        assert!(bytes[4096..].iter().all(|&b| b == 0), "zeroed ahead");
+        // Later small appends land inside the zeros: the size stays.
+        fill_at(&p, 1, now_ms()).await;
+        let len = std::fs::metadata(&log).expect("stat").len();
+        assert_eq!(len, 4096 + ZERO_AHEAD_BYTES, "the second append overwrote");
+        // flush=always: the overwrite went through the write-through handle,
+        // so it was durable when it completed and needs no fdatasync.
+        let needed = p.log.active().sync_if_needed().await.expect("sync");
+        assert!(!needed, "a write-through append left the file unsynced");
+        let data_pages = total_log_bytes(&p).div_ceil(4096) * 4096;
         p.close().await.expect("close");
         drop(p);
-        // Recovery sees the same logical log (crash-style: indexes removed).
+        // A clean close trims the file to its data's last page.
+        let len = std::fs::metadata(&log).expect("stat").len();
+        assert_eq!(len, data_pages, "close trims the zeros");
+        // A crash before the trim leaves zeros past the data: recovery
+        // reads them as padding, not as a torn tail (indexes removed as a
+        // crash leaves them stale).
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&log)
+                .expect("open log");
+            f.write_all(&vec![0u8; ZERO_AHEAD_BYTES as usize])
+                .expect("append zeros");
+        }
         for f in files(dir.path(), "index")
             .into_iter()
             .chain(files(dir.path(), "timeindex"))
@@ -244,10 +260,10 @@ fn preallocation_keeps_the_file_size_logical() {
             std::fs::remove_file(f).expect("rm index");
         }
         let p = open(dir.path(), &cfg(1 << 30)).await;
-        assert_eq!(p.high_watermark(), 5);
-        assert_eq!(read_all(&p).await.len(), 5);
-        fill_at(&p, 1, now_ms()).await;
+        assert_eq!(p.high_watermark(), 10);
         assert_eq!(read_all(&p).await.len(), 10);
+        fill_at(&p, 1, now_ms()).await;
+        assert_eq!(read_all(&p).await.len(), 15);
         p.close().await.expect("close");
     });
 }

@@ -199,8 +199,13 @@ impl Segment {
         }
     }
 
+    /// Whether everything from `good_end` to the end of the file is zero:
+    /// the rest of the last batch's page, and pages zeroed ahead of the
+    /// appends (at most a write and [`super::ZERO_AHEAD_BYTES`] past the
+    /// data; more than that is not padding the broker wrote).
     async fn is_pure_padding(&self, good_end: u64, file_bytes: u64) -> Result<bool, StorageError> {
-        if file_bytes > align_up(good_end) {
+        let most = align_up(good_end) + super::ZERO_AHEAD_MAX_WRITE_BYTES + super::ZERO_AHEAD_BYTES;
+        if file_bytes > most {
             return Ok(false);
         }
         let rest = self
@@ -353,6 +358,7 @@ impl Segment {
         if self.preallocated_bytes.get() != u64::MAX {
             self.preallocated_bytes.set(0);
         }
+        self.zeroed_to.set(0);
         // Indexes describing the longer file must never be trusted again.
         self.persist_indexes().await?;
         Ok(self.next_offset())

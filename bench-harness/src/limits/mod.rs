@@ -14,6 +14,11 @@
 //!   least a durable produce costs), preallocated in 1 MiB steps as the
 //!   broker does; `fdatasync_us` times the sync alone, `append_fdatasync_us`
 //!   both.
+//! - Sequential read bandwidth: the bandwidth test's file read back with
+//!   O_DIRECT (never from the page cache), same block size and queue depth:
+//!   the ceiling of a catch-up consumer reading data no longer in memory.
+//! - Durable write strategies ([`strategies`]): latency and CPU per durable
+//!   write for each way of preparing and syncing a segment.
 //! - Loopback TCP bandwidth: one connection, 1 MiB writes, for `tcp_s`.
 //!
 //! Invariants: the temporary files are removed on every path (a guard);
@@ -36,12 +41,18 @@ use crate::error::BenchError;
 use crate::machine::MachineInfo;
 use crate::stats::{micros, new_histogram, record};
 
+mod strategies;
+
+pub use strategies::WriteStrategy;
+
 /// Page size of the fdatasync test, in bytes.
 const SYNC_PAGE_BYTES: usize = 4096;
 /// Preallocation step of the fdatasync test (as the broker), in bytes.
 const PREALLOC_STEP_BYTES: u64 = 1 << 20;
 /// Size of each loopback TCP write, in bytes.
 const TCP_WRITE_BYTES: usize = 1 << 20;
+/// Most writes of one write strategy (bounds its file: 64 MiB of 4 KiB).
+const MAX_STRATEGY_WRITES: u64 = 16_384;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SyncLatency {
@@ -74,6 +85,10 @@ pub struct LimitsResult {
     pub disk_write_mb_s: f64,
     /// The same with one write in flight.
     pub disk_write_qd1_mb_s: f64,
+    /// Sequential O_DIRECT read of the same file, same block size and
+    /// queue depth, MB/s.
+    #[serde(default)]
+    pub disk_read_mb_s: f64,
     pub disk_write_bytes: u64,
     pub disk_write_block_bytes: u64,
     pub disk_write_queue_depth: u64,
@@ -86,6 +101,9 @@ pub struct LimitsResult {
     pub append_fdatasync_us: SyncLatency,
     /// One loopback TCP connection, MB/s.
     pub loopback_tcp_mb_s: f64,
+    /// Durable write strategies side by side (empty if skipped).
+    #[serde(default)]
+    pub write_strategies: Vec<WriteStrategy>,
     pub machine: MachineInfo,
 }
 
@@ -95,10 +113,11 @@ impl LimitsResult {
             "corelog-bench limits on {} ({})\n\
              disk write ({} MiB, {} KiB writes, {} in flight): {:>9.1} MB/s\n\
              disk write (one in flight):                 {:>9.1} MB/s\n\
+             disk read (same file, O_DIRECT):            {:>9.1} MB/s\n\
              durable write ({} files, write+fdatasync each): {:>9.1} MB/s\n\
              fdatasync after 4 KiB append (µs): p50 {} p99 {} max {} ({} rounds)\n\
              append + fdatasync (µs):           p50 {} p99 {} max {}\n\
-             loopback TCP:                               {:>9.1} MB/s\n",
+             loopback TCP:                               {:>9.1} MB/s\n{}",
             self.data_dir.display(),
             self.machine.summary(),
             self.disk_write_bytes >> 20,
@@ -106,6 +125,7 @@ impl LimitsResult {
             self.disk_write_queue_depth,
             self.disk_write_mb_s,
             self.disk_write_qd1_mb_s,
+            self.disk_read_mb_s,
             self.disk_write_queue_depth,
             self.durable_write_mb_s,
             self.fdatasync_us.p50,
@@ -116,6 +136,7 @@ impl LimitsResult {
             self.append_fdatasync_us.p99,
             self.append_fdatasync_us.max,
             self.loopback_tcp_mb_s,
+            strategies::table(&self.write_strategies),
         )
     }
 }
@@ -131,6 +152,12 @@ pub fn run(args: &LimitsArgs) -> Result<LimitsResult, BenchError> {
         return Err(BenchError::Workload(format!(
             "--block-kib {} must be a multiple of 4 (O_DIRECT alignment)",
             args.block_kib
+        )));
+    }
+    if !args.strategy_block_kib.is_multiple_of(4) {
+        return Err(BenchError::Workload(format!(
+            "--strategy-block-kib {} must be a multiple of 4 (O_DIRECT alignment)",
+            args.strategy_block_kib
         )));
     }
     let meta = std::fs::metadata(&args.data_dir).map_err(|source| BenchError::Read {
@@ -152,6 +179,8 @@ pub fn run(args: &LimitsArgs) -> Result<LimitsResult, BenchError> {
     let total = blocks * block;
     let qd = args.queue_depth;
     let fsyncs = args.fsyncs;
+    let strategy_time = Duration::from_millis(args.strategy_ms);
+    let strategy_block = (args.strategy_block_kib * 1024) as usize;
     let placement = match args.cpu {
         Some(c) => Placement::Fixed(c),
         None => Placement::Unbound,
@@ -159,22 +188,29 @@ pub fn run(args: &LimitsArgs) -> Result<LimitsResult, BenchError> {
     let dir2 = dir.clone();
     let disk = LocalExecutorBuilder::new(placement)
         .name("bench-limits")
-        .io_memory(((qd * block) as usize).saturating_add(2 << 20))
+        .io_memory(((qd * block) as usize).saturating_add(4 << 20))
         .spawn(move || async move {
-            let qd_n = disk_write(&dir2, blocks, block, qd).await?;
+            let (qd_n, written) = disk_write(&dir2, blocks, block, qd).await?;
+            let read = disk_read(written, blocks, block, qd).await?;
             let qd_1 = if qd > 1 {
-                disk_write(&dir2, blocks, block, 1).await?
+                disk_write(&dir2, blocks, block, 1).await?.0
             } else {
                 qd_n
             };
             let durable = durable_write(&dir2, blocks, block, qd).await?;
             let (sync, both) = sync_latency(&dir2, fsyncs).await?;
-            Ok::<_, BenchError>((qd_n, qd_1, durable, sync, both))
+            let strategies = if strategy_time.is_zero() {
+                Vec::new()
+            } else {
+                strategies::measure(&dir2, strategy_block, strategy_time, MAX_STRATEGY_WRITES)
+                    .await?
+            };
+            Ok::<_, BenchError>((qd_n, qd_1, read, durable, sync, both, strategies))
         })
         .map_err(|e| BenchError::Executor(format!("cannot start the limits executor: {e}")))?
         .join()
         .map_err(|e| BenchError::Executor(format!("limits executor failed: {e}")))?;
-    let (qd_n, qd_1, durable, sync, both) = disk?;
+    let (qd_n, qd_1, read, durable, sync, both, write_strategies) = disk?;
     let tcp = loopback_tcp(Duration::from_secs_f64(args.tcp_s))?;
     Ok(LimitsResult {
         tool: "corelog-bench".into(),
@@ -182,6 +218,7 @@ pub fn run(args: &LimitsArgs) -> Result<LimitsResult, BenchError> {
         data_dir: dir,
         disk_write_mb_s: round1(qd_n),
         disk_write_qd1_mb_s: round1(qd_1),
+        disk_read_mb_s: round1(read),
         disk_write_bytes: total,
         disk_write_block_bytes: block,
         durable_write_mb_s: round1(durable),
@@ -189,6 +226,7 @@ pub fn run(args: &LimitsArgs) -> Result<LimitsResult, BenchError> {
         fdatasync_us: SyncLatency::of(&sync),
         append_fdatasync_us: SyncLatency::of(&both),
         loopback_tcp_mb_s: round1(tcp),
+        write_strategies,
         machine: MachineInfo::read(),
     })
 }
@@ -224,8 +262,20 @@ async fn open_temp(dir: &Path, name: &str) -> Result<(DmaFile, RemoveOnDrop), Be
     Ok((file, guard))
 }
 
-/// Writes `blocks` blocks of `block` bytes with `qd` in flight; MB/s.
-async fn disk_write(dir: &Path, blocks: u64, block: u64, qd: u64) -> Result<f64, BenchError> {
+/// A file written by [`disk_write`], removed when dropped.
+struct Written {
+    file: Rc<DmaFile>,
+    guard: RemoveOnDrop,
+}
+
+/// Writes `blocks` blocks of `block` bytes with `qd` in flight; MB/s and
+/// the file.
+async fn disk_write(
+    dir: &Path,
+    blocks: u64,
+    block: u64,
+    qd: u64,
+) -> Result<(f64, Written), BenchError> {
     let (file, guard) = open_temp(dir, "disk-write").await?;
     let path = guard.0.clone();
     // As the broker: blocks reserved ahead, size unchanged (keep size).
@@ -267,6 +317,47 @@ async fn disk_write(dir: &Path, blocks: u64, block: u64, qd: u64) -> Result<f64,
     file.fdatasync()
         .await
         .map_err(|e| io_err("fdatasync", &path, e))?;
+    let secs = t0.elapsed().as_secs_f64();
+    let mb_s = (blocks * block) as f64 / secs.max(1e-9) / 1e6;
+    Ok((mb_s, Written { file, guard }))
+}
+
+/// Reads `written` back sequentially, `block` bytes per read with `qd` in
+/// flight (O_DIRECT: from the disk, not the page cache); MB/s.
+async fn disk_read(written: Written, blocks: u64, block: u64, qd: u64) -> Result<f64, BenchError> {
+    let Written { file, guard } = written;
+    let path = guard.0.clone();
+    let next = Rc::new(Cell::new(0u64));
+    let t0 = Instant::now();
+    let mut readers = Vec::new();
+    for _ in 0..qd {
+        let (file, next, path) = (file.clone(), next.clone(), path.clone());
+        readers.push(glommio::spawn_local(async move {
+            loop {
+                let i = next.get();
+                if i >= blocks {
+                    return Ok(());
+                }
+                next.set(i + 1);
+                let r = file
+                    .read_at_aligned(i * block, block as usize)
+                    .await
+                    .map_err(|e| io_err("read", &path, e))?;
+                if r.len() as u64 != block {
+                    return Err(BenchError::io(
+                        format!("read {}", path.display()),
+                        std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!("short read: {} of {block} bytes", r.len()),
+                        ),
+                    ));
+                }
+            }
+        }));
+    }
+    for r in readers {
+        r.await?;
+    }
     let secs = t0.elapsed().as_secs_f64();
     let _ = file.close_rc().await;
     drop(guard);
