@@ -69,7 +69,7 @@ fn produce_frame(batch: Bytes) -> Bytes {
             }],
         }),
     };
-    Bytes::from(codec::encode_request(&req))
+    codec::encode_request(&req)
 }
 
 fn record_count(b: &[u8]) -> u32 {

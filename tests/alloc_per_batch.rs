@@ -98,7 +98,7 @@ fn produce_frame(batch: Bytes) -> Bytes {
             }],
         }),
     };
-    Bytes::from(codec::encode_request(&req))
+    codec::encode_request(&req)
 }
 
 const FEW: u32 = 10;

@@ -92,6 +92,7 @@ fn request(correlation_id: u32, body: RequestBody) -> Vec<u8> {
         client_id: Some("raw-test".into()),
         body,
     })
+    .to_vec()
 }
 
 fn api_versions(correlation_id: u32) -> Vec<u8> {

@@ -159,7 +159,7 @@ fn check_request(frame: &Bytes, decode: &DecodeLimits, limits: &Limits, out: &mu
     };
     out.requests += 1;
     let frame_range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
-    let re = Bytes::from(encode_request(&req));
+    let re = encode_request(&req);
     let back = decode_request(&re, decode).expect("a re-encoded request must decode");
     assert_eq!(back, req, "request round trip");
     if let RequestBody::Produce(p) = &req.body {

@@ -77,7 +77,7 @@ struct Shared {
     next_id: Cell<CorrelationId>,
     pending: RefCell<HashMap<CorrelationId, OneshotSender<Reply>>>,
     failed: RefCell<Option<Failure>>,
-    tx: RefCell<Option<LocalSender<Vec<u8>>>>,
+    tx: RefCell<Option<LocalSender<Bytes>>>,
 }
 
 impl Shared {
@@ -127,7 +127,7 @@ impl Connection {
         stream.set_nodelay(true).map_err(std::io::Error::other)?;
         let (mut reader, mut writer) = split(stream);
         handshake(config, &mut reader, &mut writer).await?;
-        let (tx, rx) = local_channel::new_unbounded::<Vec<u8>>();
+        let (tx, rx) = local_channel::new_unbounded::<Bytes>();
         let shared = Rc::new(Shared {
             client_id: config.client_id.clone(),
             request_timeout_ms: config.request_timeout_ms,

@@ -20,6 +20,7 @@ pub fn req(cid: u32, body: RequestBody) -> Vec<u8> {
         client_id: Some("flood".into()),
         body,
     })
+    .to_vec()
 }
 
 pub fn batch(value: &[u8], records: u32) -> Bytes {

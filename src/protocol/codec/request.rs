@@ -189,7 +189,7 @@ fn decode_request_body(frame: &Bytes, root: &fb::Request<'_>) -> R<RequestBody> 
     })
 }
 
-pub fn encode_request(req: &Request) -> Vec<u8> {
+pub fn encode_request(req: &Request) -> Bytes {
     let hint = match &req.body {
         RequestBody::Produce(p) => p
             .topics
@@ -213,7 +213,10 @@ pub fn encode_request(req: &Request) -> Vec<u8> {
         },
     );
     fbb.finish(root, None);
-    fbb.finished_data().to_vec()
+    // The builder's own buffer, from where the finished data starts: no
+    // copy of the frame (a produce request's record bytes are in it).
+    let (buf, head) = fbb.collapse();
+    Bytes::from(buf).slice(head..)
 }
 
 fn encode_request_body(

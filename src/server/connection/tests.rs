@@ -131,7 +131,7 @@ fn flatbuffers() -> FlatBuffers {
     }
 }
 
-fn metadata(cid: u32, topic: &str) -> Vec<u8> {
+fn metadata(cid: u32, topic: &str) -> bytes::Bytes {
     encode_request(&Request {
         correlation_id: cid,
         api_version: PROTOCOL_VERSION,
