@@ -22,7 +22,7 @@ use crate::storage::segment::{Next, Segment};
 
 /// Largest single read a fetch issues, in bytes (bigger fetches read more
 /// than once; a bigger single batch is read whole).
-const MAX_FETCH_READ_BYTES: usize = 1024 * 1024;
+const MAX_FETCH_READ_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct FetchData {
@@ -131,6 +131,16 @@ impl Partition {
         let mut pieces: Vec<Bytes> = Vec::new();
         let mut total = 0usize;
         loop {
+            if total > 0 {
+                // Read no further than the budget left, and not a batch
+                // that would not fit (its header says so).
+                let left = (max_bytes as usize).saturating_sub(total);
+                cur.set_read_bytes(left);
+                let len = cur.peek_len().await.map_err(PartitionError::from_storage)?;
+                if len.is_some_and(|len| total as u64 + len > u64::from(max_bytes)) {
+                    break;
+                }
+            }
             match cur.next().await.map_err(PartitionError::from_storage)? {
                 Next::Batch(h, b) => {
                     if h.last_offset() < offset {

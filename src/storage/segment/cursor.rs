@@ -9,7 +9,7 @@
 //! Must not know: high watermark, acks, epochs' meaning; how the segment is
 //! written or recovered.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::{Segment, SCAN_READ_BYTES};
 use crate::protocol::batch::{self, BatchHeader, HEADER_BYTES};
@@ -64,8 +64,13 @@ impl<'a> Cursor<'a> {
 
     /// Sets the minimum size of each read, in bytes (default 256 KiB).
     pub fn with_read_bytes(mut self, read_bytes: usize) -> Self {
-        self.read_bytes = read_bytes.max(HEADER_BYTES);
+        self.set_read_bytes(read_bytes);
         self
+    }
+
+    /// [`Cursor::with_read_bytes`] on the way (for the reads still to come).
+    pub fn set_read_bytes(&mut self, read_bytes: usize) {
+        self.read_bytes = read_bytes.max(HEADER_BYTES);
     }
 
     /// Makes `buf` cover `[pos, pos + need)`; `need <= limit - pos`.
@@ -74,12 +79,52 @@ impl<'a> Cursor<'a> {
         if self.pos >= self.buf_pos && off + need <= self.buf.len() {
             return Ok(());
         }
+        if self.pos >= self.buf_pos && off < self.buf.len() {
+            // The buffer holds the start of what is needed: read only from
+            // its end on and join the two, so no byte is read twice (a
+            // fetch whose last batch crossed the end of one read used to
+            // read a whole `read_bytes` again from that batch's start).
+            let have = self.buf.len() - off;
+            let buf_end = self.buf_pos + self.buf.len() as u64;
+            let more = if need <= HEADER_BYTES {
+                self.read_bytes
+            } else {
+                need - have
+            };
+            let more = more.min((self.limit - buf_end) as usize);
+            let rest = self.seg.file.read_at(buf_end, more).await?;
+            let mut joined = BytesMut::with_capacity(have + rest.len());
+            joined.extend_from_slice(&self.buf[off..]);
+            joined.extend_from_slice(&rest);
+            self.buf = joined.freeze();
+            self.buf_pos = self.pos;
+            return Ok(());
+        }
         let want = need
             .max(self.read_bytes)
             .min((self.limit - self.pos) as usize);
         self.buf = self.seg.file.read_at(self.pos, want).await?;
         self.buf_pos = self.pos;
         Ok(())
+    }
+
+    /// The total length of the batch at the cursor, from its header alone
+    /// (reading at most the header past what is buffered); None at the end
+    /// or where no valid header is (then [`Cursor::next`] says what is
+    /// wrong). Lets a reader with a byte budget stop before reading a batch
+    /// it would not take.
+    pub async fn peek_len(&mut self) -> Result<Option<u64>, StorageError> {
+        if self.pos + HEADER_BYTES as u64 > self.limit {
+            return Ok(None);
+        }
+        self.fill(HEADER_BYTES).await?;
+        let off = (self.pos - self.buf_pos) as usize;
+        if self.buf.len() < off + HEADER_BYTES {
+            return Ok(None);
+        }
+        Ok(BatchHeader::parse(&self.buf[off..])
+            .ok()
+            .map(|h| h.total_bytes() as u64))
     }
 
     pub async fn next(&mut self) -> Result<Next, StorageError> {
