@@ -820,3 +820,46 @@ fn wire_errors_name_their_code_once() {
             .to_string();
     assert_eq!(shown.matches("storage error").count(), 1, "{shown}");
 }
+
+#[test]
+fn reads_smaller_than_a_batch_join_and_a_fetch_stops_at_its_budget() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = open(dir.path(), &cfg(64 << 20)).await;
+        fill(&p, 40, 1000).await;
+        let seg = p.log.active();
+        // Reads of one page, batches of about 5 KB: nearly every batch
+        // crosses a read's end, and its missing part is joined on.
+        let mut cur = seg
+            .cursor(0, seg.log_bytes(), Some(0))
+            .with_read_bytes(4096);
+        let mut next = 0;
+        loop {
+            match cur.next().await.expect("read") {
+                crate::storage::segment::Next::Batch(h, b) => {
+                    assert_eq!(h.base_offset, next, "batches in order, none skipped");
+                    assert_eq!(b.len(), h.total_bytes());
+                    next = h.next_offset();
+                }
+                crate::storage::segment::Next::End => break,
+                crate::storage::segment::Next::Invalid { pos, reason } => {
+                    panic!("invalid at {pos}: {reason}")
+                }
+            }
+        }
+        assert_eq!(next, 200);
+        // A budget of two and a half batches returns two whole batches.
+        let one = {
+            let mut c = seg.cursor(0, seg.log_bytes(), Some(0));
+            c.peek_len().await.expect("peek").expect("a batch")
+        };
+        // Without the batch cache, so the fetch reads the segment.
+        p.cache.clear();
+        let d = p.fetch(0, (one * 5 / 2) as u32).await.expect("fetch");
+        let got: Vec<u64> = batch::batches(&d.records.to_bytes())
+            .map(|b| b.expect("batch").0.base_offset)
+            .collect();
+        assert_eq!(got, vec![0, 5]);
+        p.close().await.expect("close");
+    });
+}
