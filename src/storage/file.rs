@@ -2,7 +2,10 @@
 //! shard's [`Disk`] (real or simulated, `crate::io`).
 //!
 //! A narrow interface over [`DiskFile`] (O_DIRECT on the real disk): aligned
-//! `write_at`, unaligned `read_at`, `fdatasync`, `truncate`, `size`. Every call
+//! `write_at`, `write_through_at` (through a second, O_DSYNC handle on the
+//! same file: durable on completion, no fdatasync), `write_zeros` (pages
+//! made ready ahead of the appends; not data, so no faults), unaligned
+//! `read_at`, `fdatasync`, `truncate`, `size`. Every data call
 //! first consults the partition's [`FaultInjector`], so tests can make writes
 //! fail (e.g. ENOSPC), tear writes (only a prefix reaches the file), fail or
 //! skip fdatasync — through the very code path production uses, on either
