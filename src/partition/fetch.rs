@@ -123,9 +123,28 @@ impl Partition {
         let read_bytes = (max_bytes as usize)
             .saturating_add(self.config.borrow().index_interval_bytes as usize)
             .clamp(4096, MAX_FETCH_READ_BYTES);
-        let mut cur = seg
-            .cursor(seg.position_for_offset(offset), seg.log_bytes(), None)
-            .with_read_bytes(read_bytes);
+        // A read-ahead that starts where this fetch starts is its first read.
+        let ahead = {
+            let mut slot = self.readahead.borrow_mut();
+            match slot.as_ref() {
+                Some(ra) if ra.offset == offset && ra.seg_base == seg.base_offset() => slot.take(),
+                _ => None,
+            }
+        };
+        let mut cur = match ahead {
+            Some(ra) => {
+                let pos = ra.pos;
+                match ra.bytes().await {
+                    Some(b) => {
+                        self.readahead_hits.set(self.readahead_hits.get() + 1);
+                        seg.cursor(pos, seg.log_bytes(), None).with_buffer(b)
+                    }
+                    None => seg.cursor(seg.position_for_offset(offset), seg.log_bytes(), None),
+                }
+            }
+            None => seg.cursor(seg.position_for_offset(offset), seg.log_bytes(), None),
+        }
+        .with_read_bytes(read_bytes);
         // Batches read so far; adjacent ones from one read are merged back
         // into a single slice of that read's buffer (no copy).
         let mut pieces: Vec<Bytes> = Vec::new();
@@ -183,6 +202,18 @@ impl Partition {
             None => Records::from_pieces(pieces),
         };
         debug_assert_eq!(records.len(), total);
+        let next = records.next_offset().unwrap_or(offset);
+        // A reader that continued where the last disk fetch ended is
+        // sequential: read its next range while this one is on its way.
+        let sequential = self.last_disk_fetch_end.get() == offset;
+        self.last_disk_fetch_end.set(next);
+        let pos = cur.position();
+        if sequential && pos < seg.log_bytes() && next < upper {
+            // The old slot (and its memory) goes first.
+            self.readahead.borrow_mut().take();
+            let ahead = super::readahead::ReadAhead::start(seg.clone(), pos, next, read_bytes);
+            *self.readahead.borrow_mut() = ahead;
+        }
         Ok(data(records))
     }
 

@@ -59,6 +59,7 @@ mod error;
 mod fetch;
 mod producer_log;
 pub mod producers;
+mod readahead;
 mod replica;
 mod retention;
 mod waiters;
@@ -100,6 +101,12 @@ pub struct Partition {
     log: Log,
     /// Recently written batches (served by fetch without a disk read).
     cache: PartitionCache,
+    /// The next range a sequential disk reader will want, read ahead.
+    readahead: RefCell<Option<readahead::ReadAhead>>,
+    /// Where the last fetch served from disk ended (the offset after it).
+    last_disk_fetch_end: Cell<Offset>,
+    /// Fetches that started from a read-ahead (tests and diagnostics).
+    readahead_hits: Cell<u64>,
     log_start: Cell<Offset>,
     /// Next offset to assign (queued batches included).
     log_end: Cell<Offset>,
@@ -211,6 +218,9 @@ impl Partition {
             limits,
             log,
             cache: cache.register(),
+            readahead: RefCell::new(None),
+            last_disk_fetch_end: Cell::new(Offset::MAX),
+            readahead_hits: Cell::new(0),
             queue: RefCell::new(VecDeque::new()),
             writer_waker: RefCell::new(None),
             writer_running: Cell::new(true),
@@ -348,6 +358,7 @@ impl Partition {
         if let Some(w) = self.writer_waker.borrow_mut().take() {
             w.wake();
         }
+        self.readahead.borrow_mut().take();
         self.writer_done_waiters
             .wait(|| !self.writer_running.get())
             .await;

@@ -100,7 +100,10 @@ impl Partition {
                     && self.local_durable.get() == self.log_end.get()
             })
             .await;
-        // Readers stop below the cut before the files shrink.
+        // Readers stop below the cut before the files shrink, and nothing
+        // read ahead from the old files is served after it.
+        self.readahead.borrow_mut().take();
+        self.last_disk_fetch_end.set(Offset::MAX);
         self.high_watermark.set(
             self.high_watermark
                 .get()

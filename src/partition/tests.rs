@@ -863,3 +863,60 @@ fn reads_smaller_than_a_batch_join_and_a_fetch_stops_at_its_budget() {
         p.close().await.expect("close");
     });
 }
+
+#[test]
+fn a_sequential_disk_reader_is_read_ahead_and_a_truncation_drops_it() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = open(dir.path(), &cfg(64 << 20)).await;
+        fill(&p, 60, 1000).await;
+        p.cache.clear();
+        // Fetches of about two batches each, each continuing where the
+        // last one ended: from the second on, each is read ahead.
+        let mut offset = 0;
+        let mut fetches = 0;
+        while offset < 300 {
+            let d = p.fetch(offset, 11_000).await.expect("fetch");
+            let bases: Vec<u64> = batch::batches(&d.records.to_bytes())
+                .map(|b| b.expect("batch").0.base_offset)
+                .collect();
+            assert_eq!(bases.first(), Some(&offset), "starts where asked");
+            offset = d.records.next_offset().expect("records");
+            fetches += 1;
+        }
+        assert_eq!(offset, 300);
+        assert_eq!(
+            p.readahead_hits.get(),
+            fetches - 2,
+            "every fetch after the second started from a read-ahead"
+        );
+        assert!(
+            super::readahead::shard_readahead_bytes()
+                <= super::readahead::MAX_SHARD_READAHEAD_BYTES
+        );
+        // Arm a read-ahead near the head (two sequential fetches), then cut
+        // the log where it starts and append a different batch there: the
+        // next fetch must return the new batch, not the bytes read ahead.
+        p.fetch(0, 11_000).await.expect("fetch");
+        let d = p.fetch(10, 11_000).await.expect("fetch");
+        let armed_at = d.records.next_offset().expect("records");
+        assert!(p.readahead.borrow().is_some(), "a read-ahead is armed");
+        assert_eq!(p.truncate_to(armed_at).await.expect("truncate"), armed_at);
+        assert!(p.readahead.borrow().is_none(), "the truncation dropped it");
+        let t = p.append(batch(999, 5, 0, 10)).expect("append");
+        assert_eq!(t.wait().await.expect("durable").base_offset, armed_at);
+        p.cache.clear();
+        let d = p.fetch(armed_at, 11_000).await.expect("fetch");
+        let bytes = d.records.to_bytes();
+        let (h, b) = batch::batches(&bytes).next().expect("one").expect("ok");
+        assert_eq!(h.base_offset, armed_at);
+        assert_eq!(h.record_count, 5);
+        assert!(b.len() < 1000, "the new small batch, not the old one");
+        p.close().await.expect("close");
+        assert_eq!(
+            super::readahead::shard_readahead_bytes(),
+            0,
+            "close gives it all back"
+        );
+    });
+}

@@ -224,6 +224,8 @@ impl Partition {
     async fn fail_written(&self, w: Written, err: PartitionError, what: &str) {
         error!(tp = %self.tp, error = %err, batches = w.group.len(),
             "{what} failed; failing the group and everything queued after it");
+        // Bytes read ahead may include the group being rolled back.
+        self.readahead.borrow_mut().take();
         self.log.rollback(&w.seg, w.mark).await;
         for p in w.group {
             p.slot.complete(Err(err.clone()));

@@ -544,6 +544,17 @@ impl Segment {
             .map(|&(rel, p)| (p as u64, self.base_offset + rel as u64))
     }
 
+    /// Up to `len` bytes of the log from `pos`, no further than its logical
+    /// end (raw: a cursor checks what it takes from them).
+    pub async fn read_range(&self, pos: u64, len: usize) -> Result<Bytes, StorageError> {
+        let end = self.log_bytes();
+        if pos >= end {
+            return Ok(Bytes::new());
+        }
+        let len = len.min((end - pos) as usize);
+        self.file.read_at(pos, len).await
+    }
+
     /// The batch header at `pos` as stored (not CRC-checked), if one parses
     /// and ends within the logical size.
     pub async fn header_at(&self, pos: u64) -> Result<Option<BatchHeader>, StorageError> {

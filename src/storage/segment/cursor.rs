@@ -68,6 +68,15 @@ impl<'a> Cursor<'a> {
         self
     }
 
+    /// Starts the cursor with `buf`, bytes of the log read earlier from its
+    /// position (a read-ahead): they are used as a read of the file would
+    /// be, checks included.
+    pub fn with_buffer(mut self, buf: Bytes) -> Self {
+        self.buf_pos = self.pos;
+        self.buf = buf;
+        self
+    }
+
     /// [`Cursor::with_read_bytes`] on the way (for the reads still to come).
     pub fn set_read_bytes(&mut self, read_bytes: usize) {
         self.read_bytes = read_bytes.max(HEADER_BYTES);
