@@ -337,7 +337,7 @@ impl Accumulator {
 
     pub(crate) fn append(
         &mut self,
-        tp: TopicPartition,
+        tp: &TopicPartition,
         timestamp_ms: i64,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
@@ -346,7 +346,7 @@ impl Accumulator {
     ) -> Appended {
         let mut sealed = Vec::new();
         // Seal the open batch first if this record would push it past the limit.
-        let full = self.open.get(&tp).is_some_and(|b| {
+        let full = self.open.get(tp).is_some_and(|b| {
             !b.builder.is_empty()
                 && b.builder.size_bytes()
                     + b.builder
@@ -354,25 +354,29 @@ impl Accumulator {
                     > self.batch_bytes
         });
         if full {
-            sealed.extend(self.seal(&tp));
+            sealed.extend(self.seal(tp));
         }
         let mut opened_generation = None;
-        let batch_bytes = self.batch_bytes;
-        let open = self.open.entry(tp.clone()).or_insert_with(|| {
+        if !self.open.contains_key(tp) {
+            // The key is cloned once per batch, not per record.
             let generation = self.next_generation;
             self.next_generation += 1;
             opened_generation = Some(generation);
-            OpenBatch {
+            let batch = OpenBatch {
                 // The whole batch's capacity at once: growing by doubling
                 // copied every batch about once more (measured in the
                 // producer's profile); untouched capacity is address space,
                 // not memory, until records fill it.
-                builder: BatchBuilder::with_capacity(batch_bytes),
+                builder: BatchBuilder::with_capacity(self.batch_bytes),
                 waiters: Vec::new(),
                 generation,
                 opened: Instant::now(),
-            }
-        });
+            };
+            self.open.insert(tp.clone(), batch);
+        }
+        let Some(open) = self.open.get_mut(tp) else {
+            unreachable!("the open batch was just found or inserted");
+        };
         let offset_delta = open.builder.push(timestamp_ms, key, value, headers);
         open.waiters.push(Waiter {
             tx,
@@ -380,7 +384,7 @@ impl Accumulator {
             timestamp_ms,
         });
         if open.builder.size_bytes() >= self.batch_bytes {
-            sealed.extend(self.seal(&tp));
+            sealed.extend(self.seal(tp));
             opened_generation = None;
         }
         Appended {
@@ -563,7 +567,7 @@ impl Producer {
             .collect();
         let (tx, rx) = oneshot();
         let appended = self.inner.accumulator.borrow_mut().append(
-            tp.clone(),
+            &tp,
             timestamp_ms,
             record.key.as_deref(),
             record.value.as_deref(),
@@ -637,7 +641,7 @@ mod tests {
 
     fn append(acc: &mut Accumulator, p: u32, v: &[u8]) -> (Appended, OneshotReceiver<Delivery>) {
         let (tx, rx) = oneshot();
-        let a = acc.append(TopicPartition::new("t", p), 1000, None, Some(v), &[], tx);
+        let a = acc.append(&TopicPartition::new("t", p), 1000, None, Some(v), &[], tx);
         (a, rx)
     }
 
