@@ -166,6 +166,22 @@ fn round_trip_across_segment_rolls() {
                 "max_bytes=1: one batch"
             );
         }
+        // flush=always writes through a second handle once pages are zeroed
+        // ahead (from a segment's second append on); a sealed segment keeps
+        // only its plain one (one fd per sealed segment).
+        for i in 0..2 {
+            let t = p.append(batch(600 + i, 1, 0, 10)).expect("append");
+            t.wait().await.expect("durable");
+        }
+        let segs = p.log.segments();
+        assert!(segs.len() >= 4);
+        for s in &segs[..segs.len() - 1] {
+            assert!(s.is_sealed() && !s.has_write_through_handle());
+        }
+        assert!(
+            segs.last().is_some_and(|s| s.has_write_through_handle()),
+            "the active segment wrote through"
+        );
         p.close().await.expect("close");
         // Sealed (and closed) segments are trimmed to their data's last
         // page: the zeros written ahead of small appends are gone (the

@@ -19,8 +19,9 @@
 //!
 //! Must not know: segments, batches, partitions.
 
-use std::cell::OnceCell;
+use std::cell::RefCell;
 use std::io;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -32,6 +33,23 @@ use crate::io::{Disk, DiskFile};
 
 use super::{StorageError, PAGE_BYTES};
 
+/// A file handle a write goes through: the plain one, or (shared, so it can
+/// be released while a write on it is in flight) the write-through one.
+enum Handle<'a> {
+    Plain(&'a DiskFile),
+    Through(Rc<DiskFile>),
+}
+
+impl Deref for Handle<'_> {
+    type Target = DiskFile;
+    fn deref(&self) -> &DiskFile {
+        match self {
+            Handle::Plain(f) => f,
+            Handle::Through(f) => f,
+        }
+    }
+}
+
 /// Most continuations of one short write before it counts as failed.
 const MAX_WRITE_CONTINUATIONS: u32 = 16;
 
@@ -39,8 +57,9 @@ const MAX_WRITE_CONTINUATIONS: u32 = 16;
 pub struct LogFile {
     file: DiskFile,
     /// The write-through (O_DSYNC) handle on the same file, opened by
-    /// [`LogFile::open_write_through`] on first use.
-    write_through: OnceCell<DiskFile>,
+    /// [`LogFile::open_write_through`] on first use and dropped by
+    /// [`LogFile::release_write_through`] (a sealed segment keeps one fd).
+    write_through: RefCell<Option<Rc<DiskFile>>>,
     disk: Disk,
     path: PathBuf,
     faults: Rc<FaultInjector>,
@@ -62,7 +81,7 @@ impl LogFile {
             .map_err(|e| StorageError::io("open", path, e))?;
         Ok(LogFile {
             file,
-            write_through: OnceCell::new(),
+            write_through: RefCell::new(None),
             disk: disk.clone(),
             path: path.to_path_buf(),
             faults,
@@ -97,12 +116,12 @@ impl LogFile {
     /// Opens the write-through handle if it is not open yet; false if it
     /// cannot be opened (the caller then writes and syncs as before).
     pub async fn open_write_through(&self) -> bool {
-        if self.write_through.get().is_some() {
+        if self.write_through.borrow().is_some() {
             return true;
         }
         match self.disk.open_write_through(&self.path).await {
             Ok(f) => {
-                let _ = self.write_through.set(f);
+                *self.write_through.borrow_mut() = Some(Rc::new(f));
                 true
             }
             Err(e) => {
@@ -120,7 +139,7 @@ impl LogFile {
     /// with EIO, `skip_fsyncs` writes them without the sync.
     pub async fn write_through_at(&self, buf: DmaBuffer, pos: u64) -> Result<(), StorageError> {
         assert!(
-            self.write_through.get().is_some(),
+            self.write_through.borrow().is_some(),
             "write-through write before the handle was opened"
         );
         if FaultInjector::take(&self.faults.fail_fsyncs) {
@@ -140,11 +159,22 @@ impl LogFile {
         self.write_with(buf, pos, false).await
     }
 
+    /// Drops the write-through handle (its fd closes once no write is in
+    /// flight on it); a later write-through write opens it again.
+    pub fn release_write_through(&self) {
+        self.write_through.borrow_mut().take();
+    }
+
+    /// Whether the write-through handle is open.
+    pub fn has_write_through(&self) -> bool {
+        self.write_through.borrow().is_some()
+    }
+
     /// The handle a write goes through.
-    fn handle(&self, through: bool) -> &DiskFile {
-        match self.write_through.get() {
-            Some(f) if through => f,
-            _ => &self.file,
+    fn handle(&self, through: bool) -> Handle<'_> {
+        match self.write_through.borrow().as_ref() {
+            Some(f) if through => Handle::Through(f.clone()),
+            _ => Handle::Plain(&self.file),
         }
     }
 
@@ -303,7 +333,7 @@ impl LogFile {
 
     pub async fn close(self) -> Result<(), StorageError> {
         let path = self.path;
-        if let Some(f) = self.write_through.into_inner() {
+        if let Some(f) = self.write_through.into_inner().and_then(Rc::into_inner) {
             f.close()
                 .await
                 .map_err(|e| StorageError::io("close", &path, e))?;

@@ -486,9 +486,16 @@ impl Segment {
     }
 
     /// Marks the segment read-only (after its indexes are persisted and the
-    /// next segment exists).
+    /// next segment exists) and drops its write-through handle: a sealed
+    /// segment holds one file descriptor.
     pub fn mark_sealed(&self) {
         self.st.borrow_mut().sealed = true;
+        self.file.release_write_through();
+    }
+
+    /// Whether the segment holds a write-through handle (tests).
+    pub fn has_write_through_handle(&self) -> bool {
+        self.file.has_write_through()
     }
 
     pub fn base_offset(&self) -> u64 {
