@@ -311,6 +311,10 @@ pub(crate) struct Appended {
     pub(crate) opened_generation: Option<u64>,
 }
 
+/// Most capacity an open batch is given up front, in bytes (a larger
+/// `batch_bytes` grows past it as records arrive).
+const MAX_INITIAL_BATCH_CAPACITY_BYTES: usize = 16 * 1024 * 1024;
+
 /// Per-partition open batches. Pure logic, no I/O (unit tested).
 pub(crate) struct Accumulator {
     batch_bytes: usize,
@@ -363,11 +367,13 @@ impl Accumulator {
             self.next_generation += 1;
             opened_generation = Some(generation);
             let batch = OpenBatch {
-                // The whole batch's capacity at once: growing by doubling
-                // copied every batch about once more (measured in the
-                // producer's profile); untouched capacity is address space,
-                // not memory, until records fill it.
-                builder: BatchBuilder::with_capacity(self.batch_bytes),
+                // The whole batch's capacity at once (up to a bound): growing
+                // by doubling copied every batch about once more (measured
+                // in the producer's profile); untouched capacity is address
+                // space, not memory, until records fill it.
+                builder: BatchBuilder::with_capacity(
+                    self.batch_bytes.min(MAX_INITIAL_BATCH_CAPACITY_BYTES),
+                ),
                 waiters: Vec::new(),
                 generation,
                 opened: Instant::now(),
@@ -638,6 +644,17 @@ impl Producer {
 mod tests {
     use super::*;
     use crate::protocol::batch::{records, validate};
+
+    #[test]
+    fn a_huge_batch_bytes_setting_does_not_reserve_it_up_front() {
+        // usize::MAX would overflow an up-front allocation (a panic on a
+        // setting); the batch starts bounded and grows with its records.
+        let mut acc = Accumulator::new(usize::MAX);
+        let (a, _rx) = append(&mut acc, 0, b"v");
+        assert!(a.sealed.is_empty() && a.opened_generation.is_some());
+        let open = acc.open.values().next().expect("an open batch");
+        assert!(open.builder.capacity_bytes() <= MAX_INITIAL_BATCH_CAPACITY_BYTES);
+    }
 
     fn append(acc: &mut Accumulator, p: u32, v: &[u8]) -> (Appended, OneshotReceiver<Delivery>) {
         let (tx, rx) = oneshot();

@@ -738,6 +738,11 @@ impl BatchBuilder {
         self.buf.len()
     }
 
+    /// Bytes the builder's buffer can hold before it grows.
+    pub fn capacity_bytes(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Bytes `push` would add for this record.
     pub fn record_size_bytes(
         &self,
