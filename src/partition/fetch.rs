@@ -131,16 +131,17 @@ impl Partition {
                 _ => None,
             }
         };
-        let mut cur = match ahead {
+        let ahead = match ahead {
             Some(ra) => {
                 let pos = ra.pos;
-                match ra.bytes().await {
-                    Some(b) => {
-                        self.readahead_hits.set(self.readahead_hits.get() + 1);
-                        seg.cursor(pos, seg.log_bytes(), None).with_buffer(b)
-                    }
-                    None => seg.cursor(seg.position_for_offset(offset), seg.log_bytes(), None),
-                }
+                ra.bytes().await.map(|b| (pos, b))
+            }
+            None => None,
+        };
+        let mut cur = match ahead {
+            Some((pos, b)) => {
+                self.readahead_hits.set(self.readahead_hits.get() + 1);
+                seg.cursor(pos, seg.log_bytes(), None).with_buffer(b)
             }
             None => seg.cursor(seg.position_for_offset(offset), seg.log_bytes(), None),
         }

@@ -738,7 +738,8 @@ impl BatchBuilder {
         self.buf.len()
     }
 
-    /// Bytes the builder's buffer can hold before it grows.
+    /// Bytes the builder's buffer can hold before it grows (tests).
+    #[cfg(test)]
     pub fn capacity_bytes(&self) -> usize {
         self.buf.capacity()
     }

@@ -113,6 +113,17 @@ impl LogFile {
         StorageError::io(op, &self.path, e)
     }
 
+    /// A write that stopped after `n` of `len` bytes.
+    fn short_write(&self, op: &'static str, n: usize, len: usize) -> StorageError {
+        self.io_err(
+            op,
+            io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {n} of {len} bytes"),
+            ),
+        )
+    }
+
     /// Opens the write-through handle if it is not open yet; false if it
     /// cannot be opened (the caller then writes and syncs as before).
     pub async fn open_write_through(&self) -> bool {
@@ -165,7 +176,8 @@ impl LogFile {
         self.write_through.borrow_mut().take();
     }
 
-    /// Whether the write-through handle is open.
+    /// Whether the write-through handle is open (tests).
+    #[cfg(test)]
     pub fn has_write_through(&self) -> bool {
         self.write_through.borrow().is_some()
     }
@@ -216,13 +228,7 @@ impl LogFile {
                 .await?;
         }
         if n != len {
-            return Err(self.io_err(
-                "write",
-                io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    format!("short write: {n} of {len} bytes"),
-                ),
-            ));
+            return Err(self.short_write("write", n, len));
         }
         Ok(())
     }
@@ -242,13 +248,7 @@ impl LogFile {
             .await
             .map_err(|e| self.io_err("write zeros", e))?;
         if n != len {
-            return Err(self.io_err(
-                "write zeros",
-                io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    format!("short write: {n} of {len} bytes"),
-                ),
-            ));
+            return Err(self.short_write("write zeros", n, len));
         }
         Ok(())
     }

@@ -494,6 +494,7 @@ impl Segment {
     }
 
     /// Whether the segment holds a write-through handle (tests).
+    #[cfg(test)]
     pub fn has_write_through_handle(&self) -> bool {
         self.file.has_write_through()
     }

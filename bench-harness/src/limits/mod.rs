@@ -249,17 +249,55 @@ fn io_err(what: &str, path: &Path, e: impl Into<std::io::Error>) -> BenchError {
 }
 
 async fn open_temp(dir: &Path, name: &str) -> Result<(DmaFile, RemoveOnDrop), BenchError> {
+    open_temp_with(dir, name, false).await
+}
+
+/// [`open_temp`], with O_DSYNC if `dsync` (writes durable on completion).
+async fn open_temp_with(
+    dir: &Path,
+    name: &str,
+    dsync: bool,
+) -> Result<(DmaFile, RemoveOnDrop), BenchError> {
     let path = dir.join(format!(".corelog-bench-{name}-{}.tmp", std::process::id()));
     let guard = RemoveOnDrop(path.clone());
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
+    let mut opts = OpenOptions::new();
+    opts.read(true).write(true).create(true).truncate(true);
+    if dsync {
+        opts.custom_flags(libc::O_DSYNC);
+    }
+    let file = opts
         .dma_open(&path)
         .await
         .map_err(|e| io_err("open (O_DIRECT)", &path, e))?;
     Ok((file, guard))
+}
+
+/// Runs `op(i)` for every block index in `0..blocks` with `qd` in flight:
+/// each of `qd` workers takes the next index when it finishes one.
+async fn each_block<F, Fut>(blocks: u64, qd: u64, op: F) -> Result<(), BenchError>
+where
+    F: Fn(u64) -> Fut + Clone + 'static,
+    Fut: std::future::Future<Output = Result<(), BenchError>> + 'static,
+{
+    let next = Rc::new(Cell::new(0u64));
+    let mut workers = Vec::new();
+    for _ in 0..qd {
+        let (next, op) = (next.clone(), op.clone());
+        workers.push(glommio::spawn_local(async move {
+            loop {
+                let i = next.get();
+                if i >= blocks {
+                    return Ok::<(), BenchError>(());
+                }
+                next.set(i + 1);
+                op(i).await?;
+            }
+        }));
+    }
+    for w in workers {
+        w.await?;
+    }
+    Ok(())
 }
 
 /// A file written by [`disk_write`], removed when dropped.
@@ -281,39 +319,30 @@ async fn disk_write(
     // As the broker: blocks reserved ahead, size unchanged (keep size).
     let _ = file.pre_allocate(blocks * block, true).await;
     let file = Rc::new(file);
-    let next = Rc::new(Cell::new(0u64));
     let t0 = Instant::now();
-    let mut writers = Vec::new();
-    for _ in 0..qd {
-        let (file, next, path) = (file.clone(), next.clone(), path.clone());
-        writers.push(glommio::spawn_local(async move {
-            loop {
-                let i = next.get();
-                if i >= blocks {
-                    return Ok(());
-                }
-                next.set(i + 1);
-                let mut buf = file.alloc_dma_buffer(block as usize);
-                buf.as_bytes_mut().fill(0xa5 ^ (i as u8));
-                let n = file
-                    .write_at(buf, i * block)
-                    .await
-                    .map_err(|e| io_err("write", &path, e))?;
-                if n as u64 != block {
-                    return Err(BenchError::io(
-                        format!("write {}", path.display()),
-                        std::io::Error::new(
-                            std::io::ErrorKind::WriteZero,
-                            format!("short write: {n} of {block} bytes"),
-                        ),
-                    ));
-                }
+    let (f, p) = (file.clone(), path.clone());
+    each_block(blocks, qd, move |i| {
+        let (file, path) = (f.clone(), p.clone());
+        async move {
+            let mut buf = file.alloc_dma_buffer(block as usize);
+            buf.as_bytes_mut().fill(0xa5 ^ (i as u8));
+            let n = file
+                .write_at(buf, i * block)
+                .await
+                .map_err(|e| io_err("write", &path, e))?;
+            if n as u64 != block {
+                return Err(BenchError::io(
+                    format!("write {}", path.display()),
+                    std::io::Error::new(
+                        std::io::ErrorKind::WriteZero,
+                        format!("short write: {n} of {block} bytes"),
+                    ),
+                ));
             }
-        }));
-    }
-    for w in writers {
-        w.await?;
-    }
+            Ok(())
+        }
+    })
+    .await?;
     file.fdatasync()
         .await
         .map_err(|e| io_err("fdatasync", &path, e))?;
@@ -327,37 +356,28 @@ async fn disk_write(
 async fn disk_read(written: Written, blocks: u64, block: u64, qd: u64) -> Result<f64, BenchError> {
     let Written { file, guard } = written;
     let path = guard.0.clone();
-    let next = Rc::new(Cell::new(0u64));
     let t0 = Instant::now();
-    let mut readers = Vec::new();
-    for _ in 0..qd {
-        let (file, next, path) = (file.clone(), next.clone(), path.clone());
-        readers.push(glommio::spawn_local(async move {
-            loop {
-                let i = next.get();
-                if i >= blocks {
-                    return Ok(());
-                }
-                next.set(i + 1);
-                let r = file
-                    .read_at_aligned(i * block, block as usize)
-                    .await
-                    .map_err(|e| io_err("read", &path, e))?;
-                if r.len() as u64 != block {
-                    return Err(BenchError::io(
-                        format!("read {}", path.display()),
-                        std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            format!("short read: {} of {block} bytes", r.len()),
-                        ),
-                    ));
-                }
+    let (f, p) = (file.clone(), path.clone());
+    each_block(blocks, qd, move |i| {
+        let (file, path) = (f.clone(), p.clone());
+        async move {
+            let r = file
+                .read_at_aligned(i * block, block as usize)
+                .await
+                .map_err(|e| io_err("read", &path, e))?;
+            if r.len() as u64 != block {
+                return Err(BenchError::io(
+                    format!("read {}", path.display()),
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("short read: {} of {block} bytes", r.len()),
+                    ),
+                ));
             }
-        }));
-    }
-    for r in readers {
-        r.await?;
-    }
+            Ok(())
+        }
+    })
+    .await?;
     let secs = t0.elapsed().as_secs_f64();
     let _ = file.close_rc().await;
     drop(guard);

@@ -29,10 +29,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use glommio::io::{DmaFile, OpenOptions};
 use serde::{Deserialize, Serialize};
 
-use super::{io_err, RemoveOnDrop, SyncLatency, PREALLOC_STEP_BYTES};
+use super::{io_err, open_temp_with, SyncLatency, PREALLOC_STEP_BYTES};
 use crate::error::BenchError;
 use crate::stats::{micros, new_histogram, record};
 
@@ -165,21 +164,6 @@ pub async fn measure(
     Ok(out)
 }
 
-async fn open(dir: &Path, name: &str, dsync: bool) -> Result<(DmaFile, RemoveOnDrop), BenchError> {
-    let path = dir.join(format!(".corelog-bench-{name}-{}.tmp", std::process::id()));
-    let guard = RemoveOnDrop(path.clone());
-    let mut opts = OpenOptions::new();
-    opts.read(true).write(true).create(true).truncate(true);
-    if dsync {
-        opts.custom_flags(libc::O_DSYNC);
-    }
-    let file = opts
-        .dma_open(&path)
-        .await
-        .map_err(|e| io_err("open (O_DIRECT)", &path, e))?;
-    Ok((file, guard))
-}
-
 async fn measure_one(
     dir: &Path,
     layout: Layout,
@@ -189,7 +173,7 @@ async fn measure_one(
     max_writes: u64,
 ) -> Result<WriteStrategy, BenchError> {
     let name = format!("strategy-{}", layout.name());
-    let (file, guard) = open(dir, &name, sync == SyncMode::ODsync).await?;
+    let (file, guard) = open_temp_with(dir, &name, sync == SyncMode::ODsync).await?;
     let path = guard.0.clone();
     let region = max_writes * block as u64;
     match layout {

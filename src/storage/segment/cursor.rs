@@ -118,7 +118,8 @@ impl<'a> Cursor<'a> {
     }
 
     /// The total length of the batch at the cursor, from its header alone
-    /// (reading at most the header past what is buffered); None at the end
+    /// (if the header is not buffered, one read of the cursor's read size,
+    /// which a budgeted reader sets to what it may still take); None at the end
     /// or where no valid header is (then [`Cursor::next`] says what is
     /// wrong). Lets a reader with a byte budget stop before reading a batch
     /// it would not take.
