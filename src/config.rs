@@ -46,6 +46,8 @@ pub struct BrokerConfig {
     pub shard: ShardTuning,
     /// Settings every new topic starts with; `topic create --config` overrides.
     pub topic_defaults: TopicConfig,
+    /// The consumer-group coordinator (docs/consumer-groups.md).
+    pub groups: GroupConfig,
 }
 
 impl Default for BrokerConfig {
@@ -58,7 +60,84 @@ impl Default for BrokerConfig {
             limits: Limits::default(),
             shard: ShardTuning::default(),
             topic_defaults: TopicConfig::default(),
+            groups: GroupConfig::default(),
         }
+    }
+}
+
+/// `[groups]`: the consumer-group coordinator and its internal topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Partitions of `__consumer_offsets`, fixed when it is first created.
+    pub offsets_topic_partitions: u32,
+    /// Segment size of `__consumer_offsets`, in bytes.
+    pub offsets_topic_segment_bytes: u64,
+    /// An empty group's offsets are deleted this long after its last
+    /// commit, in ms (Kafka's offsets.retention.minutes, 7 days).
+    pub offsets_retention_ms: u64,
+    /// Bounds on a member's session timeout, in ms (Kafka's
+    /// group.min/max.session.timeout.ms).
+    pub min_session_timeout_ms: u32,
+    pub max_session_timeout_ms: u32,
+    /// A new group waits this long for more members before its first
+    /// generation, in ms (Kafka's group.initial.rebalance.delay.ms).
+    pub initial_rebalance_delay_ms: u32,
+    /// Most members in one group.
+    pub max_group_members: u32,
+    /// Longest metadata string an offset commit may carry, in bytes.
+    pub offset_metadata_max_bytes: u32,
+    /// The internal log written since the last snapshot before a new one
+    /// is taken (and the log before it dropped), in bytes.
+    pub snapshot_min_bytes: u64,
+    /// How often sessions and rebalance deadlines are checked, in ms.
+    pub tick_ms: u64,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            offsets_topic_partitions: 16,
+            offsets_topic_segment_bytes: 16 * MIB,
+            offsets_retention_ms: 7 * DAY_MS,
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+            max_group_members: 1_000,
+            offset_metadata_max_bytes: 4096,
+            snapshot_min_bytes: 4 * MIB,
+            tick_ms: 100,
+        }
+    }
+}
+
+impl GroupConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.offsets_topic_partitions == 0 || self.offsets_topic_partitions > 1024 {
+            return Err(ConfigError::Invalid(
+                "groups.offsets_topic_partitions must be in 1..=1024".into(),
+            ));
+        }
+        if self.offsets_topic_segment_bytes < TopicConfig::MIN_SEGMENT_BYTES
+            || self.offsets_topic_segment_bytes > u64::from(u32::MAX)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "groups.offsets_topic_segment_bytes must be in {}..={}",
+                TopicConfig::MIN_SEGMENT_BYTES,
+                u32::MAX
+            )));
+        }
+        if self.min_session_timeout_ms == 0 || self.min_session_timeout_ms > self.max_session_timeout_ms {
+            return Err(ConfigError::Invalid(
+                "groups.min_session_timeout_ms must be > 0 and <= max_session_timeout_ms".into(),
+            ));
+        }
+        if self.max_group_members == 0 || self.tick_ms == 0 || self.offsets_retention_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "groups.max_group_members, tick_ms and offsets_retention_ms must be > 0".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -562,6 +641,7 @@ impl BrokerConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.topic_defaults.validate()?;
+        self.groups.validate()?;
         let l = &self.limits;
         if l.max_frame_bytes < 1024 {
             return Err(ConfigError::Invalid(

@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod group;
 pub mod io;
 pub mod net;
 pub mod partition;

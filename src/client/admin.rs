@@ -15,7 +15,7 @@ use crate::protocol::{ErrorCode, WireError};
 
 /// Administrative client over one connection.
 pub struct Admin {
-    conn: ReconnectingConnection,
+    pub(super) conn: ReconnectingConnection,
 }
 
 impl Admin {

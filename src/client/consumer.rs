@@ -1,4 +1,6 @@
-//! The consumer: manual partition assignment, seeks, long-polling fetches.
+//! The consumer: manual partition assignment or a consumer-group
+//! subscription (`subscribe`: partitions come from the group, positions from
+//! committed offsets; `client::group`), seeks, long-polling fetches, commits.
 //!
 //! Invariants:
 //! - Records are returned in offset order per partition, never below the
@@ -9,12 +11,14 @@
 //! - A poll either succeeds as a whole (records returned, positions advanced)
 //!   or fails and leaves every position unchanged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::admin::{describe, unexpected};
 use super::connection::ReconnectingConnection;
+use super::group::{GroupConfig, Joined, Membership, OffsetReset, RebalanceEvent};
 use super::{ClientConfig, ClientError};
 use crate::protocol::batch::{batches, records_body, verify_crc, RecordIter};
 use crate::protocol::compression::DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES;
@@ -49,6 +53,8 @@ pub struct ConsumerConfig {
     /// Most bytes one compressed batch's records may decompress to; a batch
     /// past it is an error (CorruptBatch), never an unbounded allocation.
     pub max_decompressed_batch_bytes: usize,
+    /// The consumer group `subscribe` joins (none: assign partitions by hand).
+    pub group: Option<GroupConfig>,
 }
 
 impl Default for ConsumerConfig {
@@ -59,6 +65,7 @@ impl Default for ConsumerConfig {
             min_bytes: 1,
             max_partition_bytes: 1024 * 1024,
             max_decompressed_batch_bytes: DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES,
+            group: None,
         }
     }
 }
@@ -80,6 +87,11 @@ pub struct Consumer {
     config: ConsumerConfig,
     conn: ReconnectingConnection,
     positions: BTreeMap<TopicPartition, u64>,
+    /// Group membership once `subscribe` was called.
+    group: Option<Membership>,
+    /// Rebalance events not yet taken by the application.
+    events: Vec<RebalanceEvent>,
+    last_auto_commit: Instant,
 }
 
 /// Largest total fetch size requested, in bytes (the broker caps it too).
@@ -92,7 +104,258 @@ impl Consumer {
             config,
             conn,
             positions: BTreeMap::new(),
+            group: None,
+            events: Vec::new(),
+            last_auto_commit: Instant::now(),
         })
+    }
+
+    /// Joins the configured consumer group (`ConsumerConfig::group`) and
+    /// consumes what it assigns: partitions and their starting positions
+    /// (committed offsets, or `auto_offset_reset`) come with `poll`.
+    pub async fn subscribe(&mut self, topics: &[&str]) -> Result<(), ClientError> {
+        let Some(group) = self.config.group.clone() else {
+            return Err(ClientError::Config(
+                "subscribe needs a group (ConsumerConfig::group)".into(),
+            ));
+        };
+        if self.group.is_some() {
+            return Err(ClientError::Config("already subscribed".into()));
+        }
+        if !self.positions.is_empty() {
+            return Err(ClientError::Config(
+                "partitions are assigned by hand: subscribe or assign, not both".into(),
+            ));
+        }
+        let topics = topics.iter().map(|t| t.to_string()).collect();
+        let m = Membership::new(&self.config.client, group, topics).await?;
+        self.group = Some(m);
+        Ok(())
+    }
+
+    /// What rebalances did since the last call (assigned, revoked, lost).
+    pub fn take_rebalance_events(&mut self) -> Vec<RebalanceEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// This member's id and generation in its group (`None` before subscribe).
+    pub fn group_generation(&self) -> Option<(String, i32)> {
+        self.group.as_ref().map(|m| (m.member_id(), m.generation()))
+    }
+
+    /// Commits the current positions of every owned partition (the next
+    /// offset each poll would read) and waits for the coordinator.
+    pub async fn commit_sync(&mut self) -> Result<(), ClientError> {
+        let offsets: Vec<(TopicPartition, u64)> =
+            self.positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect();
+        self.commit_offsets(&offsets).await
+    }
+
+    /// Commits specific offsets (the next offset to read, per partition).
+    pub async fn commit_offsets(
+        &mut self,
+        offsets: &[(TopicPartition, u64)],
+    ) -> Result<(), ClientError> {
+        let Some(m) = &self.group else {
+            return Err(ClientError::Config("commit needs subscribe (a group)".into()));
+        };
+        m.commit(offsets).await
+    }
+
+    /// Starts a commit of the current positions and returns without waiting
+    /// for it; the returned future gives its outcome.
+    pub fn commit_async(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<(), ClientError>> + 'static {
+        let offsets: Vec<(TopicPartition, u64)> =
+            self.positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect();
+        let task = self.group.as_ref().map(|m| m.commit_task(offsets));
+        async move {
+            match task {
+                Some(t) => t.await,
+                None => Err(ClientError::Config("commit needs subscribe (a group)".into())),
+            }
+        }
+    }
+
+    /// The group's committed offset of each partition (`None`: none yet).
+    pub async fn committed(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, Option<u64>>, ClientError> {
+        let Some(m) = &self.group else {
+            return Err(ClientError::Config("committed needs subscribe (a group)".into()));
+        };
+        m.committed(partitions).await
+    }
+
+    /// Leaves the group cleanly: commits the positions (auto-commit on) and
+    /// sends LeaveGroup, so the group rebalances at once instead of after
+    /// the session timeout. A static member does not leave (its partitions
+    /// wait for it for the session timeout).
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        let Some(m) = self.group.take() else {
+            return Ok(());
+        };
+        let mut result = Ok(());
+        if m.config.enable_auto_commit && m.generation() >= 0 {
+            let offsets: Vec<(TopicPartition, u64)> =
+                self.positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect();
+            result = m.commit(&offsets).await;
+        }
+        m.leave("the consumer closed").await;
+        result
+    }
+
+    /// The group's share of a poll: a lost generation drops partitions, a
+    /// finished join applies its assignment, a needed rejoin starts, and
+    /// auto-commit runs. Waits (up to `max_wait_ms`) only when the member
+    /// owns nothing yet.
+    async fn group_step(&mut self) -> Result<(), ClientError> {
+        let Some(m) = self.group.as_mut() else {
+            return Ok(());
+        };
+        if let Some(e) = m.fatal() {
+            return Err(e);
+        }
+        m.polled();
+        if m.take_lost() && !self.positions.is_empty() {
+            let lost: Vec<TopicPartition> = self.positions.keys().cloned().collect();
+            self.positions.clear();
+            self.events.push(RebalanceEvent::Lost(lost));
+        }
+        if let Some(r) = m.joined(Duration::ZERO).await {
+            self.apply_join(r).await?;
+        }
+        let Some(m) = self.group.as_mut() else {
+            return Ok(());
+        };
+        if m.needs_rejoin() {
+            if !m.config.assignors[0].is_cooperative() && !self.positions.is_empty() {
+                // Eager protocols give everything up before rejoining.
+                let all: BTreeSet<TopicPartition> = self.positions.keys().cloned().collect();
+                self.revoke(&all).await;
+            }
+            let Some(m) = self.group.as_mut() else {
+                return Ok(());
+            };
+            m.start_join(self.positions.keys().cloned().collect());
+        }
+        let Some(m) = self.group.as_mut() else {
+            return Ok(());
+        };
+        if self.positions.is_empty() && m.is_joining() {
+            let wait = Duration::from_millis(u64::from(self.config.max_wait_ms));
+            if let Some(r) = m.joined(wait).await {
+                self.apply_join(r).await?;
+            }
+        }
+        self.maybe_auto_commit().await;
+        Ok(())
+    }
+
+    async fn maybe_auto_commit(&mut self) {
+        let Some(m) = &self.group else {
+            return;
+        };
+        let every = Duration::from_millis(u64::from(m.config.auto_commit_interval_ms));
+        if !m.config.enable_auto_commit
+            || self.positions.is_empty()
+            || self.last_auto_commit.elapsed() < every
+        {
+            return;
+        }
+        self.last_auto_commit = Instant::now();
+        let offsets: Vec<(TopicPartition, u64)> =
+            self.positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect();
+        if let Err(e) = m.commit(&offsets).await {
+            tracing::debug!("auto-commit failed (retried at the next interval): {e}");
+        }
+    }
+
+    /// Gives up `partitions` in an orderly way: commits their positions
+    /// (auto-commit on), then stops fetching them.
+    async fn revoke(&mut self, partitions: &BTreeSet<TopicPartition>) {
+        if partitions.is_empty() {
+            return;
+        }
+        if let Some(m) = &self.group {
+            if m.config.enable_auto_commit {
+                let offsets: Vec<(TopicPartition, u64)> = partitions
+                    .iter()
+                    .filter_map(|tp| self.positions.get(tp).map(|o| (tp.clone(), *o)))
+                    .collect();
+                if let Err(e) = m.commit(&offsets).await {
+                    tracing::warn!("commit before revoking {partitions:?} failed: {e}");
+                }
+            }
+        }
+        for tp in partitions {
+            self.positions.remove(tp);
+        }
+        self.events
+            .push(RebalanceEvent::Revoked(partitions.iter().cloned().collect()));
+    }
+
+    async fn apply_join(&mut self, r: Result<Joined, ClientError>) -> Result<(), ClientError> {
+        let joined = match r {
+            Ok(j) => j,
+            Err(e) => {
+                if let Some(f) = self.group.as_ref().and_then(|m| m.fatal()) {
+                    return Err(f);
+                }
+                tracing::warn!("joining the group failed (retrying): {e}");
+                return Ok(());
+            }
+        };
+        let owned: BTreeSet<TopicPartition> = self.positions.keys().cloned().collect();
+        let revoked: BTreeSet<TopicPartition> =
+            owned.difference(&joined.assigned).cloned().collect();
+        let added: Vec<TopicPartition> = joined.assigned.difference(&owned).cloned().collect();
+        if !revoked.is_empty() {
+            self.revoke(&revoked).await;
+            if let Some(m) = &self.group {
+                // Cooperative: the partitions given up go to others in the
+                // next generation, which this member's rejoin starts.
+                m.request_rejoin();
+            }
+        }
+        if added.is_empty() {
+            return Ok(());
+        }
+        let Some(m) = &self.group else {
+            return Ok(());
+        };
+        let reset = m.config.auto_offset_reset;
+        let committed = m.committed(&added).await?;
+        for tp in &added {
+            let start = match committed.get(tp).copied().flatten() {
+                Some(o) => o,
+                None => self.reset_position(tp, reset).await?,
+            };
+            self.positions.insert(tp.clone(), start);
+        }
+        self.events.push(RebalanceEvent::Assigned(added));
+        Ok(())
+    }
+
+    /// Where a partition with no usable committed offset starts.
+    async fn reset_position(
+        &self,
+        tp: &TopicPartition,
+        reset: OffsetReset,
+    ) -> Result<u64, ClientError> {
+        let to = match reset {
+            OffsetReset::Earliest => SeekTo::Earliest,
+            OffsetReset::Latest => SeekTo::Latest,
+            OffsetReset::None => {
+                return Err(ClientError::Broker(WireError::new(
+                    ErrorCode::OffsetOutOfRange,
+                    format!("{tp} has no committed offset and auto_offset_reset is none"),
+                )))
+            }
+        };
+        Ok(self.resolve(&tp.topic, &[tp.partition], to).await?[0])
     }
 
     /// Adds partitions of `topic` to the assignment, each starting at
@@ -216,7 +479,12 @@ impl Consumer {
     /// `max_wait_ms` for `min_bytes`, returns the records past each position
     /// (possibly none) and advances the positions.
     pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>, ClientError> {
+        self.group_step().await?;
         if self.positions.is_empty() {
+            if self.group.is_some() {
+                // A member with nothing assigned (yet): nothing to read.
+                return Ok(Vec::new());
+            }
             return Err(ClientError::Config(
                 "no partitions assigned: call assign first".into(),
             ));
@@ -271,6 +539,17 @@ impl Consumer {
                     continue; // not asked for; ignore
                 };
                 if let Some(e) = p.error {
+                    let reset = self.group.as_ref().map(|m| m.config.auto_offset_reset);
+                    if let (ErrorCode::OffsetOutOfRange, Some(reset)) = (e.code, reset) {
+                        if reset != OffsetReset::None {
+                            // The committed position fell out of retention:
+                            // start again where the reset policy says.
+                            let to = self.reset_position(&tp, reset).await?;
+                            tracing::warn!("{tp}: offset {position} is out of range; reset to {to}");
+                            advanced.push((tp, to));
+                            continue;
+                        }
+                    }
                     // Name the partition and offset once: the broker's
                     // message usually names them already.
                     let message = if e.message.contains(&tp.to_string()) {

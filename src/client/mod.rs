@@ -11,9 +11,12 @@
 //! (`sender`) resends batches itself, numbered so the broker writes each once.
 
 mod admin;
+pub mod assignor;
 mod connection;
 mod consumer;
 mod flight;
+pub mod group;
+mod group_admin;
 mod partitioner;
 mod producer;
 mod sender;
@@ -29,6 +32,8 @@ use crate::protocol::WireError;
 pub use admin::Admin;
 pub use connection::{Connection, ReconnectingConnection, ResponseFuture};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
+pub use group::{GroupConfig, OffsetReset, RebalanceEvent};
+pub use group_admin::{GroupInfo, GroupMemberInfo};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{
     Compression, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,

@@ -18,6 +18,7 @@
 //! how a front end nests topics and partitions.
 
 pub mod fetch;
+pub mod groups;
 pub mod owner;
 #[cfg(test)]
 mod sim_tests;
@@ -132,7 +133,9 @@ impl Service {
         let mut routed = Vec::with_capacity(len);
         let mut items = Vec::with_capacity(len);
         for (i, it) in req.items.into_iter().enumerate() {
-            if it.batch.len() > max_batch_bytes as usize {
+            if let Err(e) = groups::refuse_internal(&it.topic) {
+                refused.push((i, e));
+            } else if it.batch.len() > max_batch_bytes as usize {
                 refused.push((
                     i,
                     WireError::new(
@@ -190,6 +193,7 @@ impl Service {
         partition: PartitionId,
         before: Offset,
     ) -> PartResult<Offset> {
+        groups::refuse_internal(topic)?;
         let owner = self.shard.owner_of(topic, partition)?;
         let op = DeleteRecordsOp {
             topic: topic.to_string(),
@@ -205,6 +209,7 @@ impl Service {
         partitions: i32,
         configs: Vec<ConfigEntry>,
     ) -> Result<(), WireError> {
+        groups::refuse_internal(&name)?;
         let op = CreateTopic {
             name,
             partitions,
@@ -214,6 +219,7 @@ impl Service {
     }
 
     pub async fn delete_topic(&self, name: String) -> Result<(), WireError> {
+        groups::refuse_internal(&name)?;
         self.shard
             .call(0, DeleteTopic { name })
             .await
@@ -226,6 +232,7 @@ impl Service {
         name: String,
         configs: Vec<ConfigEntry>,
     ) -> Result<Vec<ConfigEntry>, WireError> {
+        groups::refuse_internal(&name)?;
         let op = AlterTopicConfig {
             name: name.clone(),
             configs,

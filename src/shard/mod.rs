@@ -95,6 +95,9 @@ pub struct Shard {
     admin_in_progress: RefCell<HashSet<String>>,
     /// Shard 0: the producer-id allocator.
     producer_ids: producer_ids::ProducerIds,
+    /// Group coordinators of the `__consumer_offsets` partitions this
+    /// shard owns, by partition.
+    coordinators: RefCell<HashMap<PartitionId, Rc<crate::group::Coordinator>>>,
     listen_addr: Cell<Option<SocketAddr>>,
     stop: Semaphore,
     stopping: Cell<bool>,
@@ -153,6 +156,7 @@ impl Shard {
             ),
             admin_in_progress: RefCell::new(HashSet::new()),
             producer_ids: producer_ids::ProducerIds::default(),
+            coordinators: RefCell::new(HashMap::new()),
             listen_addr: Cell::new(None),
             stop: Semaphore::new(0),
             stopping: Cell::new(false),

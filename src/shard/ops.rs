@@ -17,6 +17,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
+use crate::group::{Coordinator, GroupLimits, GroupSettings, OFFSETS_TOPIC};
 use crate::partition::{Partition, PartitionLimits};
 use crate::protocol::{ErrorCode, PartitionId, TopicPartition, WireError};
 
@@ -150,9 +151,68 @@ impl Shard {
         let mut table = self.partitions.borrow_mut();
         let entry = table.entry(meta.name.clone()).or_default();
         for (p, part) in opened {
+            if meta.name == OFFSETS_TOPIC {
+                self.start_coordinator(p, &part);
+            }
             entry.insert(p, part);
         }
         Ok(())
+    }
+
+    /// The group coordinator of `__consumer_offsets` partition `p`, loading
+    /// in the background (requests get CoordinatorLoadInProgress until it is).
+    fn start_coordinator(&self, p: PartitionId, part: &Rc<Partition>) {
+        let g = &self.config.groups;
+        let settings = GroupSettings {
+            limits: GroupLimits {
+                min_session_timeout_ms: g.min_session_timeout_ms,
+                max_session_timeout_ms: g.max_session_timeout_ms,
+                initial_rebalance_delay_ms: g.initial_rebalance_delay_ms,
+                max_group_members: g.max_group_members as usize,
+            },
+            offsets_retention_ms: g.offsets_retention_ms,
+            offset_metadata_max_bytes: g.offset_metadata_max_bytes as usize,
+            snapshot_min_bytes: g.snapshot_min_bytes,
+            tick_ms: g.tick_ms,
+        };
+        let c = Coordinator::new(part.clone(), self.clock.clone(), settings);
+        if let Some(old) = self.coordinators.borrow_mut().insert(p, c.clone()) {
+            old.stop();
+        }
+        let shard = self.id;
+        glommio::spawn_local(async move {
+            if let Err(e) = c.load().await {
+                tracing::error!(
+                    shard,
+                    "group coordinator of {OFFSETS_TOPIC}/{p} failed to load: {e}"
+                );
+            }
+        })
+        .detach();
+    }
+
+    /// The coordinator of `__consumer_offsets` partition `p`, if this shard
+    /// owns it.
+    pub fn coordinator(&self, p: PartitionId) -> PartResult<Rc<Coordinator>> {
+        self.coordinators.borrow().get(&p).cloned().ok_or_else(|| {
+            WireError::new(
+                ErrorCode::NotCoordinator,
+                format!("shard {} does not own {OFFSETS_TOPIC}/{p}", self.id),
+            )
+        })
+    }
+
+    /// Every coordinator on this shard.
+    pub fn coordinators(&self) -> Vec<Rc<Coordinator>> {
+        self.coordinators.borrow().values().cloned().collect()
+    }
+
+    fn stop_coordinators(&self, topic: &str) {
+        if topic == OFFSETS_TOPIC {
+            for (_, c) in self.coordinators.borrow_mut().drain() {
+                c.stop();
+            }
+        }
     }
 
     /// Startup: opens every partition of `topics` this shard owns. A partition
@@ -175,6 +235,7 @@ impl Shard {
 
     /// Forgets `name` and closes the partitions of it this shard owns.
     pub(super) async fn remove_topic_local(&self, name: &str) {
+        self.stop_coordinators(name);
         self.topics.borrow_mut().remove(name);
         self.offline.borrow_mut().retain(|tp, _| tp.topic != name);
         let owned = self.partitions.borrow_mut().remove(name);
@@ -187,6 +248,7 @@ impl Shard {
 
     /// Shutdown: closes every partition this shard owns.
     pub async fn close_all(&self) {
+        self.stop_coordinators(OFFSETS_TOPIC);
         let all = std::mem::take(&mut *self.partitions.borrow_mut());
         for (topic, parts) in all {
             for (p, part) in parts {
