@@ -14,6 +14,9 @@
 
 #[path = "../fuzz/src/lib.rs"]
 mod fuzz_checks;
+/// The consumer-group requests and responses of the corpus.
+#[path = "fuzz_corpus/groups.rs"]
+mod groups;
 
 use std::path::{Path, PathBuf};
 
@@ -471,6 +474,7 @@ fn request_corpus() -> Vec<(String, Vec<u8>)> {
             ),
         )],
     ));
+    out.extend(groups::request_corpus(req));
     out.into_iter()
         .map(|(n, reqs)| (n, framed(&reqs)))
         .collect()
@@ -582,6 +586,7 @@ fn response_corpus() -> Vec<(String, Vec<u8>)> {
     ];
     resps
         .into_iter()
+        .chain(groups::response_corpus())
         .map(|(n, r)| (n.to_string(), encode_response(&r)))
         .collect()
 }

@@ -134,6 +134,16 @@ pub(crate) fn unexpected(wanted: &str, got: &ResponseBody) -> ClientError {
         ResponseBody::DeleteRecords(_) => "DeleteRecords",
         ResponseBody::AlterTopicConfig(_) => "AlterTopicConfig",
         ResponseBody::InitProducerId(_) => "InitProducerId",
+        ResponseBody::FindCoordinator(_) => "FindCoordinator",
+        ResponseBody::JoinGroup(_) => "JoinGroup",
+        ResponseBody::SyncGroup(_) => "SyncGroup",
+        ResponseBody::Heartbeat(_) => "Heartbeat",
+        ResponseBody::LeaveGroup(_) => "LeaveGroup",
+        ResponseBody::OffsetCommit(_) => "OffsetCommit",
+        ResponseBody::OffsetFetch(_) => "OffsetFetch",
+        ResponseBody::ListGroups(_) => "ListGroups",
+        ResponseBody::DescribeGroups(_) => "DescribeGroups",
+        ResponseBody::DeleteGroups(_) => "DeleteGroups",
     };
     ClientError::Protocol(format!("expected a {wanted} response, got {kind}"))
 }

@@ -296,7 +296,18 @@ fn handle(logs: &Logs, req: Request) -> Option<Response> {
                 },
             })
         }),
-        RequestBody::DeleteRecords(_) | RequestBody::AlterTopicConfig(_) => return None,
+        RequestBody::DeleteRecords(_)
+        | RequestBody::AlterTopicConfig(_)
+        | RequestBody::FindCoordinator(_)
+        | RequestBody::JoinGroup(_)
+        | RequestBody::SyncGroup(_)
+        | RequestBody::Heartbeat(_)
+        | RequestBody::LeaveGroup(_)
+        | RequestBody::OffsetCommit(_)
+        | RequestBody::OffsetFetch(_)
+        | RequestBody::ListGroups(_)
+        | RequestBody::DescribeGroups(_)
+        | RequestBody::DeleteGroups(_) => return None,
         RequestBody::ApiVersions(_) => ResponseBody::ApiVersions(ApiVersionsResponse {
             apis: vec![],
             broker_software: "mock".into(),

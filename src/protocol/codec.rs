@@ -11,7 +11,10 @@
 //! - Decoding never panics, whatever the input bytes.
 //!
 //! Layout: shared helpers here, `codec/request.rs` and `codec/response.rs`
-//! for the two directions, `codec/tests.rs` for round trips and fuzzing.
+//! for the two directions, `codec/group_request.rs` and
+//! `codec/group_response.rs` for the consumer-group messages (called from
+//! those two), `codec/tests.rs` for round trips and fuzzing and
+//! `codec/group_tests.rs` for the group messages' cases.
 
 use bytes::Bytes;
 use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, VerifierOptions, WIPOffset};
@@ -197,6 +200,16 @@ fn api_to_wire(a: ApiKey) -> fb::ApiKey {
         ApiKey::DeleteRecords => fb::ApiKey::DeleteRecords,
         ApiKey::AlterTopicConfig => fb::ApiKey::AlterTopicConfig,
         ApiKey::InitProducerId => fb::ApiKey::InitProducerId,
+        ApiKey::FindCoordinator => fb::ApiKey::FindCoordinator,
+        ApiKey::JoinGroup => fb::ApiKey::JoinGroup,
+        ApiKey::SyncGroup => fb::ApiKey::SyncGroup,
+        ApiKey::Heartbeat => fb::ApiKey::Heartbeat,
+        ApiKey::LeaveGroup => fb::ApiKey::LeaveGroup,
+        ApiKey::OffsetCommit => fb::ApiKey::OffsetCommit,
+        ApiKey::OffsetFetch => fb::ApiKey::OffsetFetch,
+        ApiKey::ListGroups => fb::ApiKey::ListGroups,
+        ApiKey::DescribeGroups => fb::ApiKey::DescribeGroups,
+        ApiKey::DeleteGroups => fb::ApiKey::DeleteGroups,
     }
 }
 
@@ -212,6 +225,16 @@ fn api_from_wire(a: fb::ApiKey) -> Option<ApiKey> {
         fb::ApiKey::DeleteRecords => ApiKey::DeleteRecords,
         fb::ApiKey::AlterTopicConfig => ApiKey::AlterTopicConfig,
         fb::ApiKey::InitProducerId => ApiKey::InitProducerId,
+        fb::ApiKey::FindCoordinator => ApiKey::FindCoordinator,
+        fb::ApiKey::JoinGroup => ApiKey::JoinGroup,
+        fb::ApiKey::SyncGroup => ApiKey::SyncGroup,
+        fb::ApiKey::Heartbeat => ApiKey::Heartbeat,
+        fb::ApiKey::LeaveGroup => ApiKey::LeaveGroup,
+        fb::ApiKey::OffsetCommit => ApiKey::OffsetCommit,
+        fb::ApiKey::OffsetFetch => ApiKey::OffsetFetch,
+        fb::ApiKey::ListGroups => ApiKey::ListGroups,
+        fb::ApiKey::DescribeGroups => ApiKey::DescribeGroups,
+        fb::ApiKey::DeleteGroups => ApiKey::DeleteGroups,
         _ => return None,
     })
 }
@@ -269,11 +292,85 @@ fn bytes_of(frame: &Bytes, v: Option<Vector<'_, u8>>) -> Bytes {
     }
 }
 
+/// A leader epoch: -1 (the schema default) means unknown; other negatives
+/// are errors.
+fn leader_epoch_from_wire(v: i32, ctx: &str) -> R<Option<i32>> {
+    match v {
+        -1 => Ok(None),
+        v if v >= 0 => Ok(Some(v)),
+        v => Err(format!("{ctx}: leader_epoch {v} is negative")),
+    }
+}
+
+fn leader_epoch_to_wire(v: Option<i32>) -> i32 {
+    v.unwrap_or(-1)
+}
+
+/// A string field whose Rust type is `String`: absent when empty (decodes
+/// back to empty).
+fn str_to_wire<'a>(fbb: &mut FlatBufferBuilder<'a>, s: &str) -> Option<WIPOffset<&'a str>> {
+    if s.is_empty() {
+        None
+    } else {
+        Some(fbb.create_string(s))
+    }
+}
+
+/// A string field whose Rust type is `Option<String>`: `Some("")` stays
+/// present (and empty).
+fn opt_str_to_wire<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    s: Option<&str>,
+) -> Option<WIPOffset<&'a str>> {
+    s.map(|s| fbb.create_string(s))
+}
+
+fn opt_string(s: Option<&str>) -> Option<String> {
+    s.map(str::to_string)
+}
+
+fn string_or_empty(s: Option<&str>) -> String {
+    s.unwrap_or_default().to_string()
+}
+
+/// Opaque bytes (group metadata, assignments): absent when empty.
+fn bytes_to_wire<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    b: &Bytes,
+) -> Option<WIPOffset<Vector<'a, u8>>> {
+    if b.is_empty() {
+        None
+    } else {
+        Some(fbb.create_vector(&b[..]))
+    }
+}
+
+/// A list of strings: absent when empty.
+fn strings_to_wire<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    v: &[String],
+) -> Option<WIPOffset<Vector<'a, ForwardsUOffset<&'a str>>>> {
+    if v.is_empty() {
+        return None;
+    }
+    let items: Vec<_> = v.iter().map(|s| fbb.create_string(s)).collect();
+    Some(fbb.create_vector(&items))
+}
+
+fn strings_from_wire(v: Option<Vector<'_, ForwardsUOffset<&str>>>) -> Vec<String> {
+    v.map(|v| v.iter().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+mod group_request;
+mod group_response;
 mod request;
 mod response;
 
 pub use request::{decode_request, encode_request};
 pub use response::{decode_response, encode_response, encode_response_parts};
 
+#[cfg(test)]
+mod group_tests;
 #[cfg(test)]
 mod tests;

@@ -27,6 +27,22 @@ pub enum ErrorCode {
     OutOfOrderSequence,
     InvalidProducerEpoch,
     UnknownProducerId,
+    // Consumer groups.
+    CoordinatorLoadInProgress,
+    CoordinatorNotAvailable,
+    NotCoordinator,
+    IllegalGeneration,
+    InconsistentGroupProtocol,
+    UnknownMemberId,
+    InvalidSessionTimeout,
+    RebalanceInProgress,
+    MemberIdRequired,
+    GroupIdNotFound,
+    NonEmptyGroup,
+    FencedInstanceId,
+    OffsetMetadataTooLarge,
+    InvalidGroupId,
+    GroupMaxSizeReached,
 }
 
 impl ErrorCode {
@@ -51,6 +67,21 @@ impl ErrorCode {
             ErrorCode::OutOfOrderSequence => fb::ErrorCode::OutOfOrderSequence,
             ErrorCode::InvalidProducerEpoch => fb::ErrorCode::InvalidProducerEpoch,
             ErrorCode::UnknownProducerId => fb::ErrorCode::UnknownProducerId,
+            ErrorCode::CoordinatorLoadInProgress => fb::ErrorCode::CoordinatorLoadInProgress,
+            ErrorCode::CoordinatorNotAvailable => fb::ErrorCode::CoordinatorNotAvailable,
+            ErrorCode::NotCoordinator => fb::ErrorCode::NotCoordinator,
+            ErrorCode::IllegalGeneration => fb::ErrorCode::IllegalGeneration,
+            ErrorCode::InconsistentGroupProtocol => fb::ErrorCode::InconsistentGroupProtocol,
+            ErrorCode::UnknownMemberId => fb::ErrorCode::UnknownMemberId,
+            ErrorCode::InvalidSessionTimeout => fb::ErrorCode::InvalidSessionTimeout,
+            ErrorCode::RebalanceInProgress => fb::ErrorCode::RebalanceInProgress,
+            ErrorCode::MemberIdRequired => fb::ErrorCode::MemberIdRequired,
+            ErrorCode::GroupIdNotFound => fb::ErrorCode::GroupIdNotFound,
+            ErrorCode::NonEmptyGroup => fb::ErrorCode::NonEmptyGroup,
+            ErrorCode::FencedInstanceId => fb::ErrorCode::FencedInstanceId,
+            ErrorCode::OffsetMetadataTooLarge => fb::ErrorCode::OffsetMetadataTooLarge,
+            ErrorCode::InvalidGroupId => fb::ErrorCode::InvalidGroupId,
+            ErrorCode::GroupMaxSizeReached => fb::ErrorCode::GroupMaxSizeReached,
         }
     }
 
@@ -74,6 +105,21 @@ impl ErrorCode {
             fb::ErrorCode::OutOfOrderSequence => ErrorCode::OutOfOrderSequence,
             fb::ErrorCode::InvalidProducerEpoch => ErrorCode::InvalidProducerEpoch,
             fb::ErrorCode::UnknownProducerId => ErrorCode::UnknownProducerId,
+            fb::ErrorCode::CoordinatorLoadInProgress => ErrorCode::CoordinatorLoadInProgress,
+            fb::ErrorCode::CoordinatorNotAvailable => ErrorCode::CoordinatorNotAvailable,
+            fb::ErrorCode::NotCoordinator => ErrorCode::NotCoordinator,
+            fb::ErrorCode::IllegalGeneration => ErrorCode::IllegalGeneration,
+            fb::ErrorCode::InconsistentGroupProtocol => ErrorCode::InconsistentGroupProtocol,
+            fb::ErrorCode::UnknownMemberId => ErrorCode::UnknownMemberId,
+            fb::ErrorCode::InvalidSessionTimeout => ErrorCode::InvalidSessionTimeout,
+            fb::ErrorCode::RebalanceInProgress => ErrorCode::RebalanceInProgress,
+            fb::ErrorCode::MemberIdRequired => ErrorCode::MemberIdRequired,
+            fb::ErrorCode::GroupIdNotFound => ErrorCode::GroupIdNotFound,
+            fb::ErrorCode::NonEmptyGroup => ErrorCode::NonEmptyGroup,
+            fb::ErrorCode::FencedInstanceId => ErrorCode::FencedInstanceId,
+            fb::ErrorCode::OffsetMetadataTooLarge => ErrorCode::OffsetMetadataTooLarge,
+            fb::ErrorCode::InvalidGroupId => ErrorCode::InvalidGroupId,
+            fb::ErrorCode::GroupMaxSizeReached => ErrorCode::GroupMaxSizeReached,
             _ => ErrorCode::Internal,
         }
     }
@@ -100,6 +146,21 @@ impl ErrorCode {
             ErrorCode::OutOfOrderSequence => "out of order sequence",
             ErrorCode::InvalidProducerEpoch => "invalid producer epoch (fenced)",
             ErrorCode::UnknownProducerId => "unknown producer id",
+            ErrorCode::CoordinatorLoadInProgress => "coordinator load in progress",
+            ErrorCode::CoordinatorNotAvailable => "coordinator not available",
+            ErrorCode::NotCoordinator => "not coordinator",
+            ErrorCode::IllegalGeneration => "illegal generation",
+            ErrorCode::InconsistentGroupProtocol => "inconsistent group protocol",
+            ErrorCode::UnknownMemberId => "unknown member id",
+            ErrorCode::InvalidSessionTimeout => "invalid session timeout",
+            ErrorCode::RebalanceInProgress => "rebalance in progress",
+            ErrorCode::MemberIdRequired => "member id required",
+            ErrorCode::GroupIdNotFound => "group id not found",
+            ErrorCode::NonEmptyGroup => "non-empty group",
+            ErrorCode::FencedInstanceId => "fenced instance id",
+            ErrorCode::OffsetMetadataTooLarge => "offset metadata too large",
+            ErrorCode::InvalidGroupId => "invalid group id",
+            ErrorCode::GroupMaxSizeReached => "group max size reached",
         }
     }
 }
@@ -118,5 +179,28 @@ impl WireError {
             code,
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every code the schema defines maps to a distinct Rust code and back
+    /// to the same number; the next number (a newer peer's) reads as Internal.
+    #[test]
+    fn every_wire_code_round_trips() {
+        let last = fb::ErrorCode::ENUM_MAX;
+        let mut seen = std::collections::HashSet::new();
+        for n in fb::ErrorCode::ENUM_MIN..=last {
+            let code = ErrorCode::from_wire(fb::ErrorCode(n));
+            assert_eq!(code.to_wire().0, n, "{code:?}");
+            assert!(seen.insert(code), "{code:?} twice");
+            assert!(!code.name().is_empty());
+        }
+        assert_eq!(
+            ErrorCode::from_wire(fb::ErrorCode(last + 1)),
+            ErrorCode::Internal
+        );
     }
 }

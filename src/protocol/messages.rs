@@ -52,6 +52,16 @@ pub enum RequestBody {
     DeleteRecords(DeleteRecordsRequest),
     AlterTopicConfig(AlterTopicConfigRequest),
     InitProducerId(InitProducerIdRequest),
+    FindCoordinator(FindCoordinatorRequest),
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    ListGroups(ListGroupsRequest),
+    DescribeGroups(DescribeGroupsRequest),
+    DeleteGroups(DeleteGroupsRequest),
 }
 
 /// A producer's identity for idempotent produce: an id unique across broker
@@ -196,6 +206,144 @@ pub struct ListOffsetsPartition {
     pub spec: OffsetSpec,
 }
 
+// ------------------------------------------------------------ consumer groups
+//
+// Kafka's group APIs field for field (docs/consumer-groups.md). Member
+// metadata and assignments are opaque `Bytes` (the client's protocol, e.g.
+// Kafka's ConsumerProtocol); decoded ones are slices of the frame.
+
+/// Which broker coordinates `key` (a group id when `key_type` is
+/// [`FindCoordinatorRequest::KEY_TYPE_GROUP`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindCoordinatorRequest {
+    pub key: String,
+    pub key_type: i8,
+}
+
+impl FindCoordinatorRequest {
+    /// `key_type` of a consumer group id.
+    pub const KEY_TYPE_GROUP: i8 = 0;
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinGroupRequest {
+    pub group_id: String,
+    pub session_timeout_ms: i32,
+    /// -1 (the wire default) when the client gave none.
+    pub rebalance_timeout_ms: i32,
+    /// Empty for a new member.
+    pub member_id: String,
+    /// Set for a static member.
+    pub group_instance_id: Option<String>,
+    pub protocol_type: String,
+    pub protocols: Vec<JoinGroupProtocol>,
+    pub reason: Option<String>,
+}
+
+/// One assignment protocol a joining member supports, with its metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinGroupProtocol {
+    pub name: String,
+    pub metadata: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncGroupRequest {
+    pub group_id: String,
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    /// Every member's assignment from the leader; empty from the others.
+    pub assignments: Vec<SyncGroupAssignment>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncGroupAssignment {
+    pub member_id: String,
+    pub assignment: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatRequest {
+    pub group_id: String,
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaveGroupRequest {
+    pub group_id: String,
+    pub members: Vec<LeaveGroupMember>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LeaveGroupMember {
+    /// May be empty for a static member named by `group_instance_id`.
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// Commits offsets for a group. `generation_id` -1 with an empty
+/// `member_id` is an admin/standalone commit, accepted only while the group
+/// has no members.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OffsetCommitRequest {
+    pub group_id: String,
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub topics: Vec<OffsetCommitTopic>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OffsetCommitTopic {
+    pub name: String,
+    pub partitions: Vec<OffsetCommitPartition>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OffsetCommitPartition {
+    pub partition: PartitionId,
+    /// The next offset the group will consume.
+    pub offset: Offset,
+    /// Leader epoch of the last consumed record, if known (wire -1 = None).
+    pub leader_epoch: Option<i32>,
+    pub metadata: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OffsetFetchRequest {
+    pub group_id: String,
+    /// `None` asks for every partition the group has an offset for.
+    pub topics: Option<Vec<OffsetFetchTopic>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OffsetFetchTopic {
+    pub name: String,
+    pub partitions: Vec<PartitionId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ListGroupsRequest {
+    /// Empty lists groups in every state.
+    pub states_filter: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DescribeGroupsRequest {
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeleteGroupsRequest {
+    pub groups: Vec<String>,
+}
+
 // ------------------------------------------------------------------ responses
 
 #[derive(Debug, Clone, PartialEq)]
@@ -240,6 +388,16 @@ pub enum ResponseBody {
     DeleteRecords(DeleteRecordsResponse),
     AlterTopicConfig(AlterTopicConfigResponse),
     InitProducerId(InitProducerIdResponse),
+    FindCoordinator(FindCoordinatorResponse),
+    JoinGroup(JoinGroupResponse),
+    SyncGroup(SyncGroupResponse),
+    Heartbeat(HeartbeatResponse),
+    LeaveGroup(LeaveGroupResponse),
+    OffsetCommit(OffsetCommitResponse),
+    OffsetFetch(OffsetFetchResponse),
+    ListGroups(ListGroupsResponse),
+    DescribeGroups(DescribeGroupsResponse),
+    DeleteGroups(DeleteGroupsResponse),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -274,6 +432,16 @@ pub enum ApiKey {
     DeleteRecords,
     AlterTopicConfig,
     InitProducerId,
+    FindCoordinator,
+    JoinGroup,
+    SyncGroup,
+    Heartbeat,
+    LeaveGroup,
+    OffsetCommit,
+    OffsetFetch,
+    ListGroups,
+    DescribeGroups,
+    DeleteGroups,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -392,4 +560,152 @@ pub struct ListOffsetsPartitionResult {
     /// `Ok((offset, timestamp_ms))`; timestamp is -1 when not a timestamp lookup
     /// or when no record is at or after the timestamp (offset is then the end).
     pub result: Result<(Offset, i64), WireError>,
+}
+
+// ------------------------------------------------- consumer group responses
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindCoordinatorResponse {
+    pub error: Option<WireError>,
+    /// -1 when there is no coordinator (an error).
+    pub node_id: NodeId,
+    pub host: String,
+    /// 0 when there is no coordinator (wire -1).
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinGroupResponse {
+    pub error: Option<WireError>,
+    pub generation_id: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// Every member with its metadata, for the leader only.
+    pub members: Vec<JoinGroupMember>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinGroupMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub metadata: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SyncGroupResponse {
+    pub error: Option<WireError>,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    /// This member's assignment.
+    pub assignment: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HeartbeatResponse {
+    pub error: Option<WireError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LeaveGroupResponse {
+    pub error: Option<WireError>,
+    pub members: Vec<LeaveGroupMemberResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LeaveGroupMemberResult {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub error: Option<WireError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OffsetCommitResponse {
+    pub topics: Vec<OffsetCommitTopicResult>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OffsetCommitTopicResult {
+    pub name: String,
+    pub partitions: Vec<OffsetCommitPartitionResult>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OffsetCommitPartitionResult {
+    pub partition: PartitionId,
+    pub error: Option<WireError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OffsetFetchResponse {
+    pub error: Option<WireError>,
+    pub topics: Vec<OffsetFetchTopicResult>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OffsetFetchTopicResult {
+    pub name: String,
+    pub partitions: Vec<OffsetFetchPartitionResult>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OffsetFetchPartitionResult {
+    pub partition: PartitionId,
+    /// `None` when the group has no offset for the partition (wire -1).
+    pub offset: Option<Offset>,
+    pub leader_epoch: Option<i32>,
+    pub metadata: Option<String>,
+    pub error: Option<WireError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ListGroupsResponse {
+    pub error: Option<WireError>,
+    pub groups: Vec<ListedGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedGroup {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub group_state: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DescribeGroupsResponse {
+    pub groups: Vec<DescribedGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DescribedGroup {
+    /// Set when this group could not be described.
+    pub error: Option<WireError>,
+    pub group_id: String,
+    pub group_state: String,
+    pub protocol_type: String,
+    /// The chosen assignment protocol's name.
+    pub protocol_data: String,
+    pub members: Vec<DescribedGroupMember>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DescribedGroupMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeleteGroupsResponse {
+    pub results: Vec<DeletableGroupResult>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeletableGroupResult {
+    pub group_id: String,
+    pub error: Option<WireError>,
 }

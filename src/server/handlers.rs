@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::protocol::messages::*;
 use crate::protocol::records::Records;
-use crate::protocol::{CorrelationId, WireError};
+use crate::protocol::{CorrelationId, ErrorCode, WireError};
 use crate::service::types::{self as svc, PartResult};
 use crate::service::Service;
 use crate::shard::ops::LocalBoxFuture;
@@ -117,6 +117,25 @@ pub async fn start(
                 Err(e) => failed(cid, e),
             }
         }),
+        // Consumer groups: the protocol is in place, the service is not yet
+        // (ApiVersions does not advertise them).
+        RequestBody::FindCoordinator(_)
+        | RequestBody::JoinGroup(_)
+        | RequestBody::SyncGroup(_)
+        | RequestBody::Heartbeat(_)
+        | RequestBody::LeaveGroup(_)
+        | RequestBody::OffsetCommit(_)
+        | RequestBody::OffsetFetch(_)
+        | RequestBody::ListGroups(_)
+        | RequestBody::DescribeGroups(_)
+        | RequestBody::DeleteGroups(_) => {
+            let resp = Response::error(
+                cid,
+                ErrorCode::UnsupportedVersion,
+                "consumer-group APIs are not implemented yet",
+            );
+            Box::pin(async move { resp })
+        }
     }
 }
 

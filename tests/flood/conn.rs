@@ -48,6 +48,16 @@ pub fn api_of(b: &ResponseBody) -> ApiKey {
         ResponseBody::DeleteRecords(_) => ApiKey::DeleteRecords,
         ResponseBody::AlterTopicConfig(_) => ApiKey::AlterTopicConfig,
         ResponseBody::InitProducerId(_) => ApiKey::InitProducerId,
+        ResponseBody::FindCoordinator(_) => ApiKey::FindCoordinator,
+        ResponseBody::JoinGroup(_) => ApiKey::JoinGroup,
+        ResponseBody::SyncGroup(_) => ApiKey::SyncGroup,
+        ResponseBody::Heartbeat(_) => ApiKey::Heartbeat,
+        ResponseBody::LeaveGroup(_) => ApiKey::LeaveGroup,
+        ResponseBody::OffsetCommit(_) => ApiKey::OffsetCommit,
+        ResponseBody::OffsetFetch(_) => ApiKey::OffsetFetch,
+        ResponseBody::ListGroups(_) => ApiKey::ListGroups,
+        ResponseBody::DescribeGroups(_) => ApiKey::DescribeGroups,
+        ResponseBody::DeleteGroups(_) => ApiKey::DeleteGroups,
     }
 }
 

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
+use super::group_request as group;
 use super::*;
 
 // ------------------------------------------------------------------ requests
@@ -184,6 +185,46 @@ fn decode_request_body(frame: &Bytes, root: &fb::Request<'_>) -> R<RequestBody> 
                 })
             })?;
             RequestBody::ListOffsets(ListOffsetsRequest { topics })
+        }
+        fb::RequestBody::FindCoordinatorRequest => {
+            let b = root.body_as_find_coordinator_request().ok_or(MISSING)?;
+            RequestBody::FindCoordinator(group::decode_find_coordinator(b))
+        }
+        fb::RequestBody::JoinGroupRequest => {
+            let b = root.body_as_join_group_request().ok_or(MISSING)?;
+            RequestBody::JoinGroup(group::decode_join_group(frame, b)?)
+        }
+        fb::RequestBody::SyncGroupRequest => {
+            let b = root.body_as_sync_group_request().ok_or(MISSING)?;
+            RequestBody::SyncGroup(group::decode_sync_group(frame, b)?)
+        }
+        fb::RequestBody::HeartbeatRequest => {
+            let b = root.body_as_heartbeat_request().ok_or(MISSING)?;
+            RequestBody::Heartbeat(group::decode_heartbeat(b))
+        }
+        fb::RequestBody::LeaveGroupRequest => {
+            let b = root.body_as_leave_group_request().ok_or(MISSING)?;
+            RequestBody::LeaveGroup(group::decode_leave_group(b)?)
+        }
+        fb::RequestBody::OffsetCommitRequest => {
+            let b = root.body_as_offset_commit_request().ok_or(MISSING)?;
+            RequestBody::OffsetCommit(group::decode_offset_commit(b)?)
+        }
+        fb::RequestBody::OffsetFetchRequest => {
+            let b = root.body_as_offset_fetch_request().ok_or(MISSING)?;
+            RequestBody::OffsetFetch(group::decode_offset_fetch(b)?)
+        }
+        fb::RequestBody::ListGroupsRequest => {
+            let b = root.body_as_list_groups_request().ok_or(MISSING)?;
+            RequestBody::ListGroups(group::decode_list_groups(b))
+        }
+        fb::RequestBody::DescribeGroupsRequest => {
+            let b = root.body_as_describe_groups_request().ok_or(MISSING)?;
+            RequestBody::DescribeGroups(group::decode_describe_groups(b))
+        }
+        fb::RequestBody::DeleteGroupsRequest => {
+            let b = root.body_as_delete_groups_request().ok_or(MISSING)?;
+            RequestBody::DeleteGroups(group::decode_delete_groups(b))
         }
         other => return Err(format!("unknown request type {}", other.0)),
     })
@@ -395,5 +436,15 @@ fn encode_request_body(
             let o = fb::ListOffsetsRequest::create(fbb, &fb::ListOffsetsRequestArgs { topics });
             (fb::RequestBody::ListOffsetsRequest, o.as_union_value())
         }
+        RequestBody::FindCoordinator(r) => group::encode_find_coordinator(fbb, r),
+        RequestBody::JoinGroup(r) => group::encode_join_group(fbb, r),
+        RequestBody::SyncGroup(r) => group::encode_sync_group(fbb, r),
+        RequestBody::Heartbeat(r) => group::encode_heartbeat(fbb, r),
+        RequestBody::LeaveGroup(r) => group::encode_leave_group(fbb, r),
+        RequestBody::OffsetCommit(r) => group::encode_offset_commit(fbb, r),
+        RequestBody::OffsetFetch(r) => group::encode_offset_fetch(fbb, r),
+        RequestBody::ListGroups(r) => group::encode_list_groups(fbb, r),
+        RequestBody::DescribeGroups(r) => group::encode_describe_groups(fbb, r),
+        RequestBody::DeleteGroups(r) => group::encode_delete_groups(fbb, r),
     }
 }

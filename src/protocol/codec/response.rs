@@ -5,6 +5,7 @@ use bytes::Bytes;
 use crate::protocol::records::Records;
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
+use super::group_response as group;
 use super::*;
 
 // ------------------------------------------------------------------ responses
@@ -230,6 +231,46 @@ fn decode_response_body(frame: &Bytes, root: &fb::Response<'_>) -> R<Option<Resp
                 })
             })?;
             ResponseBody::ListOffsets(ListOffsetsResponse { topics })
+        }
+        fb::ResponseBody::FindCoordinatorResponse => {
+            let b = root.body_as_find_coordinator_response().ok_or(MISSING)?;
+            ResponseBody::FindCoordinator(group::decode_find_coordinator(b)?)
+        }
+        fb::ResponseBody::JoinGroupResponse => {
+            let b = root.body_as_join_group_response().ok_or(MISSING)?;
+            ResponseBody::JoinGroup(group::decode_join_group(frame, b)?)
+        }
+        fb::ResponseBody::SyncGroupResponse => {
+            let b = root.body_as_sync_group_response().ok_or(MISSING)?;
+            ResponseBody::SyncGroup(group::decode_sync_group(frame, b))
+        }
+        fb::ResponseBody::HeartbeatResponse => {
+            let b = root.body_as_heartbeat_response().ok_or(MISSING)?;
+            ResponseBody::Heartbeat(group::decode_heartbeat(b))
+        }
+        fb::ResponseBody::LeaveGroupResponse => {
+            let b = root.body_as_leave_group_response().ok_or(MISSING)?;
+            ResponseBody::LeaveGroup(group::decode_leave_group(b)?)
+        }
+        fb::ResponseBody::OffsetCommitResponse => {
+            let b = root.body_as_offset_commit_response().ok_or(MISSING)?;
+            ResponseBody::OffsetCommit(group::decode_offset_commit(b)?)
+        }
+        fb::ResponseBody::OffsetFetchResponse => {
+            let b = root.body_as_offset_fetch_response().ok_or(MISSING)?;
+            ResponseBody::OffsetFetch(group::decode_offset_fetch(b)?)
+        }
+        fb::ResponseBody::ListGroupsResponse => {
+            let b = root.body_as_list_groups_response().ok_or(MISSING)?;
+            ResponseBody::ListGroups(group::decode_list_groups(b)?)
+        }
+        fb::ResponseBody::DescribeGroupsResponse => {
+            let b = root.body_as_describe_groups_response().ok_or(MISSING)?;
+            ResponseBody::DescribeGroups(group::decode_describe_groups(frame, b)?)
+        }
+        fb::ResponseBody::DeleteGroupsResponse => {
+            let b = root.body_as_delete_groups_response().ok_or(MISSING)?;
+            ResponseBody::DeleteGroups(group::decode_delete_groups(b)?)
         }
         other => return Err(format!("unknown response type {}", other.0)),
     }))
@@ -620,5 +661,15 @@ fn encode_response_body<'a>(
             let o = fb::ListOffsetsResponse::create(fbb, &fb::ListOffsetsResponseArgs { topics });
             (fb::ResponseBody::ListOffsetsResponse, o.as_union_value())
         }
+        ResponseBody::FindCoordinator(r) => group::encode_find_coordinator(fbb, r),
+        ResponseBody::JoinGroup(r) => group::encode_join_group(fbb, r),
+        ResponseBody::SyncGroup(r) => group::encode_sync_group(fbb, r),
+        ResponseBody::Heartbeat(r) => group::encode_heartbeat(fbb, r),
+        ResponseBody::LeaveGroup(r) => group::encode_leave_group(fbb, r),
+        ResponseBody::OffsetCommit(r) => group::encode_offset_commit(fbb, r),
+        ResponseBody::OffsetFetch(r) => group::encode_offset_fetch(fbb, r),
+        ResponseBody::ListGroups(r) => group::encode_list_groups(fbb, r),
+        ResponseBody::DescribeGroups(r) => group::encode_describe_groups(fbb, r),
+        ResponseBody::DeleteGroups(r) => group::encode_delete_groups(fbb, r),
     }
 }

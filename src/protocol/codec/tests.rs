@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use super::*;
 use crate::protocol::batch::BatchBuilder;
 
-fn limits() -> DecodeLimits {
+pub(super) fn limits() -> DecodeLimits {
     DecodeLimits::default()
 }
 
@@ -19,7 +19,7 @@ fn batch() -> Bytes {
     b.finish()
 }
 
-fn req(body: RequestBody) -> Request {
+pub(super) fn req(body: RequestBody) -> Request {
     Request {
         correlation_id: 42,
         api_version: PROTOCOL_VERSION,
@@ -28,8 +28,9 @@ fn req(body: RequestBody) -> Request {
     }
 }
 
+/// Every request kind (the consumer-group ones from `group_tests`, last).
 fn all_requests() -> Vec<Request> {
-    vec![
+    let mut all = vec![
         req(RequestBody::ApiVersions(ApiVersionsRequest {
             client_software: Some("corelog-test".into()),
         })),
@@ -124,12 +125,15 @@ fn all_requests() -> Vec<Request> {
                 value: "1000".into(),
             }],
         })),
-    ]
+    ];
+    all.extend(super::group_tests::group_requests());
+    all
 }
 
+/// Every response kind (the consumer-group ones from `group_tests`, last).
 fn all_responses() -> Vec<Response> {
     let err = WireError::new(ErrorCode::UnknownTopicOrPartition, "no such topic 'x'");
-    vec![
+    let mut all = vec![
         Response::error(7, ErrorCode::MessageTooLarge, "frame of 10 bytes exceeds 5"),
         Response::ok(
             1,
@@ -281,7 +285,9 @@ fn all_responses() -> Vec<Response> {
                 }],
             }),
         ),
-    ]
+    ];
+    all.extend(super::group_tests::group_responses());
+    all
 }
 
 #[test]
@@ -361,7 +367,7 @@ fn batches_are_zero_copy_slices_of_the_frame() {
     crate::protocol::batch::validate(b).expect("valid batch");
 }
 
-fn envelope(
+pub(super) fn envelope(
     fbb: &mut FlatBufferBuilder<'_>,
     api_version: u16,
     body_type: fb::RequestBody,
@@ -381,7 +387,7 @@ fn envelope(
     Bytes::copy_from_slice(fbb.finished_data())
 }
 
-fn expect_err(frame: &Bytes, code: ErrorCode, needle: &str) {
+pub(super) fn expect_err(frame: &Bytes, code: ErrorCode, needle: &str) {
     let e = decode_request(frame, &limits()).expect_err("must fail");
     assert_eq!(e.error.code, code, "{e}");
     assert_eq!(e.correlation_id, 99, "{e}");
