@@ -108,10 +108,6 @@ impl GroupConfig {
         }
         Ok(())
     }
-
-    fn cooperative(&self) -> bool {
-        self.assignors[0].is_cooperative()
-    }
 }
 
 /// What a rebalance did to this member, in the order it happened.

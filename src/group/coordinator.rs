@@ -91,10 +91,6 @@ pub struct Coordinator {
     last_snapshot_bytes: Cell<u64>,
 }
 
-fn not_available(why: &str) -> WireError {
-    WireError::new(ErrorCode::CoordinatorNotAvailable, why)
-}
-
 impl Coordinator {
     /// A coordinator for `partition`, not loaded yet: requests get
     /// CoordinatorLoadInProgress until [`Coordinator::load`] finishes.

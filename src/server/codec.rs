@@ -53,7 +53,8 @@ pub trait Handler<Req, Resp>: 'static {
     /// Does the part of `req` that must happen before the connection's next
     /// frame is read (a produce's appends, so one connection's appends keep
     /// arrival order) and returns the rest, which completes the response.
-    fn start(&self, req: Req) -> LocalBoxFuture<'_, LocalBoxFuture<'static, Resp>>;
+    /// `peer` is the client's address (for group membership: client_host).
+    fn start(&self, req: Req, peer: &str) -> LocalBoxFuture<'_, LocalBoxFuture<'static, Resp>>;
 }
 
 /// Corelog's FlatBuffers protocol: little-endian length, one verified

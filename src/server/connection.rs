@@ -443,7 +443,7 @@ async fn read_loop<C, H, S>(
             }
         };
         match conn.codec.decode(frame) {
-            Ok(req) => dispatch(conn, this, req, permit, responder, activity).await,
+            Ok(req) => dispatch(conn, this, req, permit, responder, activity, peer).await,
             Err(resp) => {
                 tracing::debug!(shard, %peer, "undecodable request");
                 responder.send(this, &resp, Some(permit));
@@ -487,12 +487,13 @@ async fn dispatch<C, H>(
     permit: Held,
     responder: &Responder<C>,
     activity: &Rc<Activity>,
+    peer: &str,
 ) where
     C: Codec,
     H: Handler<C::Request, C::Response>,
 {
     let busy = BusyGuard::new(activity);
-    let pending = conn.handler.start(req).await;
+    let pending = conn.handler.start(req, peer).await;
     let responder = responder.clone();
     glommio::spawn_local(async move {
         let resp = pending.await;

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::protocol::messages::*;
 use crate::protocol::records::Records;
-use crate::protocol::{CorrelationId, ErrorCode, WireError};
+use crate::protocol::{CorrelationId, WireError};
 use crate::service::types::{self as svc, PartResult};
 use crate::service::Service;
 use crate::shard::ops::LocalBoxFuture;
@@ -31,7 +31,11 @@ pub struct FlatBuffersHandler {
 }
 
 impl Handler<Request, Response> for FlatBuffersHandler {
-    fn start(&self, req: Request) -> LocalBoxFuture<'_, LocalBoxFuture<'static, Response>> {
+    fn start(&self, req: Request, peer: &str) -> LocalBoxFuture<'_, LocalBoxFuture<'static, Response>> {
+        let req = match super::group_handlers::start(&self.service, req, peer) {
+            Ok(rest) => return Box::pin(async move { rest }),
+            Err(req) => req,
+        };
         // The outer future is the ordered part; it yields the rest on purpose.
         #[allow(clippy::async_yields_async)]
         Box::pin(async move { start(&self.service, req.correlation_id, req.body).await })
@@ -117,8 +121,7 @@ pub async fn start(
                 Err(e) => failed(cid, e),
             }
         }),
-        // Consumer groups: the protocol is in place, the service is not yet
-        // (ApiVersions does not advertise them).
+        // Consumer groups: answered by group_handlers before this match.
         RequestBody::FindCoordinator(_)
         | RequestBody::JoinGroup(_)
         | RequestBody::SyncGroup(_)
@@ -129,12 +132,7 @@ pub async fn start(
         | RequestBody::ListGroups(_)
         | RequestBody::DescribeGroups(_)
         | RequestBody::DeleteGroups(_) => {
-            let resp = Response::error(
-                cid,
-                ErrorCode::UnsupportedVersion,
-                "consumer-group APIs are not implemented yet",
-            );
-            Box::pin(async move { resp })
+            unreachable!("group requests are routed by group_handlers::start")
         }
     }
 }
@@ -151,6 +149,16 @@ fn api_versions(service: &Service, correlation_id: CorrelationId) -> Response {
         ApiKey::DeleteRecords,
         ApiKey::AlterTopicConfig,
         ApiKey::InitProducerId,
+        ApiKey::FindCoordinator,
+        ApiKey::JoinGroup,
+        ApiKey::SyncGroup,
+        ApiKey::Heartbeat,
+        ApiKey::LeaveGroup,
+        ApiKey::OffsetCommit,
+        ApiKey::OffsetFetch,
+        ApiKey::ListGroups,
+        ApiKey::DescribeGroups,
+        ApiKey::DeleteGroups,
     ]
     .into_iter()
     .map(|api| ApiVersionRange {

@@ -26,6 +26,7 @@
 pub mod budget;
 pub mod codec;
 pub mod connection;
+pub mod group_handlers;
 pub mod handlers;
 pub mod listener;
 pub mod port;
