@@ -11,6 +11,7 @@
 //! (`sender`) resends batches itself, numbered so the broker writes each once.
 
 mod admin;
+pub mod assignor;
 mod connection;
 mod consumer;
 mod flight;
