@@ -127,7 +127,9 @@ impl GroupConfig {
                 u32::MAX
             )));
         }
-        if self.min_session_timeout_ms == 0 || self.min_session_timeout_ms > self.max_session_timeout_ms {
+        if self.min_session_timeout_ms == 0
+            || self.min_session_timeout_ms > self.max_session_timeout_ms
+        {
             return Err(ConfigError::Invalid(
                 "groups.min_session_timeout_ms must be > 0 and <= max_session_timeout_ms".into(),
             ));

@@ -146,8 +146,11 @@ impl Consumer {
     /// Commits the current positions of every owned partition (the next
     /// offset each poll would read) and waits for the coordinator.
     pub async fn commit_sync(&mut self) -> Result<(), ClientError> {
-        let offsets: Vec<(TopicPartition, u64)> =
-            self.positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect();
+        let offsets: Vec<(TopicPartition, u64)> = self
+            .positions
+            .iter()
+            .map(|(tp, o)| (tp.clone(), *o))
+            .collect();
         self.commit_offsets(&offsets).await
     }
 
@@ -157,7 +160,9 @@ impl Consumer {
         offsets: &[(TopicPartition, u64)],
     ) -> Result<(), ClientError> {
         let Some(m) = &self.group else {
-            return Err(ClientError::Config("commit needs subscribe (a group)".into()));
+            return Err(ClientError::Config(
+                "commit needs subscribe (a group)".into(),
+            ));
         };
         m.commit(offsets).await
     }
@@ -167,13 +172,18 @@ impl Consumer {
     pub fn commit_async(
         &mut self,
     ) -> impl std::future::Future<Output = Result<(), ClientError>> + 'static {
-        let offsets: Vec<(TopicPartition, u64)> =
-            self.positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect();
+        let offsets: Vec<(TopicPartition, u64)> = self
+            .positions
+            .iter()
+            .map(|(tp, o)| (tp.clone(), *o))
+            .collect();
         let task = self.group.as_ref().map(|m| m.commit_task(offsets));
         async move {
             match task {
                 Some(t) => t.await,
-                None => Err(ClientError::Config("commit needs subscribe (a group)".into())),
+                None => Err(ClientError::Config(
+                    "commit needs subscribe (a group)".into(),
+                )),
             }
         }
     }
@@ -184,7 +194,9 @@ impl Consumer {
         partitions: &[TopicPartition],
     ) -> Result<BTreeMap<TopicPartition, Option<u64>>, ClientError> {
         let Some(m) = &self.group else {
-            return Err(ClientError::Config("committed needs subscribe (a group)".into()));
+            return Err(ClientError::Config(
+                "committed needs subscribe (a group)".into(),
+            ));
         };
         m.committed(partitions).await
     }
@@ -199,8 +211,11 @@ impl Consumer {
         };
         let mut result = Ok(());
         if m.config.enable_auto_commit && m.generation() >= 0 {
-            let offsets: Vec<(TopicPartition, u64)> =
-                self.positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect();
+            let offsets: Vec<(TopicPartition, u64)> = self
+                .positions
+                .iter()
+                .map(|(tp, o)| (tp.clone(), *o))
+                .collect();
             result = m.commit(&offsets).await;
         }
         m.leave("the consumer closed").await;
@@ -266,8 +281,11 @@ impl Consumer {
             return;
         }
         self.last_auto_commit = Instant::now();
-        let offsets: Vec<(TopicPartition, u64)> =
-            self.positions.iter().map(|(tp, o)| (tp.clone(), *o)).collect();
+        let offsets: Vec<(TopicPartition, u64)> = self
+            .positions
+            .iter()
+            .map(|(tp, o)| (tp.clone(), *o))
+            .collect();
         if let Err(e) = m.commit(&offsets).await {
             tracing::debug!("auto-commit failed (retried at the next interval): {e}");
         }
@@ -293,8 +311,9 @@ impl Consumer {
         for tp in partitions {
             self.positions.remove(tp);
         }
-        self.events
-            .push(RebalanceEvent::Revoked(partitions.iter().cloned().collect()));
+        self.events.push(RebalanceEvent::Revoked(
+            partitions.iter().cloned().collect(),
+        ));
     }
 
     async fn apply_join(&mut self, r: Result<Joined, ClientError>) -> Result<(), ClientError> {
@@ -545,7 +564,9 @@ impl Consumer {
                             // The committed position fell out of retention:
                             // start again where the reset policy says.
                             let to = self.reset_position(&tp, reset).await?;
-                            tracing::warn!("{tp}: offset {position} is out of range; reset to {to}");
+                            tracing::warn!(
+                                "{tp}: offset {position} is out of range; reset to {to}"
+                            );
                             advanced.push((tp, to));
                             continue;
                         }

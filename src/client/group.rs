@@ -95,12 +95,17 @@ impl GroupConfig {
             return Err(ClientError::Config("no assignor configured".into()));
         }
         let cooperative = self.assignors[0].is_cooperative();
-        if self.assignors.iter().any(|a| a.is_cooperative() != cooperative) {
+        if self
+            .assignors
+            .iter()
+            .any(|a| a.is_cooperative() != cooperative)
+        {
             return Err(ClientError::Config(
                 "assignors mix cooperative and eager protocols".into(),
             ));
         }
-        if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms >= self.session_timeout_ms {
+        if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms >= self.session_timeout_ms
+        {
             return Err(ClientError::Config(format!(
                 "heartbeat_interval_ms ({}) must be > 0 and below session_timeout_ms ({})",
                 self.heartbeat_interval_ms, self.session_timeout_ms
@@ -180,7 +185,9 @@ impl Membership {
     ) -> Result<Membership, ClientError> {
         config.validate()?;
         if topics.is_empty() {
-            return Err(ClientError::Config("subscribe to at least one topic".into()));
+            return Err(ClientError::Config(
+                "subscribe to at least one topic".into(),
+            ));
         }
         let conn = Rc::new(ReconnectingConnection::connect(client).await?);
         let shared = Rc::new(RefCell::new(Shared {
@@ -375,7 +382,11 @@ impl Membership {
             if offsets.is_empty() {
                 return Ok(());
             }
-            commit_with(&conn, commit_request(&config, &member_id, generation, &offsets)).await
+            commit_with(
+                &conn,
+                commit_request(&config, &member_id, generation, &offsets),
+            )
+            .await
         }
     }
 
@@ -444,7 +455,12 @@ pub(crate) async fn commit_with(
     conn: &ReconnectingConnection,
     req: OffsetCommitRequest,
 ) -> Result<(), ClientError> {
-    let resp = match conn.get().await?.request(RequestBody::OffsetCommit(req)).await? {
+    let resp = match conn
+        .get()
+        .await?
+        .request(RequestBody::OffsetCommit(req))
+        .await?
+    {
         ResponseBody::OffsetCommit(r) => r,
         other => return Err(unexpected("OffsetCommit", &other)),
     };
@@ -483,7 +499,12 @@ pub(crate) async fn fetch_committed(
         group_id: group.to_string(),
         topics,
     };
-    let resp = match conn.get().await?.request(RequestBody::OffsetFetch(req)).await? {
+    let resp = match conn
+        .get()
+        .await?
+        .request(RequestBody::OffsetFetch(req))
+        .await?
+    {
         ResponseBody::OffsetFetch(r) => r,
         other => return Err(unexpected("OffsetFetch", &other)),
     };
@@ -516,8 +537,16 @@ pub(crate) async fn leave_group(
             reason: Some(reason.to_string()),
         }],
     };
-    match conn.get().await?.request(RequestBody::LeaveGroup(req)).await? {
-        ResponseBody::LeaveGroup(r) => match r.error.or_else(|| r.members.into_iter().find_map(|m| m.error)) {
+    match conn
+        .get()
+        .await?
+        .request(RequestBody::LeaveGroup(req))
+        .await?
+    {
+        ResponseBody::LeaveGroup(r) => match r
+            .error
+            .or_else(|| r.members.into_iter().find_map(|m| m.error))
+        {
             Some(e) => Err(ClientError::Broker(e)),
             None => Ok(()),
         },
@@ -558,7 +587,13 @@ async fn heartbeat_once(
             s.last_poll = None;
         }
         if config.group_instance_id.is_none() {
-            let _ = leave_group(conn, &config.group_id, &member_id, "max poll interval passed").await;
+            let _ = leave_group(
+                conn,
+                &config.group_id,
+                &member_id,
+                "max poll interval passed",
+            )
+            .await;
         }
         return;
     }
@@ -798,4 +833,3 @@ async fn lead(
         })
         .collect())
 }
-

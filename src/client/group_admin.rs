@@ -44,7 +44,13 @@ impl Admin {
         let req = ListGroupsRequest {
             states_filter: Vec::new(),
         };
-        match self.conn.get().await?.request(RequestBody::ListGroups(req)).await? {
+        match self
+            .conn
+            .get()
+            .await?
+            .request(RequestBody::ListGroups(req))
+            .await?
+        {
             ResponseBody::ListGroups(r) => match r.error {
                 Some(e) => Err(ClientError::Broker(e)),
                 None => Ok(r.groups),
@@ -66,9 +72,11 @@ impl Admin {
             .request(RequestBody::DescribeGroups(req))
             .await?
         {
-            ResponseBody::DescribeGroups(r) => r.groups.into_iter().next().ok_or_else(|| {
-                ClientError::Protocol("describe groups answered no group".into())
-            })?,
+            ResponseBody::DescribeGroups(r) => {
+                r.groups.into_iter().next().ok_or_else(|| {
+                    ClientError::Protocol("describe groups answered no group".into())
+                })?
+            }
             other => return Err(unexpected("DescribeGroups", &other)),
         };
         if let Some(e) = d.error {

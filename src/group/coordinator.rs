@@ -177,7 +177,15 @@ impl Coordinator {
     fn apply_loaded(&self, e: Entry, at: u64) {
         let now_wall = self.clock.wall_ms();
         match e {
-            Entry::Offset(Key::Offset { group, topic, partition, .. }, v) => {
+            Entry::Offset(
+                Key::Offset {
+                    group,
+                    topic,
+                    partition,
+                    ..
+                },
+                v,
+            ) => {
                 let mut groups = self.groups.borrow_mut();
                 let g = groups
                     .entry(group.clone())
@@ -353,7 +361,11 @@ impl Coordinator {
             return join_error(e.code, &e.message, &req.member_id);
         }
         if req.group_id.is_empty() {
-            return join_error(ErrorCode::InvalidGroupId, "the group id is empty", &req.member_id);
+            return join_error(
+                ErrorCode::InvalidGroupId,
+                "the group id is empty",
+                &req.member_id,
+            );
         }
         let (now, wall) = (self.clock.now(), self.clock.wall_ms());
         let (outcome, fx) = {
@@ -428,7 +440,10 @@ impl Coordinator {
             .unwrap_or_else(|_| sync_error(ErrorCode::NotCoordinator, "the coordinator stopped"))
     }
 
-    fn sync_waiter(&self, req: &SyncGroupRequest) -> glommio::channels::oneshot::Receiver<SyncGroupResponse> {
+    fn sync_waiter(
+        &self,
+        req: &SyncGroupRequest,
+    ) -> glommio::channels::oneshot::Receiver<SyncGroupResponse> {
         let (tx, rx) = oneshot();
         let key = (req.group_id.clone(), req.member_id.clone());
         if let Some(old) = self.sync_waiters.borrow_mut().insert(key, tx) {
@@ -527,7 +542,10 @@ impl Coordinator {
             return all_err(&e);
         }
         if req.group_id.is_empty() {
-            return all_err(&WireError::new(ErrorCode::InvalidGroupId, "the group id is empty"));
+            return all_err(&WireError::new(
+                ErrorCode::InvalidGroupId,
+                "the group id is empty",
+            ));
         }
         let (now, wall) = (self.clock.now(), self.clock.wall_ms());
         let checked = {
@@ -936,7 +954,12 @@ impl Coordinator {
             for ((t, p), c) in &groups[id].offsets {
                 out.push(Entry::Offset(
                     Key::offset(id, t, *p),
-                    Some(OffsetValue::new(c.offset, c.leader_epoch, &c.metadata, c.commit_ms)),
+                    Some(OffsetValue::new(
+                        c.offset,
+                        c.leader_epoch,
+                        &c.metadata,
+                        c.commit_ms,
+                    )),
                 ));
             }
         }
@@ -953,7 +976,12 @@ impl Coordinator {
         self.groups
             .borrow()
             .get(group)
-            .map(|g| g.offsets.iter().map(|(k, c)| (k.clone(), c.offset)).collect())
+            .map(|g| {
+                g.offsets
+                    .iter()
+                    .map(|(k, c)| (k.clone(), c.offset))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

@@ -159,7 +159,9 @@ pub enum SyncOutcome {
     Wait,
     /// The leader's assignment for `generation`: persist the group, then
     /// call [`Group::assignment_stored`].
-    Persist { generation: i32 },
+    Persist {
+        generation: i32,
+    },
 }
 
 pub fn join_error(code: ErrorCode, message: &str, member_id: &str) -> JoinGroupResponse {
@@ -275,7 +277,11 @@ impl Group {
             }
         }
         if let Some(l) = &self.leader {
-            assert!(self.members.contains_key(l), "group {}: leader {l}", self.id);
+            assert!(
+                self.members.contains_key(l),
+                "group {}: leader {l}",
+                self.id
+            );
         }
     }
 
@@ -334,7 +340,10 @@ impl Group {
 
     /// Protocols every member (but `except`) supports.
     fn candidate_protocols(&self, except: Option<&str>) -> BTreeSet<String> {
-        let mut it = self.members.values().filter(|m| Some(m.id.as_str()) != except);
+        let mut it = self
+            .members
+            .values()
+            .filter(|m| Some(m.id.as_str()) != except);
         let Some(first) = it.next() else {
             return BTreeSet::new();
         };
@@ -379,13 +388,16 @@ impl Group {
         wall_ms: i64,
     ) -> (JoinOutcome, Effects) {
         let mut fx = Effects::default();
-        self.initial_delay_step = Duration::from_millis(u64::from(limits.initial_rebalance_delay_ms));
-        let reply = |e: WireError| {
-            JoinOutcome::Reply(join_error(e.code, &e.message, &req.member_id))
-        };
+        self.initial_delay_step =
+            Duration::from_millis(u64::from(limits.initial_rebalance_delay_ms));
+        let reply =
+            |e: WireError| JoinOutcome::Reply(join_error(e.code, &e.message, &req.member_id));
         if self.state == GroupState::Dead {
             return (
-                reply(err(ErrorCode::CoordinatorNotAvailable, "the group is being deleted")),
+                reply(err(
+                    ErrorCode::CoordinatorNotAvailable,
+                    "the group is being deleted",
+                )),
                 fx,
             );
         }
@@ -444,7 +456,13 @@ impl Group {
             if let Some(inst) = instance {
                 if let Some(old_id) = self.static_members.get(inst).cloned() {
                     return self.rejoin_static(
-                        old_id, req, client, protocols, rebalance_ms, now, wall_ms,
+                        old_id,
+                        req,
+                        client,
+                        protocols,
+                        rebalance_ms,
+                        now,
+                        wall_ms,
                     );
                 }
             }
@@ -512,7 +530,11 @@ impl Group {
                 if m.awaiting_join {
                     // A retry of a join still waiting: the old request is
                     // superseded (the coordinator replaces its waiter).
-                    fx.join_error(&id, ErrorCode::RebalanceInProgress, "superseded by a newer join");
+                    fx.join_error(
+                        &id,
+                        ErrorCode::RebalanceInProgress,
+                        "superseded by a newer join",
+                    );
                 }
                 m.awaiting_join = true;
                 self.try_complete_join(now, wall_ms, &mut fx);
@@ -553,13 +575,24 @@ impl Group {
     ) -> (JoinOutcome, Effects) {
         let mut fx = Effects::default();
         let new_id = self.new_member_id(&client.client_id, wall_ms);
-        let mut m = self.members.remove(&old_id).expect("static member maps to a member");
+        let mut m = self
+            .members
+            .remove(&old_id)
+            .expect("static member maps to a member");
         // The old incarnation's waiting requests are fenced.
         if m.awaiting_join {
-            fx.join_error(&old_id, ErrorCode::FencedInstanceId, "a newer instance joined");
+            fx.join_error(
+                &old_id,
+                ErrorCode::FencedInstanceId,
+                "a newer instance joined",
+            );
         }
         if m.awaiting_sync {
-            fx.sync_error(&old_id, ErrorCode::FencedInstanceId, "a newer instance joined");
+            fx.sync_error(
+                &old_id,
+                ErrorCode::FencedInstanceId,
+                "a newer instance joined",
+            );
         }
         let changed = m.protocols != protocols;
         m.id = new_id.clone();
@@ -571,7 +604,10 @@ impl Group {
         m.protocols = protocols;
         m.awaiting_join = false;
         m.awaiting_sync = false;
-        let inst = m.instance_id.clone().expect("a static member has an instance id");
+        let inst = m
+            .instance_id
+            .clone()
+            .expect("a static member has an instance id");
         self.members.insert(new_id.clone(), m);
         self.static_members.insert(inst, new_id.clone());
         if self.leader.as_deref() == Some(old_id.as_str()) {
@@ -630,7 +666,13 @@ impl Group {
 
     /// Moves to PreparingRebalance (if not there yet). `new_member`: a
     /// member was added (extends an initial delay).
-    fn prepare_rebalance(&mut self, now: Instant, wall_ms: i64, fx: &mut Effects, new_member: bool) {
+    fn prepare_rebalance(
+        &mut self,
+        now: Instant,
+        wall_ms: i64,
+        fx: &mut Effects,
+        new_member: bool,
+    ) {
         let timeout = self.rebalance_timeout();
         match self.state {
             GroupState::PreparingRebalance => {
@@ -638,9 +680,8 @@ impl Group {
                     if let (Some(until), Some(deadline)) =
                         (self.initial_delay_until, self.rebalance_deadline)
                     {
-                        self.initial_delay_until = Some(
-                            (now + self.initial_delay_step).min(deadline).max(until),
-                        );
+                        self.initial_delay_until =
+                            Some((now + self.initial_delay_step).min(deadline).max(until));
                     }
                 }
                 return;
@@ -685,8 +726,8 @@ impl Group {
             if self.initial_delay_until.is_some_and(|u| now < u) {
                 return;
             }
-            let all_joined = self.members.values().all(|m| m.awaiting_join)
-                && self.pending_members.is_empty();
+            let all_joined =
+                self.members.values().all(|m| m.awaiting_join) && self.pending_members.is_empty();
             if !all_joined {
                 return;
             }
@@ -816,7 +857,10 @@ impl Group {
         generation: i32,
     ) -> Result<(), WireError> {
         if matches!(self.state, GroupState::Dead) {
-            return Err(err(ErrorCode::CoordinatorNotAvailable, "the group is being deleted"));
+            return Err(err(
+                ErrorCode::CoordinatorNotAvailable,
+                "the group is being deleted",
+            ));
         }
         if let Some(e) = self.fenced(member_id, instance_id) {
             return Err(e);
@@ -850,8 +894,14 @@ impl Group {
         ) {
             return reply(e);
         }
-        if req.protocol_type.as_ref().is_some_and(|t| Some(t) != self.protocol_type.as_ref())
-            || req.protocol_name.as_ref().is_some_and(|n| Some(n) != self.protocol.as_ref())
+        if req
+            .protocol_type
+            .as_ref()
+            .is_some_and(|t| Some(t) != self.protocol_type.as_ref())
+            || req
+                .protocol_name
+                .as_ref()
+                .is_some_and(|n| Some(n) != self.protocol.as_ref())
         {
             return reply(err(
                 ErrorCode::InconsistentGroupProtocol,
@@ -890,7 +940,10 @@ impl Group {
                     .map(|a| (a.member_id.as_str(), &a.assignment))
                     .collect();
                 for m in self.members.values_mut() {
-                    m.assignment = given.get(m.id.as_str()).map(|b| (*b).clone()).unwrap_or_default();
+                    m.assignment = given
+                        .get(m.id.as_str())
+                        .map(|b| (*b).clone())
+                        .unwrap_or_default();
                 }
                 SyncOutcome::Persist {
                     generation: self.generation,
@@ -1028,9 +1081,8 @@ impl Group {
     /// completes an initial delay, forgets MemberIdRequired ids never used.
     pub fn tick(&mut self, now: Instant, wall_ms: i64) -> Effects {
         let mut fx = Effects::default();
-        self.pending_members.retain(|_, since| {
-            now.saturating_duration_since(*since) < Duration::from_secs(300)
-        });
+        self.pending_members
+            .retain(|_, since| now.saturating_duration_since(*since) < Duration::from_secs(300));
         let expired: Vec<String> = self
             .members
             .values()
@@ -1111,7 +1163,13 @@ impl Group {
 
     /// Applies a committed offset read from or written to the log; an
     /// older record than the one held is ignored.
-    pub fn apply_offset(&mut self, topic: &str, partition: u32, c: Option<Committed>, log_offset: u64) {
+    pub fn apply_offset(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        c: Option<Committed>,
+        log_offset: u64,
+    ) {
         let key = (topic.to_string(), partition);
         if let Some(held) = self.offsets.get(&key) {
             if held.log_offset > log_offset {

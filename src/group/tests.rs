@@ -127,15 +127,27 @@ async fn advance(clock: &Clock, by: Duration) {
 
 /// Joins `n` dynamic members (with the MemberIdRequired round trip) and
 /// waits out the initial delay; answers the join responses in order.
-async fn join_n(c: &Rc<Coordinator>, clock: &Clock, group: &str, n: usize) -> Vec<JoinGroupResponse> {
+async fn join_n(
+    c: &Rc<Coordinator>,
+    clock: &Clock,
+    group: &str,
+    n: usize,
+) -> Vec<JoinGroupResponse> {
     let mut tasks = Vec::new();
     for i in 0..n {
-        let first = c.join(join_req(group, "", None, &[i as u8]), client(i)).await;
-        assert_eq!(first.error.as_ref().map(|e| e.code), Some(ErrorCode::MemberIdRequired));
+        let first = c
+            .join(join_req(group, "", None, &[i as u8]), client(i))
+            .await;
+        assert_eq!(
+            first.error.as_ref().map(|e| e.code),
+            Some(ErrorCode::MemberIdRequired)
+        );
         assert!(!first.member_id.is_empty());
         let c2 = c.clone();
         let req = join_req(group, &first.member_id, None, &[i as u8]);
-        tasks.push(glommio::spawn_local(async move { c2.join(req, client(i)).await }));
+        tasks.push(glommio::spawn_local(async move {
+            c2.join(req, client(i)).await
+        }));
     }
     settle().await;
     advance(clock, Duration::from_millis(600)).await;
@@ -221,36 +233,55 @@ fn three_members_join_sync_and_commit() {
             assert_eq!(j.generation_id, generation);
             assert_eq!(j.leader, joins[0].leader);
         }
-        let leader = joins.iter().find(|j| j.leader == j.member_id).expect("leader");
+        let leader = joins
+            .iter()
+            .find(|j| j.leader == j.member_id)
+            .expect("leader");
         assert_eq!(leader.members.len(), 3);
         assert_eq!(joins.iter().filter(|j| !j.members.is_empty()).count(), 1);
         let assignments = sync_all(&c, &joins).await;
         let mut got: Vec<_> = assignments.iter().map(|b| b.to_vec()).collect();
         got.sort();
-        assert_eq!(got, vec![b"part-0".to_vec(), b"part-1".to_vec(), b"part-2".to_vec()]);
+        assert_eq!(
+            got,
+            vec![b"part-0".to_vec(), b"part-1".to_vec(), b"part-2".to_vec()]
+        );
         assert_eq!(c.describe("g").group_state, "Stable");
 
         // Commits: the current generation is accepted, a stale one refused.
         let m = &joins[1].member_id;
         let ok = c.commit(commit_req(m, generation, 42), |_, _| true).await;
         assert_eq!(commit_error(&ok), None);
-        let stale = c.commit(commit_req(m, generation - 1, 7), |_, _| true).await;
+        let stale = c
+            .commit(commit_req(m, generation - 1, 7), |_, _| true)
+            .await;
         assert_eq!(commit_error(&stale), Some(ErrorCode::IllegalGeneration));
-        let stranger = c.commit(commit_req("nobody", generation, 7), |_, _| true).await;
+        let stranger = c
+            .commit(commit_req("nobody", generation, 7), |_, _| true)
+            .await;
         assert_eq!(commit_error(&stranger), Some(ErrorCode::UnknownMemberId));
         let admin = c.commit(commit_req("", -1, 7), |_, _| true).await;
         assert_eq!(commit_error(&admin), Some(ErrorCode::UnknownMemberId));
         let unknown_topic = c.commit(commit_req(m, generation, 1), |_, _| false).await;
-        assert_eq!(commit_error(&unknown_topic), Some(ErrorCode::UnknownTopicOrPartition));
+        assert_eq!(
+            commit_error(&unknown_topic),
+            Some(ErrorCode::UnknownTopicOrPartition)
+        );
         let fetched = c.fetch_offsets(&OffsetFetchRequest {
             group_id: "g".into(),
             topics: None,
         });
         assert_eq!(fetched.topics[0].partitions[0].offset, Some(42));
-        assert_eq!(fetched.topics[0].partitions[0].metadata.as_deref(), Some("m"));
+        assert_eq!(
+            fetched.topics[0].partitions[0].metadata.as_deref(),
+            Some("m")
+        );
 
-        // Heartbeats keep everyone in; silence past the session drops one.
-        for _ in 0..30 {
+        // Heartbeats keep everyone in; silence past the session (10 s)
+        // drops the third member, and the others are told to rejoin.
+        let mut silent_ms = 0u64;
+        let mut rebalancing = false;
+        for _ in 0..40 {
             for j in &joins[..2] {
                 let hb = HeartbeatRequest {
                     group_id: "g".into(),
@@ -258,23 +289,37 @@ fn three_members_join_sync_and_commit() {
                     member_id: j.member_id.clone(),
                     group_instance_id: None,
                 };
-                assert_eq!(c.heartbeat(&hb), Ok(()));
+                match c.heartbeat(&hb) {
+                    Ok(()) => {}
+                    Err(e) if e.code == ErrorCode::RebalanceInProgress => rebalancing = true,
+                    Err(e) => panic!("heartbeat: {e:?}"),
+                }
+            }
+            if rebalancing {
+                break;
             }
             advance(&clock, Duration::from_millis(500)).await;
+            silent_ms += 500;
         }
+        assert!(rebalancing, "the silent member was dropped");
+        assert!(
+            silent_ms >= 10_000,
+            "not before its session ran out ({silent_ms} ms)"
+        );
         let hb = HeartbeatRequest {
             group_id: "g".into(),
             generation_id: generation,
             member_id: joins[0].member_id.clone(),
             group_instance_id: None,
         };
-        let e = c.heartbeat(&hb).expect_err("rebalancing");
-        assert_eq!(e.code, ErrorCode::RebalanceInProgress);
         let gone = HeartbeatRequest {
             member_id: joins[2].member_id.clone(),
             ..hb.clone()
         };
-        assert_eq!(c.heartbeat(&gone).map_err(|e| e.code), Err(ErrorCode::UnknownMemberId));
+        assert_eq!(
+            c.heartbeat(&gone).map_err(|e| e.code),
+            Err(ErrorCode::UnknownMemberId)
+        );
         // During PreparingRebalance the current generation may still commit.
         let during = c.commit(commit_req(m, generation, 43), |_, _| true).await;
         assert_eq!(commit_error(&during), None);
@@ -293,7 +338,9 @@ fn state_survives_a_reload() {
             sync_all(&c, &joins).await;
             let m = &joins[0].member_id;
             for o in 1..=50 {
-                let r = c.commit(commit_req(m, joins[0].generation_id, o), |_, _| true).await;
+                let r = c
+                    .commit(commit_req(m, joins[0].generation_id, o), |_, _| true)
+                    .await;
                 assert_eq!(commit_error(&r), None);
             }
             c.stop();
@@ -370,7 +417,9 @@ fn static_member_rejoins_without_a_rebalance() {
         for (i, inst) in ["a", "b"].iter().enumerate() {
             let c2 = c.clone();
             let req = join_req("g", "", Some(inst), &[i as u8]);
-            tasks.push(glommio::spawn_local(async move { c2.join(req, client(i)).await }));
+            tasks.push(glommio::spawn_local(async move {
+                c2.join(req, client(i)).await
+            }));
         }
         settle().await;
         advance(&clock, Duration::from_millis(600)).await;
@@ -389,7 +438,13 @@ fn static_member_rejoins_without_a_rebalance() {
         assert_eq!(again.generation_id, generation, "no new generation");
         let old_b = joins
             .iter()
-            .find(|j| !before.members.iter().any(|m| m.member_id == again.member_id) && j.member_id != again.member_id)
+            .find(|j| {
+                !before
+                    .members
+                    .iter()
+                    .any(|m| m.member_id == again.member_id)
+                    && j.member_id != again.member_id
+            })
             .map(|j| j.member_id.clone());
         assert!(old_b.is_some());
         // Its sync gives back the same assignment.
@@ -423,7 +478,10 @@ fn static_member_rejoins_without_a_rebalance() {
             member_id: old.member_id.clone(),
             group_instance_id: Some("b".into()),
         };
-        assert_eq!(c.heartbeat(&hb).map_err(|e| e.code), Err(ErrorCode::FencedInstanceId));
+        assert_eq!(
+            c.heartbeat(&hb).map_err(|e| e.code),
+            Err(ErrorCode::FencedInstanceId)
+        );
         c.stop();
     });
 }
@@ -436,7 +494,9 @@ fn delete_is_refused_while_members_remain() {
         let c = coordinator(dir.path(), &clock).await;
         let joins = join_n(&c, &clock, "g", 1).await;
         sync_all(&c, &joins).await;
-        let r = c.commit(commit_req(&joins[0].member_id, 1, 5), |_, _| true).await;
+        let r = c
+            .commit(commit_req(&joins[0].member_id, 1, 5), |_, _| true)
+            .await;
         assert_eq!(commit_error(&r), None);
         assert_eq!(
             c.delete("g").await.map_err(|e| e.code),

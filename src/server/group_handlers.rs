@@ -50,9 +50,9 @@ pub fn start(
             };
             ok(ResponseBody::FindCoordinator(resp))
         }),
-        RequestBody::JoinGroup(r) => Box::pin(async move {
-            ok(ResponseBody::JoinGroup(s.join_group(r, client).await))
-        }),
+        RequestBody::JoinGroup(r) => {
+            Box::pin(async move { ok(ResponseBody::JoinGroup(s.join_group(r, client).await)) })
+        }
         RequestBody::SyncGroup(r) => {
             Box::pin(async move { ok(ResponseBody::SyncGroup(s.sync_group(r).await)) })
         }
@@ -69,14 +69,18 @@ pub fn start(
             Box::pin(async move { ok(ResponseBody::OffsetFetch(s.offset_fetch(r).await)) })
         }
         RequestBody::ListGroups(r) => Box::pin(async move {
-            ok(ResponseBody::ListGroups(s.list_groups(r.states_filter).await))
+            ok(ResponseBody::ListGroups(
+                s.list_groups(r.states_filter).await,
+            ))
         }),
         RequestBody::DescribeGroups(r) => Box::pin(async move {
-            ok(ResponseBody::DescribeGroups(s.describe_groups(r.groups).await))
+            ok(ResponseBody::DescribeGroups(
+                s.describe_groups(r.groups).await,
+            ))
         }),
-        RequestBody::DeleteGroups(r) => Box::pin(async move {
-            ok(ResponseBody::DeleteGroups(s.delete_groups(r.groups).await))
-        }),
+        RequestBody::DeleteGroups(r) => {
+            Box::pin(async move { ok(ResponseBody::DeleteGroups(s.delete_groups(r.groups).await)) })
+        }
         body => {
             return Err(Request { body, ..req });
         }
@@ -86,9 +90,10 @@ pub fn start(
 /// The host part of `host:port` (the whole string if it has no port).
 fn host_of(peer: &str) -> String {
     match peer.rsplit_once(':') {
-        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => {
-            host.trim_start_matches('[').trim_end_matches(']').to_string()
-        }
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
         _ => peer.to_string(),
     }
 }

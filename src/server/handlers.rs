@@ -31,7 +31,11 @@ pub struct FlatBuffersHandler {
 }
 
 impl Handler<Request, Response> for FlatBuffersHandler {
-    fn start(&self, req: Request, peer: &str) -> LocalBoxFuture<'_, LocalBoxFuture<'static, Response>> {
+    fn start(
+        &self,
+        req: Request,
+        peer: &str,
+    ) -> LocalBoxFuture<'_, LocalBoxFuture<'static, Response>> {
         let req = match super::group_handlers::start(&self.service, req, peer) {
             Ok(rest) => return Box::pin(async move { rest }),
             Err(req) => req,

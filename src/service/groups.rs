@@ -87,7 +87,8 @@ impl ShardOp for GroupOp {
                 GroupCall::Leave(req) => GroupReply::Leave(c.leave(&req)),
                 GroupCall::Commit(req) => {
                     let s = shard.clone();
-                    let exists = move |t: &str, p: u32| s.topic(t).is_some_and(|m| p < m.partitions);
+                    let exists =
+                        move |t: &str, p: u32| s.topic(t).is_some_and(|m| p < m.partitions);
                     GroupReply::Commit(c.commit(req, exists).await)
                 }
                 GroupCall::Fetch(req) => GroupReply::Fetch(c.fetch_offsets(&req)),
@@ -139,12 +140,15 @@ impl Service {
                 ))
             }
         }
-        self.shard.topic(OFFSETS_TOPIC).map(|m| m.partitions).ok_or_else(|| {
-            WireError::new(
-                ErrorCode::CoordinatorNotAvailable,
-                format!("{OFFSETS_TOPIC} is being created; retry"),
-            )
-        })
+        self.shard
+            .topic(OFFSETS_TOPIC)
+            .map(|m| m.partitions)
+            .ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::CoordinatorNotAvailable,
+                    format!("{OFFSETS_TOPIC} is being created; retry"),
+                )
+            })
     }
 
     /// Runs `call` on the coordinator of `group`.
@@ -211,7 +215,12 @@ impl Service {
         let shape: Vec<(String, Vec<PartitionId>)> = req
             .topics
             .iter()
-            .map(|t| (t.name.clone(), t.partitions.iter().map(|p| p.partition).collect()))
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    t.partitions.iter().map(|p| p.partition).collect(),
+                )
+            })
             .collect();
         match self.group_call(&group, GroupCall::Commit(req)).await {
             Ok(GroupReply::Commit(r)) => r,
@@ -276,18 +285,20 @@ impl Service {
     pub async fn describe_groups(&self, ids: Vec<String>) -> DescribeGroupsResponse {
         let mut groups = Vec::with_capacity(ids.len());
         for g in ids {
-            groups.push(match self.group_call(&g, GroupCall::Describe(g.clone())).await {
-                Ok(GroupReply::Describe(d)) => d,
-                Ok(_) => mismatch("describe"),
-                Err(e) => DescribedGroup {
-                    error: Some(e),
-                    group_id: g,
-                    group_state: String::new(),
-                    protocol_type: String::new(),
-                    protocol_data: String::new(),
-                    members: Vec::new(),
+            groups.push(
+                match self.group_call(&g, GroupCall::Describe(g.clone())).await {
+                    Ok(GroupReply::Describe(d)) => d,
+                    Ok(_) => mismatch("describe"),
+                    Err(e) => DescribedGroup {
+                        error: Some(e),
+                        group_id: g,
+                        group_state: String::new(),
+                        protocol_type: String::new(),
+                        protocol_data: String::new(),
+                        members: Vec::new(),
+                    },
                 },
-            });
+            );
         }
         DescribeGroupsResponse { groups }
     }

@@ -29,7 +29,11 @@ use crate::shard::ops::LocalBoxFuture;
 struct Stub;
 
 impl Handler<Request, Response> for Stub {
-    fn start(&self, req: Request, _peer: &str) -> LocalBoxFuture<'_, LocalBoxFuture<'static, Response>> {
+    fn start(
+        &self,
+        req: Request,
+        _peer: &str,
+    ) -> LocalBoxFuture<'_, LocalBoxFuture<'static, Response>> {
         #[allow(clippy::async_yields_async)]
         Box::pin(async move {
             let cid = req.correlation_id;
@@ -285,7 +289,11 @@ struct Gated {
 }
 
 impl Handler<Request, Response> for Gated {
-    fn start(&self, req: Request, _peer: &str) -> LocalBoxFuture<'_, LocalBoxFuture<'static, Response>> {
+    fn start(
+        &self,
+        req: Request,
+        _peer: &str,
+    ) -> LocalBoxFuture<'_, LocalBoxFuture<'static, Response>> {
         self.started.set(self.started.get() + 1);
         let gate = self.gate.clone();
         #[allow(clippy::async_yields_async)]
