@@ -501,7 +501,11 @@ impl Consumer {
         self.group_step().await?;
         if self.positions.is_empty() {
             if self.group.is_some() {
-                // A member with nothing assigned (yet): nothing to read.
+                // A member with nothing assigned (yet): nothing to read. Wait
+                // as a fetch would, so a poll loop never spins (and the
+                // membership's heartbeat and join tasks get to run).
+                crate::timer::sleep_once(Duration::from_millis(u64::from(self.config.max_wait_ms)))
+                    .await;
                 return Ok(Vec::new());
             }
             return Err(ClientError::Config(

@@ -336,28 +336,54 @@ impl Membership {
         if offsets.is_empty() {
             return Ok(());
         }
-        let (member_id, generation) = {
-            let s = self.shared.borrow();
-            (s.member_id.clone(), s.generation)
-        };
-        if generation < 0 {
+        let (member_id, generation) = self.commit_generation()?;
+        let req = commit_request(&self.config, &member_id, generation, offsets);
+        let r = commit_with(&self.conn, req).await;
+        self.commit_failed(generation, r)
+    }
+
+    /// The member id and generation a commit may use now: none while this
+    /// member's own join is in flight (as Kafka's consumer: the generation
+    /// is about to change), none outside a generation.
+    fn commit_generation(&self) -> Result<(String, i32), ClientError> {
+        let s = self.shared.borrow();
+        if s.joining || s.generation < 0 {
             return Err(ClientError::Broker(WireError::new(
                 ErrorCode::RebalanceInProgress,
-                "not in a group generation yet: nothing to commit with",
+                "this member is (re)joining its group: commit again after the next poll",
             )));
         }
-        let req = commit_request(&self.config, &member_id, generation, offsets);
-        commit_with(&self.conn, req).await.inspect_err(|e| {
-            if matches!(
-                e.wire_code(),
-                Some(ErrorCode::IllegalGeneration | ErrorCode::UnknownMemberId)
-            ) {
-                let mut s = self.shared.borrow_mut();
-                s.rejoin = true;
-                s.lost = true;
-                s.generation = -1;
-            }
-        })
+        Ok((s.member_id.clone(), s.generation))
+    }
+
+    /// Maps a commit's outcome: a generation error for the generation still
+    /// held means membership is lost; if a join moved this member on since
+    /// the request left, it is only a retriable RebalanceInProgress.
+    fn commit_failed(
+        &self,
+        sent_generation: i32,
+        r: Result<(), ClientError>,
+    ) -> Result<(), ClientError> {
+        let Err(e) = r else {
+            return Ok(());
+        };
+        if !matches!(
+            e.wire_code(),
+            Some(ErrorCode::IllegalGeneration | ErrorCode::UnknownMemberId)
+        ) {
+            return Err(e);
+        }
+        let mut s = self.shared.borrow_mut();
+        if s.joining || s.generation != sent_generation {
+            return Err(ClientError::Broker(WireError::new(
+                ErrorCode::RebalanceInProgress,
+                format!("the group moved to a new generation during the commit: {e}"),
+            )));
+        }
+        s.rejoin = true;
+        s.lost = true;
+        s.generation = -1;
+        Err(e)
     }
 
     /// A commit of `offsets` as a future that owns what it needs
@@ -368,17 +394,9 @@ impl Membership {
     ) -> impl std::future::Future<Output = Result<(), ClientError>> + 'static {
         let conn = self.conn.clone();
         let config = self.config.clone();
-        let (member_id, generation) = {
-            let s = self.shared.borrow();
-            (s.member_id.clone(), s.generation)
-        };
+        let ready = self.commit_generation();
         async move {
-            if generation < 0 {
-                return Err(ClientError::Broker(WireError::new(
-                    ErrorCode::RebalanceInProgress,
-                    "not in a group generation yet: nothing to commit with",
-                )));
-            }
+            let (member_id, generation) = ready?;
             if offsets.is_empty() {
                 return Ok(());
             }

@@ -594,7 +594,6 @@ impl Group {
                 "a newer instance joined",
             );
         }
-        let changed = m.protocols != protocols;
         m.id = new_id.clone();
         m.last_seen = now;
         m.session_timeout_ms = req.session_timeout_ms as u32;
@@ -613,14 +612,12 @@ impl Group {
         if self.leader.as_deref() == Some(old_id.as_str()) {
             self.leader = Some(new_id.clone());
         }
-        if self.state == GroupState::Stable && !changed {
-            let is_leader = self.leader.as_deref() == Some(new_id.as_str());
-            let mut resp = self.join_response(&new_id, false);
-            if is_leader {
-                // The leader gets the members too, so it can compute a new
-                // assignment if it wants; the current one stays in force.
-                resp = self.join_response(&new_id, true);
-            }
+        // Kafka's rule: in a Stable group, a static member's return that
+        // keeps the group's protocol changes nothing but its member id; the
+        // current assignment stays in force (and its metadata, say the
+        // partitions it owned, is whatever the new instance sent).
+        if self.state == GroupState::Stable && self.select_protocol() == self.protocol {
+            let resp = self.join_response(&new_id, false);
             fx.persist = true;
             return (JoinOutcome::Reply(resp), fx);
         }
