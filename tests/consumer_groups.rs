@@ -171,7 +171,7 @@ fn members_share_partitions_and_rebalance_cooperatively_exactly_once() {
         // Some records before anyone joins.
         for n in 0..600u64 {
             let r = ProducerRecord::new(t.clone(), format!("v{n}")).with_partition((n % 6) as u32);
-            let _ = producer.send(r).await.expect("send");
+            drop(producer.send(r).await.expect("send"));
             sent += 1;
         }
         producer.flush().await.expect("flush");
@@ -204,7 +204,7 @@ fn members_share_partitions_and_rebalance_cooperatively_exactly_once() {
                     for _ in 0..12 {
                         let r = ProducerRecord::new(t.clone(), format!("v{n}"))
                             .with_partition((n % 6) as u32);
-                        let _ = producer.send(r).await.expect("send");
+                        drop(producer.send(r).await.expect("send"));
                         n += 1;
                     }
                     producer.flush().await.expect("flush");
@@ -252,52 +252,53 @@ fn members_share_partitions_and_rebalance_cooperatively_exactly_once() {
         })
         .await;
 
-        let m = members.borrow();
-        // Exactly once: every produced offset, once.
-        let dups: Vec<_> = m.processed.iter().filter(|(_, n)| **n != 1).collect();
-        assert!(
-            dups.is_empty(),
-            "records processed more than once: {dups:?}"
-        );
-        assert_eq!(m.processed.len() as u64, total);
-        let per_partition = total / 6;
-        for p in 0..6u32 {
-            let n = m.processed.keys().filter(|(pp, _)| *pp == p).count() as u64;
-            assert!(n >= per_partition, "partition {p}: {n} records");
-        }
-        // Cooperative: nothing was lost, and a member only revoked a
-        // partition it never got back (kept partitions were never paused).
-        for (i, evs) in m.events.iter().enumerate() {
-            let mut revoked: BTreeSet<TopicPartition> = BTreeSet::new();
-            for e in evs {
-                match e {
-                    RebalanceEvent::Lost(ps) => panic!("member {i} lost {ps:?}"),
-                    RebalanceEvent::Revoked(ps) => revoked.extend(ps.iter().cloned()),
-                    RebalanceEvent::Assigned(ps) => {
-                        for tp in ps {
-                            assert!(
-                                !revoked.contains(tp),
-                                "member {i} got {tp} back after revoking it: events {evs:?}"
-                            );
+        {
+            let m = members.borrow();
+            // Exactly once: every produced offset, once.
+            let dups: Vec<_> = m.processed.iter().filter(|(_, n)| **n != 1).collect();
+            assert!(
+                dups.is_empty(),
+                "records processed more than once: {dups:?}"
+            );
+            assert_eq!(m.processed.len() as u64, total);
+            let per_partition = total / 6;
+            for p in 0..6u32 {
+                let n = m.processed.keys().filter(|(pp, _)| *pp == p).count() as u64;
+                assert!(n >= per_partition, "partition {p}: {n} records");
+            }
+            // Cooperative: nothing was lost, and a member only revoked a
+            // partition it never got back (kept partitions were never paused).
+            for (i, evs) in m.events.iter().enumerate() {
+                let mut revoked: BTreeSet<TopicPartition> = BTreeSet::new();
+                for e in evs {
+                    match e {
+                        RebalanceEvent::Lost(ps) => panic!("member {i} lost {ps:?}"),
+                        RebalanceEvent::Revoked(ps) => revoked.extend(ps.iter().cloned()),
+                        RebalanceEvent::Assigned(ps) => {
+                            for tp in ps {
+                                assert!(
+                                    !revoked.contains(tp),
+                                    "member {i} got {tp} back after revoking it: events {evs:?}"
+                                );
+                            }
                         }
                     }
                 }
             }
+            // The 4th member's arrival moved exactly 2 partitions: the members
+            // that kept theirs revoked nothing.
+            let revokes: usize = m
+                .events
+                .iter()
+                .take(3)
+                .flat_map(|evs| evs.iter())
+                .map(|e| match e {
+                    RebalanceEvent::Revoked(ps) => ps.len(),
+                    _ => 0,
+                })
+                .sum();
+            assert!(revokes <= 2 + 2, "too many revocations: {revokes}");
         }
-        // The 4th member's arrival moved exactly 2 partitions: the members
-        // that kept theirs revoked nothing.
-        let revokes: usize = m
-            .events
-            .iter()
-            .take(3)
-            .flat_map(|evs| evs.iter())
-            .map(|e| match e {
-                RebalanceEvent::Revoked(ps) => ps.len(),
-                _ => 0,
-            })
-            .sum();
-        assert!(revokes <= 2 + 2, "too many revocations: {revokes}");
-        drop(m);
         // Lag is zero: the committed offsets are the high watermarks.
         let admin = Admin::connect(bcfg.clone()).await.expect("admin");
         let committed = admin.group_offsets("share").await.expect("offsets");

@@ -17,13 +17,26 @@ use crate::protocol::messages::*;
 use crate::service::Service;
 use crate::shard::ops::LocalBoxFuture;
 
-/// The response future of a group request, or the request back if it is
-/// not one.
-pub fn start(
-    service: &Service,
-    req: Request,
-    peer: &str,
-) -> Result<LocalBoxFuture<'static, Response>, Request> {
+/// Is this one of the group requests [`start`] answers?
+pub fn is_group(body: &RequestBody) -> bool {
+    matches!(
+        body,
+        RequestBody::FindCoordinator(_)
+            | RequestBody::JoinGroup(_)
+            | RequestBody::SyncGroup(_)
+            | RequestBody::Heartbeat(_)
+            | RequestBody::LeaveGroup(_)
+            | RequestBody::OffsetCommit(_)
+            | RequestBody::OffsetFetch(_)
+            | RequestBody::ListGroups(_)
+            | RequestBody::DescribeGroups(_)
+            | RequestBody::DeleteGroups(_)
+    )
+}
+
+/// The response future of a group request ([`is_group`]; anything else is
+/// a caller bug).
+pub fn start(service: &Service, req: Request, peer: &str) -> LocalBoxFuture<'static, Response> {
     let s = service.clone();
     let cid = req.correlation_id;
     let client = ClientInfo {
@@ -31,7 +44,7 @@ pub fn start(
         client_host: host_of(peer),
     };
     let ok = move |body| Response::ok(cid, body);
-    Ok(match req.body {
+    match req.body {
         RequestBody::FindCoordinator(r) => Box::pin(async move {
             let addr = s.listen_addr();
             let resp = match s.find_coordinator(&r.key).await {
@@ -81,10 +94,8 @@ pub fn start(
         RequestBody::DeleteGroups(r) => {
             Box::pin(async move { ok(ResponseBody::DeleteGroups(s.delete_groups(r.groups).await)) })
         }
-        body => {
-            return Err(Request { body, ..req });
-        }
-    })
+        _ => unreachable!("group_handlers::start called with a non-group request"),
+    }
 }
 
 /// The host part of `host:port` (the whole string if it has no port).

@@ -36,10 +36,11 @@ impl Handler<Request, Response> for FlatBuffersHandler {
         req: Request,
         peer: &str,
     ) -> LocalBoxFuture<'_, LocalBoxFuture<'static, Response>> {
-        let req = match super::group_handlers::start(&self.service, req, peer) {
-            Ok(rest) => return Box::pin(async move { rest }),
-            Err(req) => req,
-        };
+        if super::group_handlers::is_group(&req.body) {
+            let rest = super::group_handlers::start(&self.service, req, peer);
+            #[allow(clippy::async_yields_async)]
+            return Box::pin(async move { rest });
+        }
         // The outer future is the ordered part; it yields the rest on purpose.
         #[allow(clippy::async_yields_async)]
         Box::pin(async move { start(&self.service, req.correlation_id, req.body).await })
