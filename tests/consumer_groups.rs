@@ -562,3 +562,139 @@ fn static_member_restart_keeps_its_partitions_without_a_rebalance() {
         a2.close().await.expect("close");
     });
 }
+
+/// Reads a child's stdout lines into a shared list (a thread; ends at EOF).
+fn collect_lines(
+    stdout: std::process::ChildStdout,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::BufRead;
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        }
+    });
+    lines
+}
+
+#[test]
+fn a_killed_member_s_partitions_resume_from_committed_offsets() {
+    let b = broker();
+    let topic = topic_name("groups-kill");
+    b.create_topic(&topic, 4);
+    // A consumer process in the group, printing JSON lines.
+    let mut child = std::process::Command::new(bin())
+        .args([
+            "--bootstrap",
+            &b.bootstrap(),
+            "consume",
+            &topic,
+            "--group",
+            "kill",
+            "--session-timeout-ms",
+            "1500",
+            "--format",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn consume");
+    let printed = collect_lines(child.stdout.take().expect("stdout"));
+    let child_pid = child.id();
+    let survivor_cfg = consumer_config(&b, group_config("kill"));
+    let pcfg = b.producer_config();
+    let bcfg = b.client_config();
+    let t = topic.clone();
+    let printed_in = printed.clone();
+    let (committed, child_parts, survivor_seen, hw) = run_client_within(
+        Duration::from_secs(120),
+        move || async move {
+            let members = Rc::new(RefCell::new(Members::default()));
+            let survivor = spawn_member(&members, survivor_cfg, &t);
+            let admin = Admin::connect(bcfg.clone()).await.expect("admin");
+            // Both members hold 2 partitions.
+            let mut child_parts: BTreeSet<u32> = BTreeSet::new();
+            let start = Instant::now();
+            loop {
+                assert!(start.elapsed() < Duration::from_secs(60), "two members sharing");
+                let info = admin.describe_group("kill").await.expect("describe");
+                let mine = members.borrow().owned[survivor].clone();
+                if info.state == "Stable" && info.members.len() == 2 && mine.len() == 2 {
+                    child_parts = (0..4u32).filter(|p| !mine.contains(p)).collect();
+                    break;
+                }
+                corelog::timer::sleep_once(Duration::from_millis(50)).await;
+            }
+            // Records for everyone; wait until the child printed some of its own.
+            let producer = Producer::connect(pcfg).await.expect("producer");
+            for n in 0..400u64 {
+                let r = ProducerRecord::new(t.clone(), format!("a{n}")).with_partition((n % 4) as u32);
+                drop(producer.send(r).await.expect("send"));
+            }
+            producer.flush().await.expect("flush");
+            wait_until(Duration::from_secs(60), "the child prints its records", || {
+                printed_in.lock().unwrap_or_else(|p| p.into_inner()).len() >= 150
+            })
+            .await;
+            // SIGKILL: no leave, no final commit.
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &child_pid.to_string()])
+                .status();
+            let committed = admin.group_offsets("kill").await.expect("offsets");
+            // More records after the kill.
+            for n in 0..400u64 {
+                let r = ProducerRecord::new(t.clone(), format!("b{n}")).with_partition((n % 4) as u32);
+                drop(producer.send(r).await.expect("send"));
+            }
+            producer.close().await.expect("close");
+            let hw = high_watermarks(bcfg.clone(), &t).await;
+            // After the session timeout the survivor owns everything and
+            // reads every partition to its end.
+            wait_until(Duration::from_secs(60), "the survivor takes over", || {
+                let m = members.borrow();
+                m.owned[survivor].len() == 4
+                    && hw.iter().all(|(p, h)| m.processed.contains_key(&(*p, h - 1)))
+            })
+            .await;
+            members.borrow_mut().stop[survivor] = true;
+            let seen: BTreeMap<(u32, u64), u32> = members.borrow().processed.clone();
+            (committed, child_parts, seen, hw)
+        },
+    );
+    let _ = child.wait();
+    let printed: Vec<serde_json::Value> = printed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    for p in child_parts {
+        let c = committed
+            .get(&TopicPartition::new(topic.clone(), p))
+            .copied()
+            .unwrap_or(0);
+        let by_child: BTreeSet<u64> = printed
+            .iter()
+            .filter(|v| v["partition"].as_u64() == Some(u64::from(p)))
+            .filter_map(|v| v["offset"].as_u64())
+            .collect();
+        let by_survivor: Vec<u64> = survivor_seen
+            .keys()
+            .filter(|(pp, _)| *pp == p)
+            .map(|(_, o)| *o)
+            .collect();
+        let h = hw[&p];
+        // The survivor resumed exactly at the committed offset, once each.
+        assert_eq!(by_survivor, (c..h).collect::<Vec<u64>>(), "partition {p} from {c}");
+        assert!(survivor_seen.values().all(|n| *n == 1));
+        // The child committed only what it printed; together nothing is missing.
+        assert!(by_child.iter().all(|o| *o < h));
+        assert!((0..c).all(|o| by_child.contains(&o)), "partition {p}: committed {c} past printed");
+        // What the child printed past its last commit is the tail delivered again.
+        let tail: Vec<u64> = by_child.iter().copied().filter(|o| *o >= c).collect();
+        assert!(tail.iter().all(|o| by_survivor.contains(o)));
+    }
+}
