@@ -609,35 +609,38 @@ fn a_killed_member_s_partitions_resume_from_committed_offsets() {
     let bcfg = b.client_config();
     let t = topic.clone();
     let printed_in = printed.clone();
-    let (committed, child_parts, survivor_seen, hw) = run_client_within(
-        Duration::from_secs(120),
-        move || async move {
+    let (committed, child_parts, survivor_seen, hw) =
+        run_client_within(Duration::from_secs(120), move || async move {
             let members = Rc::new(RefCell::new(Members::default()));
             let survivor = spawn_member(&members, survivor_cfg, &t);
             let admin = Admin::connect(bcfg.clone()).await.expect("admin");
             // Both members hold 2 partitions.
-            let mut child_parts: BTreeSet<u32> = BTreeSet::new();
             let start = Instant::now();
-            loop {
-                assert!(start.elapsed() < Duration::from_secs(60), "two members sharing");
+            let child_parts: BTreeSet<u32> = loop {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "two members sharing"
+                );
                 let info = admin.describe_group("kill").await.expect("describe");
                 let mine = members.borrow().owned[survivor].clone();
                 if info.state == "Stable" && info.members.len() == 2 && mine.len() == 2 {
-                    child_parts = (0..4u32).filter(|p| !mine.contains(p)).collect();
-                    break;
+                    break (0..4u32).filter(|p| !mine.contains(p)).collect();
                 }
                 corelog::timer::sleep_once(Duration::from_millis(50)).await;
-            }
+            };
             // Records for everyone; wait until the child printed some of its own.
             let producer = Producer::connect(pcfg).await.expect("producer");
             for n in 0..400u64 {
-                let r = ProducerRecord::new(t.clone(), format!("a{n}")).with_partition((n % 4) as u32);
+                let r =
+                    ProducerRecord::new(t.clone(), format!("a{n}")).with_partition((n % 4) as u32);
                 drop(producer.send(r).await.expect("send"));
             }
             producer.flush().await.expect("flush");
-            wait_until(Duration::from_secs(60), "the child prints its records", || {
-                printed_in.lock().unwrap_or_else(|p| p.into_inner()).len() >= 150
-            })
+            wait_until(
+                Duration::from_secs(60),
+                "the child prints its records",
+                || printed_in.lock().unwrap_or_else(|p| p.into_inner()).len() >= 150,
+            )
             .await;
             // SIGKILL: no leave, no final commit.
             let _ = std::process::Command::new("kill")
@@ -646,7 +649,8 @@ fn a_killed_member_s_partitions_resume_from_committed_offsets() {
             let committed = admin.group_offsets("kill").await.expect("offsets");
             // More records after the kill.
             for n in 0..400u64 {
-                let r = ProducerRecord::new(t.clone(), format!("b{n}")).with_partition((n % 4) as u32);
+                let r =
+                    ProducerRecord::new(t.clone(), format!("b{n}")).with_partition((n % 4) as u32);
                 drop(producer.send(r).await.expect("send"));
             }
             producer.close().await.expect("close");
@@ -656,14 +660,15 @@ fn a_killed_member_s_partitions_resume_from_committed_offsets() {
             wait_until(Duration::from_secs(60), "the survivor takes over", || {
                 let m = members.borrow();
                 m.owned[survivor].len() == 4
-                    && hw.iter().all(|(p, h)| m.processed.contains_key(&(*p, h - 1)))
+                    && hw
+                        .iter()
+                        .all(|(p, h)| m.processed.contains_key(&(*p, h - 1)))
             })
             .await;
             members.borrow_mut().stop[survivor] = true;
             let seen: BTreeMap<(u32, u64), u32> = members.borrow().processed.clone();
             (committed, child_parts, seen, hw)
-        },
-    );
+        });
     let _ = child.wait();
     let printed: Vec<serde_json::Value> = printed
         .lock()
@@ -688,11 +693,18 @@ fn a_killed_member_s_partitions_resume_from_committed_offsets() {
             .collect();
         let h = hw[&p];
         // The survivor resumed exactly at the committed offset, once each.
-        assert_eq!(by_survivor, (c..h).collect::<Vec<u64>>(), "partition {p} from {c}");
+        assert_eq!(
+            by_survivor,
+            (c..h).collect::<Vec<u64>>(),
+            "partition {p} from {c}"
+        );
         assert!(survivor_seen.values().all(|n| *n == 1));
         // The child committed only what it printed; together nothing is missing.
         assert!(by_child.iter().all(|o| *o < h));
-        assert!((0..c).all(|o| by_child.contains(&o)), "partition {p}: committed {c} past printed");
+        assert!(
+            (0..c).all(|o| by_child.contains(&o)),
+            "partition {p}: committed {c} past printed"
+        );
         // What the child printed past its last commit is the tail delivered again.
         let tail: Vec<u64> = by_child.iter().copied().filter(|o| *o >= c).collect();
         assert!(tail.iter().all(|o| by_survivor.contains(o)));
