@@ -236,7 +236,7 @@ pub fn to_hex(b: &[u8]) -> String {
 
 /// Bytes of a hex string (`None` if it is not hex).
 pub fn from_hex(s: &str) -> Option<Bytes> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let mut out = Vec::with_capacity(s.len() / 2);

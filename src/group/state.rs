@@ -541,7 +541,7 @@ impl Group {
                 (JoinOutcome::Wait { member_id: id }, fx)
             }
             GroupState::CompletingRebalance | GroupState::Stable
-                if !changed && !(is_leader && self.state == GroupState::Stable) =>
+                if !(changed || (is_leader && self.state == GroupState::Stable)) =>
             {
                 // The member missed its join reply (or rejoins with nothing
                 // new): give it the current generation without a rebalance.

@@ -19,6 +19,9 @@ use crate::shard::ops::LocalBoxFuture;
 
 /// The response future of a group request, or the request back if it is
 /// not one.
+// The request goes back by value to the other handler: boxing it would
+// allocate for every request that is not a group request.
+#[allow(clippy::result_large_err)]
 pub fn start(
     service: &Service,
     req: Request,

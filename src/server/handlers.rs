@@ -31,6 +31,8 @@ pub struct FlatBuffersHandler {
 }
 
 impl Handler<Request, Response> for FlatBuffersHandler {
+    // The outer future is the ordered part; it yields the rest on purpose.
+    #[allow(clippy::async_yields_async)]
     fn start(
         &self,
         req: Request,
@@ -40,8 +42,6 @@ impl Handler<Request, Response> for FlatBuffersHandler {
             Ok(rest) => return Box::pin(async move { rest }),
             Err(req) => req,
         };
-        // The outer future is the ordered part; it yields the rest on purpose.
-        #[allow(clippy::async_yields_async)]
         Box::pin(async move { start(&self.service, req.correlation_id, req.body).await })
     }
 }
