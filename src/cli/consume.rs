@@ -2,16 +2,33 @@
 //! preceded by partition, offset and key, as kcat's `-f`) or JSON lines
 //! {"partition","offset","timestamp","key","value"}.
 //!
-//! Invariants: default start is the latest offset; `--count N` prints exactly
-//! N records then exits 0; without it the command follows until interrupted;
-//! a closed stdout ends the command quietly with exit 0.
+//! With `--group G` it is a member of consumer group G (`Consumer::subscribe`):
+//! partitions come from the group, each starts at the group's committed
+//! offset (or, with none, where `--auto-offset-reset` says: earliest by
+//! default), and it commits what it printed: after each poll's records are
+//! written and flushed, and on exit (`--count` reached, Ctrl-C/SIGTERM,
+//! stdout closed), then leaves the group (`Consumer::close`).
+//!
+//! Invariants: default start is the latest offset (alone) or the committed
+//! offset (in a group); `--count N` prints exactly N records then exits 0,
+//! and in a group commits exactly the offsets past those N (never past a
+//! record it did not print); a committed offset is always past records that
+//! were written to stdout, so a crash delivers the uncommitted tail again
+//! and never skips one; without `--count` the command follows until
+//! interrupted; a closed stdout ends the command quietly with exit 0.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
+use std::time::Duration;
 
 use serde_json::json;
 
 use super::{CliError, CliResult, Format};
-use crate::client::{ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
+use crate::client::{
+    Admin, ClientConfig, ClientError, Consumer, ConsumerConfig, ConsumerRecord, GroupConfig,
+    OffsetReset, SeekTo,
+};
+use crate::protocol::{ErrorCode, TopicPartition};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ConsumeArgs {
@@ -20,9 +37,10 @@ pub(crate) struct ConsumeArgs {
     /// Topic to read.
     topic: String,
     /// Read only this partition (default: all).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "group")]
     partition: Option<u32>,
-    /// Start at the earliest retained record.
+    /// Start at the earliest retained record. With --group: where a
+    /// partition with no committed offset starts (the default there).
     #[arg(long, conflicts_with_all = ["offset", "from_timestamp"])]
     from_beginning: bool,
     /// Start at this offset of the partition given by --partition (required:
@@ -36,11 +54,40 @@ pub(crate) struct ConsumeArgs {
     )]
     offset: Option<u64>,
     /// Start at the first record with timestamp >= MS (ms since the epoch).
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", conflicts_with = "group")]
     from_timestamp: Option<i64>,
-    /// Exit after this many records.
+    /// Exit after this many records (in a group: once they are committed).
     #[arg(long, value_name = "N")]
     count: Option<u64>,
+    /// Consume as a member of this consumer group: the group assigns the
+    /// partitions, each starts at the group's committed offset, and what is
+    /// printed is committed (after each poll's output, and on exit), so the
+    /// next member continues after it. A partition with no committed offset
+    /// starts at the earliest record unless --auto-offset-reset says
+    /// otherwise.
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
+    /// With --group: where a partition with no committed offset starts:
+    /// earliest (the default), latest, or none (an error).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHERE",
+        requires = "group",
+        conflicts_with = "from_beginning"
+    )]
+    auto_offset_reset: Option<ResetArg>,
+    /// With --group: static membership. A member that comes back with the
+    /// same id within its session timeout gets its partitions back without
+    /// a rebalance; on exit it does not leave the group (the group keeps
+    /// its partitions for it until the session timeout passes).
+    #[arg(long, value_name = "ID", requires = "group")]
+    group_instance_id: Option<String>,
+    /// With --group: the coordinator drops this member when it has not
+    /// heard from it for this long, in ms (within the broker's
+    /// groups.min/max_session_timeout_ms) [default: 45000].
+    #[arg(long, value_name = "MS", requires = "group")]
+    session_timeout_ms: Option<u32>,
     /// Output format: text (one value per line) or json (one object per line).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -63,6 +110,20 @@ pub(crate) struct ConsumeArgs {
     /// Longest one fetch waits for data on the broker, in ms.
     #[arg(long, default_value_t = 500, value_name = "MS")]
     max_wait_ms: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ResetArg {
+    Earliest,
+    Latest,
+    None,
+}
+
+impl ConsumeArgs {
+    /// Is this a consumer-group member (`--group`)?
+    pub(crate) fn in_group(&self) -> bool {
+        self.group.is_some()
+    }
 }
 
 /// How text lines are laid out.
@@ -135,6 +196,9 @@ fn stdout_closed() -> bool {
 }
 
 pub(crate) async fn run(client: ClientConfig, args: ConsumeArgs) -> CliResult {
+    if args.in_group() {
+        return run_group(client, args).await;
+    }
     let start = if args.from_beginning {
         SeekTo::Earliest
     } else if let Some(o) = args.offset {
@@ -185,6 +249,229 @@ pub(crate) async fn run(client: ClientConfig, args: ConsumeArgs) -> CliResult {
         if args.count.is_some_and(|c| printed >= c) {
             return Ok(());
         }
+    }
+}
+
+/// How long the final commit waits out a rebalance in progress, in ms.
+const FINAL_COMMIT_RETRY_MS: u64 = 10_000;
+/// Pause between tries of the final commit, in ms.
+const COMMIT_RETRY_BACKOFF_MS: u64 = 100;
+
+/// The group settings of `consume --group`.
+fn group_config(args: &ConsumeArgs) -> GroupConfig {
+    let mut g = GroupConfig::new(args.group.clone().unwrap_or_default());
+    g.group_instance_id = args.group_instance_id.clone();
+    if let Some(ms) = args.session_timeout_ms {
+        g.session_timeout_ms = ms;
+        // Kafka's rule of thumb: heartbeat at most every third of the session.
+        g.heartbeat_interval_ms = g.heartbeat_interval_ms.min(ms / 3).max(1);
+    }
+    // The command commits what it printed itself, never bare positions.
+    g.enable_auto_commit = false;
+    g.auto_offset_reset = match args.auto_offset_reset {
+        Some(ResetArg::Latest) => OffsetReset::Latest,
+        Some(ResetArg::None) => OffsetReset::None,
+        Some(ResetArg::Earliest) | None => OffsetReset::Earliest,
+    };
+    g
+}
+
+/// `fut`, unless SIGINT/SIGTERM arrives first (then `None`; `fut` is dropped).
+async fn unless_signalled<T>(
+    signals: &glommio::signal::Signals,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        if signals.recv().await.is_err() {
+            // The signalfd failed: never end the command because of that.
+            std::future::pending::<()>().await;
+        }
+        None
+    })
+    .await
+}
+
+/// Commits `uncommitted` (the next offset per partition, past printed
+/// records) for the partitions this member still owns, and empties it once
+/// the coordinator took them. A partition the group has moved on is its new
+/// owner's: what was printed of it and not committed is delivered again there.
+async fn commit_printed(
+    consumer: &mut Consumer,
+    uncommitted: &mut BTreeMap<TopicPartition, u64>,
+) -> Result<(), ClientError> {
+    let owned: BTreeSet<TopicPartition> = consumer
+        .assignment()
+        .into_iter()
+        .map(|(tp, _)| tp)
+        .collect();
+    uncommitted.retain(|tp, _| owned.contains(tp));
+    if uncommitted.is_empty() {
+        return Ok(());
+    }
+    let offsets: Vec<(TopicPartition, u64)> =
+        uncommitted.iter().map(|(tp, o)| (tp.clone(), *o)).collect();
+    consumer.commit_offsets(&offsets).await?;
+    uncommitted.clear();
+    Ok(())
+}
+
+/// [`commit_printed`] on exit: waits out (bounded) a rebalance or a
+/// coordinator that is loading.
+async fn commit_final(
+    consumer: &mut Consumer,
+    uncommitted: &mut BTreeMap<TopicPartition, u64>,
+) -> Result<(), ClientError> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(FINAL_COMMIT_RETRY_MS);
+    loop {
+        match commit_printed(consumer, uncommitted).await {
+            Err(e)
+                if matches!(
+                    e.wire_code(),
+                    Some(
+                        ErrorCode::RebalanceInProgress
+                            | ErrorCode::CoordinatorLoadInProgress
+                            | ErrorCode::CoordinatorNotAvailable
+                            | ErrorCode::NotCoordinator
+                    )
+                ) && std::time::Instant::now() < deadline =>
+            {
+                crate::timer::sleep_once(Duration::from_millis(COMMIT_RETRY_BACKOFF_MS)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// `consume --group`: see the module header.
+async fn run_group(client: ClientConfig, args: ConsumeArgs) -> CliResult {
+    // cli::main blocked SIGINT/SIGTERM: they arrive here instead of ending
+    // the process, so the member commits and leaves first.
+    let signals = glommio::signal::Signals::new(&[libc::SIGINT, libc::SIGTERM])
+        .map_err(|e| CliError::Message(format!("cannot watch SIGINT/SIGTERM: {e}")))?;
+    let config = ConsumerConfig {
+        client: client.clone(),
+        max_wait_ms: args.max_wait_ms,
+        group: Some(group_config(&args)),
+        ..ConsumerConfig::default()
+    };
+    let setup = async {
+        // An unknown topic is an error, as without --group (the group
+        // would just assign nothing from it).
+        Admin::connect(client)
+            .await?
+            .describe_topic(&args.topic)
+            .await?;
+        if args.count == Some(0) {
+            return Ok(None);
+        }
+        let mut consumer = Consumer::connect(config).await?;
+        consumer.subscribe(&[args.topic.as_str()]).await?;
+        Ok::<_, ClientError>(Some(consumer))
+    };
+    let mut consumer = match unless_signalled(&signals, setup).await {
+        None | Some(Ok(None)) => return Ok(()),
+        Some(Err(e)) => return Err(e.into()),
+        Some(Ok(Some(c))) => c,
+    };
+    let fields = TextFields {
+        key: args.print_key,
+        offset: args.print_offset,
+        separator: args.separator.clone(),
+    };
+    let mut printed: u64 = 0;
+    // Next offset per partition past what was printed and not yet committed.
+    let mut uncommitted: BTreeMap<TopicPartition, u64> = BTreeMap::new();
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let outcome: CliResult = loop {
+        if args.count.is_some_and(|c| printed >= c) {
+            break Ok(());
+        }
+        let records = match unless_signalled(&signals, consumer.poll()).await {
+            None => break Ok(()),
+            Some(Err(e)) => break Err(e.into()),
+            Some(Ok(r)) => r,
+        };
+        buf.clear();
+        let mut next: BTreeMap<TopicPartition, u64> = BTreeMap::new();
+        let mut last_returned: BTreeMap<(&str, u32), u64> = BTreeMap::new();
+        for r in &records {
+            last_returned.insert((r.topic.as_str(), r.partition), r.offset);
+        }
+        for r in &records {
+            if args.count.is_some_and(|c| printed >= c) {
+                break;
+            }
+            render(r, args.format, &fields, &mut buf);
+            printed += 1;
+            next.insert(
+                TopicPartition::new(r.topic.as_str(), r.partition),
+                r.offset.saturating_add(1),
+            );
+        }
+        if !buf.is_empty() {
+            // On the blocking pool: a stdout that does not drain (a paused
+            // pager) stalls neither the heartbeats nor the signals.
+            let out = std::mem::take(&mut buf);
+            let write = glommio::executor().spawn_blocking(move || {
+                let r = write_out(&out);
+                (out, r)
+            });
+            let Some((out, written)) = unless_signalled(&signals, write).await else {
+                // Interrupted mid-write: none of it counts as printed.
+                break Ok(());
+            };
+            buf = out;
+            if let Err(e) = written {
+                // Not (all) written: none of it counts as printed.
+                break Err(e);
+            }
+            for (tp, n) in next {
+                // Every record of the partition printed: continue at its
+                // position (past the whole last batch); cut short by
+                // --count: at the record after the last one printed.
+                let whole = last_returned
+                    .get(&(tp.topic.as_str(), tp.partition))
+                    .is_some_and(|last| *last < n);
+                let at = if whole {
+                    consumer
+                        .position(&tp.topic, tp.partition)
+                        .map_or(n, |p| p.max(n))
+                } else {
+                    n
+                };
+                uncommitted.insert(tp, at);
+            }
+        } else if stdout_closed() {
+            break Err(CliError::Quiet);
+        }
+        if !uncommitted.is_empty() {
+            if let Err(e) = commit_printed(&mut consumer, &mut uncommitted).await {
+                eprintln!("warning: commit failed (tried again after the next poll): {e}");
+            }
+        }
+    };
+    // Exit: commit what was printed and not committed yet, then leave the
+    // group. A second signal gives up waiting.
+    let finish = async move {
+        let committed = commit_final(&mut consumer, &mut uncommitted)
+            .await
+            .map_err(|e| {
+                CliError::Message(format!(
+                    "cannot commit the records printed (they will be delivered again): {e}"
+                ))
+            });
+        let left = consumer.close().await.map_err(CliError::from);
+        committed.and(left)
+    };
+    let finished = unless_signalled(&signals, finish).await.unwrap_or_else(|| {
+        Err(CliError::Message(
+            "interrupted again: exited before committing and leaving the group".into(),
+        ))
+    });
+    match (outcome, finished) {
+        (Err(CliError::Message(m)), _) => Err(CliError::Message(m)),
+        (_, Err(e)) => Err(e),
+        (outcome, Ok(())) => outcome,
     }
 }
 

@@ -1,10 +1,15 @@
-//! The `corelog` command line: `serve`, `topic`, `produce`, `consume`.
+//! The `corelog` command line: `serve`, `topic`, `produce`, `consume`,
+//! `group`.
 //!
 //! Invariants: every failure prints exactly one `error: <message>` line to
 //! stderr and exits 1 (usage errors included); client commands run on one
-//! glommio executor; a closed stdout (SIGPIPE/EPIPE) ends `consume` quietly.
+//! glommio executor; a closed stdout (SIGPIPE/EPIPE) ends `consume` quietly;
+//! `consume --group` blocks SIGINT/SIGTERM before its executor starts (as
+//! `serve` does) and takes them from a signalfd, so it commits and leaves
+//! its group before exiting.
 
 mod consume;
+mod group;
 mod produce;
 mod topic;
 
@@ -60,8 +65,10 @@ enum Command {
     Topic(TopicArgs),
     /// Send stdin lines as records.
     Produce(produce::ProduceArgs),
-    /// Print records of a topic.
+    /// Print records of a topic (alone, or as a member of a consumer group).
     Consume(consume::ConsumeArgs),
+    /// List, describe, reset the offsets of, and delete consumer groups.
+    Group(group::GroupArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -283,7 +290,21 @@ pub fn main() -> ExitCode {
         Command::Consume(args) => {
             init_tracing("warn");
             let client = client(&args.client);
+            if args.in_group() {
+                // Before the executor's thread exists, so it inherits the
+                // mask: a group member commits and leaves on Ctrl-C/SIGTERM
+                // instead of dying at once.
+                if let Err(e) = crate::shard::startup::block_signals() {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            }
             run_client(move || consume::run(client, args))
+        }
+        Command::Group(args) => {
+            init_tracing("warn");
+            let client = client(&args.client);
+            run_client(move || group::run(client, args.command))
         }
     };
     match result {
@@ -401,6 +422,67 @@ mod tests {
             "0",
             "--batch-bytes",
             "1000"
+        ])
+        .is_ok());
+        // Consumer groups: a negative shift, exactly one target, group-only
+        // flags need --group, and the group assigns partitions.
+        assert!(Cli::try_parse_from([
+            "corelog",
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t",
+            "--shift-by",
+            "-2"
+        ])
+        .is_ok());
+        for bad in [
+            &["corelog", "group", "reset-offsets", "g", "--topic", "t"][..],
+            &[
+                "corelog",
+                "group",
+                "reset-offsets",
+                "g",
+                "--topic",
+                "t",
+                "--to-earliest",
+                "--to-offset",
+                "1",
+            ],
+            &["corelog", "consume", "t", "--auto-offset-reset", "latest"],
+            &[
+                "corelog",
+                "consume",
+                "t",
+                "--group",
+                "g",
+                "--partition",
+                "0",
+            ],
+            &[
+                "corelog",
+                "consume",
+                "t",
+                "--group",
+                "g",
+                "--from-timestamp",
+                "1",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        assert!(Cli::try_parse_from([
+            "corelog",
+            "consume",
+            "t",
+            "--group",
+            "g",
+            "--from-beginning",
+            "--group-instance-id",
+            "i",
+            "--session-timeout-ms",
+            "10000"
         ])
         .is_ok());
         assert!(Cli::try_parse_from([

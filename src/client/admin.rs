@@ -1,5 +1,5 @@
 //! Topic administration: create, delete, list, describe, alter config,
-//! delete records.
+//! delete records, list offsets.
 //!
 //! Invariant: a per-topic error in a metadata answer is returned as
 //! `ClientError::Broker`, never as an empty description.
@@ -8,7 +8,8 @@ use super::connection::{Connection, ReconnectingConnection};
 use super::{ClientConfig, ClientError};
 use crate::protocol::messages::{
     AlterTopicConfigRequest, ConfigEntry, CreateTopicRequest, DeleteRecordsRequest,
-    DeleteTopicRequest, MetadataRequest, MetadataResponse, RequestBody, ResponseBody, TopicInfo,
+    DeleteTopicRequest, ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+    MetadataRequest, MetadataResponse, OffsetSpec, RequestBody, ResponseBody, TopicInfo,
 };
 use crate::protocol::Offset;
 use crate::protocol::{ErrorCode, WireError};
@@ -119,6 +120,51 @@ impl Admin {
     /// The raw metadata answer (empty `topics` = every topic).
     pub async fn metadata(&self, topics: &[String]) -> Result<MetadataResponse, ClientError> {
         metadata(&*self.conn.get().await?, topics).await
+    }
+
+    /// ListOffsets for `partitions` of `topic`, in the order asked: the log
+    /// start (Earliest), the high watermark (Latest), or the first offset
+    /// whose record timestamp is >= the one given (the high watermark if
+    /// there is none).
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partitions: &[u32],
+        spec: OffsetSpec,
+    ) -> Result<Vec<Offset>, ClientError> {
+        let body = RequestBody::ListOffsets(ListOffsetsRequest {
+            topics: vec![ListOffsetsTopic {
+                name: topic.to_string(),
+                partitions: partitions
+                    .iter()
+                    .map(|&partition| ListOffsetsPartition { partition, spec })
+                    .collect(),
+            }],
+        });
+        let resp = match self.conn.get().await?.request(body).await? {
+            ResponseBody::ListOffsets(r) => r,
+            other => return Err(unexpected("ListOffsets", &other)),
+        };
+        let results: Vec<_> = resp
+            .topics
+            .into_iter()
+            .filter(|t| t.name == topic)
+            .flat_map(|t| t.partitions)
+            .collect();
+        partitions
+            .iter()
+            .map(|p| {
+                let r = results.iter().find(|r| r.partition == *p).ok_or_else(|| {
+                    ClientError::Protocol(format!(
+                        "list offsets response has no result for {topic}/{p}"
+                    ))
+                })?;
+                match &r.result {
+                    Ok((offset, _ts)) => Ok(*offset),
+                    Err(e) => Err(ClientError::Broker(e.clone())),
+                }
+            })
+            .collect()
     }
 }
 

@@ -151,8 +151,9 @@ struct Shared {
     joining: bool,
     last_poll: Option<Instant>,
     closed: bool,
-    /// An error the consumer must see (e.g. fenced static member).
-    fatal: Option<String>,
+    /// An error the consumer must see (e.g. fenced static member, or a
+    /// join the coordinator refused for good).
+    fatal: Option<WireError>,
 }
 
 /// See the module header.
@@ -221,11 +222,7 @@ impl Membership {
     }
 
     pub fn fatal(&self) -> Option<ClientError> {
-        self.shared
-            .borrow()
-            .fatal
-            .clone()
-            .map(|m| ClientError::Broker(WireError::new(ErrorCode::FencedInstanceId, m)))
+        self.shared.borrow().fatal.clone().map(ClientError::Broker)
     }
 
     /// Takes the "generation lost" mark (the consumer drops its partitions).
@@ -276,8 +273,19 @@ impl Membership {
                     }
                     Err(e) => {
                         s.rejoin = true;
-                        if e.wire_code() == Some(ErrorCode::FencedInstanceId) {
-                            s.fatal = Some(e.to_string());
+                        // join_and_sync retries what a rejoin can fix; any
+                        // other refusal (fenced, invalid session timeout,
+                        // inconsistent protocol, group full) would only be
+                        // refused again, at once, in a tight loop.
+                        if let ClientError::Broker(w) = e {
+                            if !retriable(w.code)
+                                && !matches!(
+                                    w.code,
+                                    ErrorCode::UnknownMemberId | ErrorCode::IllegalGeneration
+                                )
+                            {
+                                s.fatal = Some(w.clone());
+                            }
                         }
                     }
                 }
@@ -655,9 +663,12 @@ async fn heartbeat_once(
         Some(ErrorCode::FencedInstanceId) => {
             s.generation = -1;
             s.lost = true;
-            s.fatal = Some(format!(
-                "group instance id {:?} was taken over by another consumer",
-                config.group_instance_id
+            s.fatal = Some(WireError::new(
+                ErrorCode::FencedInstanceId,
+                format!(
+                    "group instance id {:?} was taken over by another consumer",
+                    config.group_instance_id
+                ),
             ));
         }
         Some(other) => debug!(group = %config.group_id, "heartbeat: {other:?}"),

@@ -252,6 +252,19 @@ impl Coordinator {
         }
     }
 
+    /// Drops a group that holds nothing (no members, no pending members, no
+    /// offsets, no durable record): made by a request that was refused.
+    fn forget_if_disposable(&self, group: &str) {
+        let mut groups = self.groups.borrow_mut();
+        let disposable = groups
+            .get(group)
+            .is_some_and(|g| g.is_disposable() && g.state == GroupState::Empty)
+            && !self.persisted.borrow().contains_key(group);
+        if disposable {
+            groups.remove(group);
+        }
+    }
+
     fn ready(&self) -> Result<(), WireError> {
         if self.stopped.get() {
             return Err(WireError::new(
@@ -377,6 +390,10 @@ impl Coordinator {
         };
         match outcome {
             JoinOutcome::Reply(r) => {
+                if r.error.is_some() {
+                    // A refused join leaves no phantom group behind.
+                    self.forget_if_disposable(&req.group_id);
+                }
                 self.deliver(&req.group_id, fx);
                 r
             }

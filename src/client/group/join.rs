@@ -92,6 +92,9 @@ pub(super) async fn join_and_sync(
             match e.code {
                 ErrorCode::MemberIdRequired => {
                     member_id = resp.member_id;
+                    // The coordinator knows this id from now on: a close
+                    // during the rest of the join must leave with it.
+                    shared.borrow_mut().member_id = member_id.clone();
                     continue;
                 }
                 ErrorCode::UnknownMemberId | ErrorCode::IllegalGeneration => {

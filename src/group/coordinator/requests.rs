@@ -71,6 +71,7 @@ impl Coordinator {
             )
         };
         if let Err(e) = checked {
+            self.forget_if_disposable(&req.group_id);
             return all_err(&e);
         }
         // Per partition: an error now, or an entry to write.
@@ -287,13 +288,21 @@ impl Coordinator {
                     format!("group '{group}' does not exist"),
                 ));
             };
-            if !g.members.is_empty() || g.state == GroupState::Dead {
+            if g.state == GroupState::Dead {
+                return Err(WireError::new(
+                    ErrorCode::CoordinatorNotAvailable,
+                    format!("group '{group}' is being deleted"),
+                ));
+            }
+            if !g.members.is_empty() {
+                let n = g.members.len();
                 return Err(WireError::new(
                     ErrorCode::NonEmptyGroup,
                     format!(
-                        "group '{group}' has {} active members (state {}); stop them first",
-                        g.members.len(),
-                        g.state.name()
+                        "group '{group}' has {n} active member{} (state {}); stop {} first",
+                        if n == 1 { "" } else { "s" },
+                        g.state.name(),
+                        if n == 1 { "it" } else { "them" }
                     ),
                 ));
             }

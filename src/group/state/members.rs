@@ -342,6 +342,12 @@ impl Group {
         instance_id: Option<&str>,
         now: Instant,
     ) -> Result<(), WireError> {
+        if self.state == GroupState::Dead {
+            return Err(err(
+                ErrorCode::CoordinatorNotAvailable,
+                "the group is being deleted",
+            ));
+        }
         if generation < 0 && member_id.is_empty() {
             if self.members.is_empty() {
                 return Ok(());
