@@ -621,7 +621,23 @@ fn a_killed_member_s_partitions_resume_from_committed_offsets() {
                     start.elapsed() < Duration::from_secs(60),
                     "two members sharing"
                 );
-                let info = admin.describe_group("kill").await.expect("describe");
+                let info = match admin.describe_group("kill").await {
+                    Ok(i) => i,
+                    // The internal topic may still be being created.
+                    Err(e)
+                        if matches!(
+                            e.wire_code(),
+                            Some(
+                                ErrorCode::CoordinatorNotAvailable
+                                    | ErrorCode::CoordinatorLoadInProgress
+                            )
+                        ) =>
+                    {
+                        corelog::timer::sleep_once(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    Err(e) => panic!("describe: {e}"),
+                };
                 let mine = members.borrow().owned[survivor].clone();
                 if info.state == "Stable" && info.members.len() == 2 && mine.len() == 2 {
                     break (0..4u32).filter(|p| !mine.contains(p)).collect();

@@ -17,7 +17,7 @@
 //! and never skips one; without `--count` the command follows until
 //! interrupted; a closed stdout ends the command quietly with exit 0.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use serde_json::json;
 use super::{CliError, CliResult, Format};
 use crate::client::{
     Admin, ClientConfig, ClientError, Consumer, ConsumerConfig, ConsumerRecord, GroupConfig,
-    OffsetReset, SeekTo,
+    OffsetReset, RebalanceEvent, SeekTo,
 };
 use crate::protocol::{ErrorCode, TopicPartition};
 
@@ -292,19 +292,24 @@ async fn unless_signalled<T>(
 }
 
 /// Commits `uncommitted` (the next offset per partition, past printed
-/// records) for the partitions this member still owns, and empties it once
-/// the coordinator took them. A partition the group has moved on is its new
-/// owner's: what was printed of it and not committed is delivered again there.
+/// records), revoked partitions included, and empties it once the
+/// coordinator took them. A partition lost (the generation was gone) is its
+/// new owner's: what was printed of it and not committed is delivered again
+/// there.
 async fn commit_printed(
     consumer: &mut Consumer,
     uncommitted: &mut BTreeMap<TopicPartition, u64>,
 ) -> Result<(), ClientError> {
-    let owned: BTreeSet<TopicPartition> = consumer
-        .assignment()
-        .into_iter()
-        .map(|(tp, _)| tp)
-        .collect();
-    uncommitted.retain(|tp, _| owned.contains(tp));
+    // A revoked partition's printed records are still committed (the
+    // member's generation is current until its next poll rejoins); a lost
+    // one is no longer this member's to commit.
+    for e in consumer.take_rebalance_events() {
+        if let RebalanceEvent::Lost(lost) = e {
+            for tp in lost {
+                uncommitted.remove(&tp);
+            }
+        }
+    }
     if uncommitted.is_empty() {
         return Ok(());
     }

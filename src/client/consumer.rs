@@ -239,13 +239,17 @@ impl Consumer {
             self.positions.clear();
             self.events.push(RebalanceEvent::Lost(lost));
         }
+        let mut revoked_now = false;
         if let Some(r) = m.joined(Duration::ZERO).await {
-            self.apply_join(r).await?;
+            revoked_now = self.apply_join(r).await?;
         }
         let Some(m) = self.group.as_mut() else {
             return Ok(());
         };
-        if m.needs_rejoin() {
+        // After a revocation the rejoin waits for the next poll, so the
+        // application can commit what it processed of the revoked
+        // partitions in between (its generation is still current).
+        if m.needs_rejoin() && !revoked_now {
             if !m.config.assignors[0].is_cooperative() && !self.positions.is_empty() {
                 // Eager protocols give everything up before rejoining.
                 let all: BTreeSet<TopicPartition> = self.positions.keys().cloned().collect();
@@ -262,6 +266,7 @@ impl Consumer {
         if self.positions.is_empty() && m.is_joining() {
             let wait = Duration::from_millis(u64::from(self.config.max_wait_ms));
             if let Some(r) = m.joined(wait).await {
+                // Nothing is owned here, so nothing can be revoked.
                 self.apply_join(r).await?;
             }
         }
@@ -316,7 +321,8 @@ impl Consumer {
         ));
     }
 
-    async fn apply_join(&mut self, r: Result<Joined, ClientError>) -> Result<(), ClientError> {
+    /// Applies a finished join; answers whether partitions were revoked.
+    async fn apply_join(&mut self, r: Result<Joined, ClientError>) -> Result<bool, ClientError> {
         let joined = match r {
             Ok(j) => j,
             Err(e) => {
@@ -324,9 +330,14 @@ impl Consumer {
                     return Err(f);
                 }
                 tracing::warn!("joining the group failed (retrying): {e}");
-                return Ok(());
+                return Ok(false);
             }
         };
+        if self.group.as_ref().map(|m| m.generation()) != Some(joined.generation) {
+            // The membership was given up after this join finished (poll
+            // watchdog, lost generation): its assignment is not ours.
+            return Ok(false);
+        }
         let owned: BTreeSet<TopicPartition> = self.positions.keys().cloned().collect();
         let revoked: BTreeSet<TopicPartition> =
             owned.difference(&joined.assigned).cloned().collect();
@@ -339,23 +350,44 @@ impl Consumer {
                 m.request_rejoin();
             }
         }
+        let was_revoked = !revoked.is_empty();
         if added.is_empty() {
-            return Ok(());
+            return Ok(was_revoked);
         }
-        let Some(m) = &self.group else {
-            return Ok(());
+        let starts = match self.starting_positions(&added).await {
+            Ok(s) => s,
+            Err(e) => {
+                // The partitions stay unowned here, so rejoin: the group
+                // gives them out again rather than leave them unread.
+                if let Some(m) = &self.group {
+                    m.request_rejoin();
+                }
+                return Err(e);
+            }
         };
-        let reset = m.config.auto_offset_reset;
-        let committed = m.committed(&added).await?;
-        for tp in &added {
-            let start = match committed.get(tp).copied().flatten() {
-                Some(o) => o,
-                None => self.reset_position(tp, reset).await?,
-            };
+        for (tp, start) in added.iter().zip(starts) {
             self.positions.insert(tp.clone(), start);
         }
         self.events.push(RebalanceEvent::Assigned(added));
-        Ok(())
+        Ok(was_revoked)
+    }
+
+    /// Where newly assigned partitions start: the committed offset, or the
+    /// reset policy.
+    async fn starting_positions(&self, added: &[TopicPartition]) -> Result<Vec<u64>, ClientError> {
+        let Some(m) = &self.group else {
+            return Err(ClientError::Config("not in a group".into()));
+        };
+        let reset = m.config.auto_offset_reset;
+        let committed = m.committed(added).await?;
+        let mut out = Vec::with_capacity(added.len());
+        for tp in added {
+            out.push(match committed.get(tp).copied().flatten() {
+                Some(o) => o,
+                None => self.reset_position(tp, reset).await?,
+            });
+        }
+        Ok(out)
     }
 
     /// Where a partition with no usable committed offset starts.

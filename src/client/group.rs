@@ -150,6 +150,8 @@ struct Shared {
     /// A join task is running.
     joining: bool,
     last_poll: Option<Instant>,
+    /// The watchdog fired since the last poll: membership was given up.
+    poll_expired: bool,
     closed: bool,
     /// An error the consumer must see (e.g. fenced static member, or a
     /// join the coordinator refused for good).
@@ -218,7 +220,9 @@ impl Membership {
 
     /// Called at every poll (the max-poll-interval watchdog's clock).
     pub fn polled(&self) {
-        self.shared.borrow_mut().last_poll = Some(Instant::now());
+        let mut s = self.shared.borrow_mut();
+        s.last_poll = Some(Instant::now());
+        s.poll_expired = false;
     }
 
     pub fn fatal(&self) -> Option<ClientError> {
@@ -267,6 +271,9 @@ impl Membership {
                 let mut s = shared.borrow_mut();
                 s.joining = false;
                 match &r {
+                    // A join that finished after the poll watchdog gave the
+                    // membership up is not adopted: the next poll rejoins.
+                    Ok(_) if s.poll_expired => s.rejoin = true,
                     Ok(j) => {
                         s.member_id = j.member_id.clone();
                         s.generation = j.generation;
@@ -585,17 +592,23 @@ async fn heartbeat_once(
     shared: &Rc<RefCell<Shared>>,
     _timeout_ms: u64,
 ) {
-    let (member_id, generation, joining, last_poll) = {
+    let (member_id, generation, joining, last_poll, expired) = {
         let s = shared.borrow();
-        (s.member_id.clone(), s.generation, s.joining, s.last_poll)
+        (
+            s.member_id.clone(),
+            s.generation,
+            s.joining,
+            s.last_poll,
+            s.poll_expired,
+        )
     };
-    if member_id.is_empty() || generation < 0 {
-        return;
-    }
     // The max-poll-interval watchdog: an application stuck between polls
-    // gives its partitions up rather than hold them.
+    // gives its partitions up rather than hold them, also in the middle of
+    // a join (which then gives up: `join_and_sync`). It stays armed: it
+    // fires again after the next poll if that poll is followed by another
+    // stall.
     let max_poll = Duration::from_millis(u64::from(config.max_poll_interval_ms));
-    if last_poll.is_some_and(|t| t.elapsed() > max_poll) {
+    if !expired && !member_id.is_empty() && last_poll.is_some_and(|t| t.elapsed() > max_poll) {
         warn!(
             group = %config.group_id,
             "poll() not called for longer than max_poll_interval_ms ({} ms): leaving the group",
@@ -603,13 +616,13 @@ async fn heartbeat_once(
         );
         {
             let mut s = shared.borrow_mut();
+            s.poll_expired = true;
             s.generation = -1;
             s.lost = true;
             s.rejoin = true;
             if config.group_instance_id.is_none() {
                 s.member_id.clear();
             }
-            s.last_poll = None;
         }
         if config.group_instance_id.is_none() {
             let _ = leave_group(
@@ -620,6 +633,9 @@ async fn heartbeat_once(
             )
             .await;
         }
+        return;
+    }
+    if member_id.is_empty() || generation < 0 {
         return;
     }
     if joining {

@@ -85,6 +85,10 @@ pub struct Coordinator {
     loaded: Cell<bool>,
     stopped: Cell<bool>,
     writes_in_flight: Cell<u32>,
+    /// Commits written and not yet applied, per group (expiry skips them).
+    commits_in_flight: RefCell<HashMap<String, u32>>,
+    /// Why loading failed: every request gets it (not retriable).
+    load_failed: RefCell<Option<WireError>>,
     bytes_since_snapshot: Cell<u64>,
     last_snapshot_bytes: Cell<u64>,
 }
@@ -104,6 +108,8 @@ impl Coordinator {
             loaded: Cell::new(false),
             stopped: Cell::new(false),
             writes_in_flight: Cell::new(0),
+            commits_in_flight: RefCell::new(HashMap::new()),
+            load_failed: RefCell::new(None),
             bytes_since_snapshot: Cell::new(0),
             last_snapshot_bytes: Cell::new(0),
         })
@@ -112,6 +118,23 @@ impl Coordinator {
     /// Replays the partition from its log start up to its high watermark,
     /// then starts the ticker.
     pub async fn load(self: &Rc<Self>) -> Result<(), WireError> {
+        let r = self.load_inner().await;
+        if let Err(e) = &r {
+            // Not retriable: the same read would fail again. The partition
+            // needs an operator (docs/consumer-groups.md).
+            *self.load_failed.borrow_mut() = Some(WireError::new(
+                ErrorCode::StorageError,
+                format!(
+                    "the group coordinator of {} could not load its state: {}",
+                    self.partition.topic_partition(),
+                    e.message
+                ),
+            ));
+        }
+        r
+    }
+
+    async fn load_inner(self: &Rc<Self>) -> Result<(), WireError> {
         let started = std::time::Instant::now();
         let mut offset = self.partition.log_start_offset();
         let mut bytes = 0u64;
@@ -266,6 +289,9 @@ impl Coordinator {
     }
 
     fn ready(&self) -> Result<(), WireError> {
+        if let Some(e) = self.load_failed.borrow().as_ref() {
+            return Err(e.clone());
+        }
         if self.stopped.get() {
             return Err(WireError::new(
                 ErrorCode::NotCoordinator,

@@ -30,6 +30,10 @@ use crate::protocol::{ErrorCode, WireError};
 mod join;
 mod members;
 
+/// Most bytes of metadata (per protocol) or assignment one member may
+/// carry: the group's durable record holds them all.
+pub const MAX_MEMBER_METADATA_BYTES: usize = 1024 * 1024;
+
 /// Kafka's group states, with Kafka's names ([`GroupState::name`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {

@@ -522,3 +522,109 @@ fn delete_is_refused_while_members_remain() {
         c.stop();
     });
 }
+
+#[test]
+fn a_retried_join_waits_for_the_generation() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Clock::sim(1_000_000);
+        let c = coordinator(dir.path(), &clock).await;
+        let joins = join_n(&c, &clock, "g", 2).await;
+        sync_all(&c, &joins).await;
+        let (a, b) = (joins[0].member_id.clone(), joins[1].member_id.clone());
+        // A rejoins with new metadata, then retries the same join.
+        let c1 = c.clone();
+        let r1 = join_req("g", &a, None, b"new");
+        let t1 = glommio::spawn_local(async move { c1.join(r1, client(0)).await });
+        settle().await;
+        let c2 = c.clone();
+        let r2 = join_req("g", &a, None, b"new");
+        let t2 = glommio::spawn_local(async move { c2.join(r2, client(0)).await });
+        settle().await;
+        let first = t1.await;
+        assert_eq!(
+            first.error.map(|e| e.code),
+            Some(ErrorCode::RebalanceInProgress)
+        );
+        // B rejoins: the generation completes and the retry gets it.
+        let second = c.join(join_req("g", &b, None, &[1]), client(1)).await;
+        assert_eq!(second.error, None);
+        let retried = t2.await;
+        assert_eq!(retried.error, None);
+        assert_eq!(retried.generation_id, second.generation_id);
+        c.stop();
+    });
+}
+
+#[test]
+fn pending_ids_naming_one_static_instance_do_not_corrupt_the_group() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Clock::sim(1_000_000);
+        let c = coordinator(dir.path(), &clock).await;
+        let p1 = c
+            .join(join_req("g", "", None, b"x"), client(0))
+            .await
+            .member_id;
+        let p2 = c
+            .join(join_req("g", "", None, b"x"), client(1))
+            .await
+            .member_id;
+        let c1 = c.clone();
+        let t1 = glommio::spawn_local(async move {
+            c1.join(join_req("g", &p1, Some("I"), b"x"), client(0))
+                .await
+        });
+        settle().await;
+        // The same instance id again, through the other pending id: the
+        // instance rejoins (the first request is fenced), never two
+        // members with one instance id (Group::check would panic).
+        let c2 = c.clone();
+        let t2 = glommio::spawn_local(async move {
+            c2.join(join_req("g", &p2, Some("I"), b"x"), client(1))
+                .await
+        });
+        settle().await;
+        advance(&clock, Duration::from_millis(600)).await;
+        let first = t1.await;
+        assert_eq!(
+            first.error.map(|e| e.code),
+            Some(ErrorCode::FencedInstanceId)
+        );
+        let second = t2.await;
+        assert_eq!(second.error, None);
+        assert_eq!(c.describe("g").members.len(), 1);
+        c.stop();
+    });
+}
+
+#[test]
+fn expiry_never_deletes_a_commit_it_raced() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Clock::sim(1_000_000);
+        {
+            let c = coordinator(dir.path(), &clock).await;
+            let r = c.commit(commit_req("", -1, 1), |_, _| true).await;
+            assert_eq!(commit_error(&r), None);
+            // Idle past offsets_retention_ms (1 h); a commit arrives as the
+            // expiry check runs.
+            clock.advance(Duration::from_secs(3_700));
+            let c1 = c.clone();
+            let t1 =
+                glommio::spawn_local(
+                    async move { c1.commit(commit_req("", -1, 7), |_, _| true).await },
+                );
+            settle().await;
+            let r1 = t1.await;
+            assert_eq!(commit_error(&r1), None);
+            settle().await;
+            assert_eq!(c.committed("g").get(&("t".to_string(), 0)), Some(&7));
+            c.stop();
+            c.partition().close().await.expect("close");
+        }
+        let c = coordinator(dir.path(), &clock).await;
+        assert_eq!(c.committed("g").get(&("t".to_string(), 0)), Some(&7));
+        c.stop();
+    });
+}

@@ -44,6 +44,11 @@ pub(super) async fn join_and_sync(
         if shared.borrow().closed {
             return Err(ClientError::Closed);
         }
+        if shared.borrow().poll_expired {
+            return Err(ClientError::Timeout(
+                "max_poll_interval_ms passed during the join: rejoining after the next poll".into(),
+            ));
+        }
         if attempt > 0 {
             crate::timer::sleep_once(Duration::from_millis(RETRY_BACKOFF_MS)).await;
         }

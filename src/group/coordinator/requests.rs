@@ -109,9 +109,25 @@ impl Coordinator {
             verdicts.push(v);
         }
         let written = if entries.is_empty() {
+            // Everything refused: a group this request made holds nothing.
+            self.forget_if_disposable(&req.group_id);
             Ok(Vec::new())
         } else {
-            self.write(&entries).await
+            // Counted in flight until applied: expiry skips the group.
+            *self
+                .commits_in_flight
+                .borrow_mut()
+                .entry(req.group_id.clone())
+                .or_default() += 1;
+            let r = self.write(&entries).await;
+            let mut in_flight = self.commits_in_flight.borrow_mut();
+            if let Some(n) = in_flight.get_mut(&req.group_id) {
+                *n -= 1;
+                if *n == 0 {
+                    in_flight.remove(&req.group_id);
+                }
+            }
+            r
         };
         match &written {
             Ok(offsets) => {
@@ -279,7 +295,20 @@ impl Coordinator {
 
     /// DeleteGroups for one group: refused while it has members.
     pub async fn delete(self: &Rc<Self>, group: &str) -> Result<(), WireError> {
+        self.delete_if(group, |_, _| true).await.map(|_| ())
+    }
+
+    /// Deletes `group` if `still(self, group)` holds when it is marked Dead
+    /// (checked synchronously with the marking); `Ok(false)` if it did not.
+    pub(super) async fn delete_if(
+        self: &Rc<Self>,
+        group: &str,
+        still: impl Fn(&Self, &str) -> bool,
+    ) -> Result<bool, WireError> {
         self.ready()?;
+        if !still(self, group) {
+            return Ok(false);
+        }
         let keys: Vec<(String, u32)> = {
             let mut groups = self.groups.borrow_mut();
             let Some(g) = groups.get_mut(group) else {
@@ -320,7 +349,7 @@ impl Coordinator {
             Ok(_) => {
                 groups.remove(group);
                 self.persisted.borrow_mut().remove(group);
-                Ok(())
+                Ok(true)
             }
             Err(e) => {
                 if let Some(g) = groups.get_mut(group) {

@@ -59,34 +59,47 @@ impl Coordinator {
 
     /// Deletes Empty groups (and their offsets) idle past offsets_retention_ms.
     pub(super) async fn expire_offsets(self: &Rc<Self>) {
-        let wall = self.clock.wall_ms();
-        let retention = i64::try_from(self.settings.offsets_retention_ms).unwrap_or(i64::MAX);
-        let expired: Vec<String> = self
+        let candidates: Vec<String> = self
             .groups
             .borrow()
-            .values()
-            .filter(|g| g.members.is_empty() && g.state == GroupState::Empty)
-            .filter(|g| {
-                let last = g
-                    .offsets
-                    .values()
-                    .map(|c| c.commit_ms)
-                    .max()
-                    .unwrap_or(i64::MIN)
-                    .max(g.state_ms);
-                wall.saturating_sub(last) > retention
-            })
-            .map(|g| g.id.clone())
+            .keys()
+            .filter(|g| self.is_expired(g))
+            .cloned()
             .collect();
-        for g in expired {
-            match self.delete(&g).await {
-                Ok(()) => tracing::info!(
+        for g in candidates {
+            // Checked again, in the same step that marks it Dead: a commit
+            // may have arrived during the deletes before this one.
+            match self.delete_if(&g, |c, g| c.is_expired(g)).await {
+                Ok(true) => tracing::info!(
                     group = %g,
                     "group expired: empty for longer than offsets_retention_ms"
                 ),
+                Ok(false) => {}
                 Err(e) => tracing::warn!(group = %g, "expiring the group failed: {e}"),
             }
         }
+    }
+
+    /// An Empty group with no member, no commit in flight (Kafka's
+    /// hasPendingOffsetCommits), idle past offsets_retention_ms.
+    pub(super) fn is_expired(&self, group: &str) -> bool {
+        if self.commits_in_flight.borrow().contains_key(group) {
+            return false;
+        }
+        let wall = self.clock.wall_ms();
+        let retention = i64::try_from(self.settings.offsets_retention_ms).unwrap_or(i64::MAX);
+        self.groups.borrow().get(group).is_some_and(|g| {
+            let last = g
+                .offsets
+                .values()
+                .map(|c| c.commit_ms)
+                .max()
+                .unwrap_or(i64::MIN)
+                .max(g.state_ms);
+            g.members.is_empty()
+                && g.state == GroupState::Empty
+                && wall.saturating_sub(last) > retention
+        })
     }
 
     /// Rewrites every live key and drops the log before it, once enough

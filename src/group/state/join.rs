@@ -93,6 +93,23 @@ impl Group {
             req.rebalance_timeout_ms as u32
         };
         let instance = req.group_instance_id.as_deref();
+        if let Some((name, m)) = protocols
+            .iter()
+            .find(|(_, m)| m.len() > super::MAX_MEMBER_METADATA_BYTES)
+        {
+            // The group's durable record holds every member's metadata.
+            return (
+                reply(err(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "metadata of protocol '{name}' is {} bytes, over the {} a member may carry",
+                        m.len(),
+                        super::MAX_MEMBER_METADATA_BYTES
+                    ),
+                )),
+                fx,
+            );
+        }
 
         if req.member_id.is_empty() {
             if let Some(inst) = instance {
@@ -142,6 +159,19 @@ impl Group {
 
         let id = req.member_id.clone();
         if self.pending_members.remove(&id).is_some() {
+            if let Some(old_id) = instance.and_then(|i| self.static_members.get(i).cloned()) {
+                // A pending id naming a static instance that is already a
+                // member: that instance is rejoining.
+                return self.rejoin_static(
+                    old_id,
+                    req,
+                    client,
+                    protocols,
+                    rebalance_ms,
+                    now,
+                    wall_ms,
+                );
+            }
             self.add_member(&id, req, client, protocols, rebalance_ms, now);
             self.prepare_rebalance(now, wall_ms, &mut fx, true);
             self.try_complete_join(now, wall_ms, &mut fx);
@@ -170,15 +200,9 @@ impl Group {
             GroupState::PreparingRebalance => {
                 let m = self.members.get_mut(&id).expect("checked above");
                 m.protocols = protocols;
-                if m.awaiting_join {
-                    // A retry of a join still waiting: the old request is
-                    // superseded (the coordinator replaces its waiter).
-                    fx.join_error(
-                        &id,
-                        ErrorCode::RebalanceInProgress,
-                        "superseded by a newer join",
-                    );
-                }
+                // A retry of a join still waiting supersedes it: the
+                // coordinator answers the older request when it replaces
+                // the waiter, and this one waits for the generation.
                 m.awaiting_join = true;
                 self.try_complete_join(now, wall_ms, &mut fx);
                 (JoinOutcome::Wait { member_id: id }, fx)
@@ -286,7 +310,13 @@ impl Group {
             self.protocol_type = Some(req.protocol_type.clone());
         }
         if let Some(inst) = &req.group_instance_id {
-            self.static_members.insert(inst.clone(), id.to_string());
+            let previous = self.static_members.insert(inst.clone(), id.to_string());
+            // Callers send a known instance id through rejoin_static.
+            assert!(
+                previous.is_none(),
+                "group {}: instance {inst} added twice",
+                self.id
+            );
         }
         let m = Member {
             id: id.to_string(),

@@ -142,6 +142,22 @@ impl Group {
                 if !is_leader {
                     return SyncOutcome::Wait;
                 }
+                if let Some(a) = req
+                    .assignments
+                    .iter()
+                    .find(|a| a.assignment.len() > super::MAX_MEMBER_METADATA_BYTES)
+                {
+                    m.awaiting_sync = false;
+                    return reply(err(
+                        ErrorCode::InvalidRequest,
+                        format!(
+                            "the assignment of member {} is {} bytes, over {}",
+                            a.member_id,
+                            a.assignment.len(),
+                            super::MAX_MEMBER_METADATA_BYTES
+                        ),
+                    ));
+                }
                 let given: HashMap<&str, &Bytes> = req
                     .assignments
                     .iter()
