@@ -111,20 +111,26 @@ impl Group {
             );
         }
 
-        if req.member_id.is_empty() {
-            if let Some(inst) = instance {
-                if let Some(old_id) = self.static_members.get(inst).cloned() {
-                    return self.rejoin_static(
-                        old_id,
-                        req,
-                        client,
-                        protocols,
-                        rebalance_ms,
-                        now,
-                        wall_ms,
-                    );
-                }
+        // A pending id (KIP-394) is used up by this join, whatever it gives.
+        let pending =
+            !req.member_id.is_empty() && self.pending_members.remove(&req.member_id).is_some();
+        if req.member_id.is_empty() || pending {
+            if let Some(old_id) = instance.and_then(|i| self.static_members.get(i).cloned()) {
+                // A static instance that is already a member is rejoining
+                // (also through a pending id: never two members with one
+                // instance id).
+                return self.rejoin_static(
+                    old_id,
+                    req,
+                    client,
+                    protocols,
+                    rebalance_ms,
+                    now,
+                    wall_ms,
+                );
             }
+        }
+        if req.member_id.is_empty() {
             if self.members.len() + self.pending_members.len() >= limits.max_group_members {
                 return (
                     reply(err(
@@ -158,20 +164,7 @@ impl Group {
         }
 
         let id = req.member_id.clone();
-        if self.pending_members.remove(&id).is_some() {
-            if let Some(old_id) = instance.and_then(|i| self.static_members.get(i).cloned()) {
-                // A pending id naming a static instance that is already a
-                // member: that instance is rejoining.
-                return self.rejoin_static(
-                    old_id,
-                    req,
-                    client,
-                    protocols,
-                    rebalance_ms,
-                    now,
-                    wall_ms,
-                );
-            }
+        if pending {
             self.add_member(&id, req, client, protocols, rebalance_ms, now);
             self.prepare_rebalance(now, wall_ms, &mut fx, true);
             self.try_complete_join(now, wall_ms, &mut fx);
