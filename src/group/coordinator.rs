@@ -330,7 +330,7 @@ impl Coordinator {
             let me = self.clone();
             let group = group.to_string();
             glommio::spawn_local(async move {
-                if let Err(e) = me.persist_group(&group).await {
+                if let Err(e) = me.persist_group(&group, true).await {
                     tracing::warn!(group = %group, "writing the group record failed: {e}");
                 }
             })
@@ -371,8 +371,19 @@ impl Coordinator {
 
     /// Writes the group's membership record as the group is now (or a
     /// tombstone if it is gone).
-    async fn persist_group(&self, group: &str) -> Result<(), WireError> {
-        let value = self.groups.borrow().get(group).map(group_value);
+    /// `settled_only`: write only a Stable or Empty group (a write asked for
+    /// by a transition that a newer rebalance has already overtaken is
+    /// skipped; the next Stable writes). The leader's sync writes its
+    /// CompletingRebalance group with the new assignment (`false`).
+    async fn persist_group(&self, group: &str, settled_only: bool) -> Result<(), WireError> {
+        let value = match self.groups.borrow().get(group) {
+            Some(g)
+                if settled_only && !matches!(g.state, GroupState::Stable | GroupState::Empty) =>
+            {
+                return Ok(());
+            }
+            g => g.map(group_value),
+        };
         let entry = Entry::Group(Key::group(group), value.clone());
         self.write(std::slice::from_ref(&entry)).await?;
         let mut persisted = self.persisted.borrow_mut();
@@ -420,7 +431,17 @@ impl Coordinator {
                     // A refused join leaves no phantom group behind.
                     self.forget_if_disposable(&req.group_id);
                 }
+                let mut fx = fx;
+                let persist = std::mem::take(&mut fx.persist);
                 self.deliver(&req.group_id, fx);
+                if persist && r.error.is_none() {
+                    // A static member's new id: durable before the member
+                    // learns it, or a restart could bring back the old one
+                    // and fence the live instance.
+                    if let Err(e) = self.persist_group(&req.group_id, true).await {
+                        return join_error(ErrorCode::CoordinatorNotAvailable, &e.message, "");
+                    }
+                }
                 r
             }
             JoinOutcome::Wait { member_id } => {
@@ -465,7 +486,7 @@ impl Coordinator {
             SyncOutcome::Wait => self.sync_waiter(&req),
             SyncOutcome::Persist { generation } => {
                 let rx = self.sync_waiter(&req);
-                let stored = self.persist_group(&req.group_id).await;
+                let stored = self.persist_group(&req.group_id, false).await;
                 let (now, wall) = (self.clock.now(), self.clock.wall_ms());
                 let fx = self
                     .groups
@@ -599,7 +620,14 @@ fn restore(g: &mut Group, v: &GroupValue, now: Instant) {
     g.members.clear();
     g.static_members.clear();
     let protocol = v.protocol.clone().unwrap_or_default();
-    for m in &v.members {
+    // Members without a chosen protocol cannot be restored as Stable: they
+    // rejoin instead.
+    let members: &[MemberValue] = if v.protocol.is_some() {
+        &v.members
+    } else {
+        &[]
+    };
+    for m in members {
         let member = Member {
             id: m.member_id.clone(),
             instance_id: m.instance_id.clone(),

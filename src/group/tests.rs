@@ -482,6 +482,19 @@ fn static_member_rejoins_without_a_rebalance() {
             c.heartbeat(&hb).map_err(|e| e.code),
             Err(ErrorCode::FencedInstanceId)
         );
+        // The new member id was durable before the member learnt it: a
+        // restart brings back the new id, not the fenced one.
+        c.stop();
+        c.partition().close().await.expect("close");
+        let c = coordinator(dir.path(), &clock).await;
+        let ids: Vec<String> = c
+            .describe("g")
+            .members
+            .iter()
+            .map(|m| m.member_id.clone())
+            .collect();
+        assert!(ids.contains(&again.member_id), "{ids:?}");
+        assert!(!ids.contains(&old.member_id), "{ids:?}");
         c.stop();
     });
 }
