@@ -5,7 +5,9 @@
 //! [`ShardOp`]), the partition table and its lifecycle ([`ops`]: lookup on
 //! the owner, open, close), routing of per-partition items to their owners
 //! ([`route`]), topic administration on shard 0 ([`admin`]), producer-id
-//! allocation on shard 0 ([`producer_ids`]), the on-disk
+//! allocation on shard 0 ([`producer_ids`]), one group coordinator per
+//! owned `__consumer_offsets` partition ([`ops`]: started when the partition
+//! opens, stopped before it closes), the on-disk
 //! topic registry ([`registry`]) and process-level startup ([`startup`]:
 //! data-dir lock, RLIMIT_MEMLOCK, CPU choice, executor placement).
 //!

@@ -194,6 +194,14 @@ impl Shard {
     /// The coordinator of `__consumer_offsets` partition `p`, if this shard
     /// owns it.
     pub fn coordinator(&self, p: PartitionId) -> PartResult<Rc<Coordinator>> {
+        let tp = TopicPartition::new(OFFSETS_TOPIC, p);
+        if let Some(why) = self.offline.borrow().get(&tp) {
+            // Not retriable: the partition failed to open at startup.
+            return Err(WireError::new(
+                ErrorCode::StorageError,
+                format!("{tp} is offline, so are its groups: {why}"),
+            ));
+        }
         self.coordinators.borrow().get(&p).cloned().ok_or_else(|| {
             WireError::new(
                 ErrorCode::NotCoordinator,
