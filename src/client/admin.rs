@@ -132,40 +132,51 @@ impl Admin {
         partitions: &[u32],
         spec: OffsetSpec,
     ) -> Result<Vec<Offset>, ClientError> {
-        let body = RequestBody::ListOffsets(ListOffsetsRequest {
-            topics: vec![ListOffsetsTopic {
-                name: topic.to_string(),
-                partitions: partitions
-                    .iter()
-                    .map(|&partition| ListOffsetsPartition { partition, spec })
-                    .collect(),
-            }],
-        });
-        let resp = match self.conn.get().await?.request(body).await? {
-            ResponseBody::ListOffsets(r) => r,
-            other => return Err(unexpected("ListOffsets", &other)),
-        };
-        let results: Vec<_> = resp
-            .topics
-            .into_iter()
-            .filter(|t| t.name == topic)
-            .flat_map(|t| t.partitions)
-            .collect();
-        partitions
-            .iter()
-            .map(|p| {
-                let r = results.iter().find(|r| r.partition == *p).ok_or_else(|| {
-                    ClientError::Protocol(format!(
-                        "list offsets response has no result for {topic}/{p}"
-                    ))
-                })?;
-                match &r.result {
-                    Ok((offset, _ts)) => Ok(*offset),
-                    Err(e) => Err(ClientError::Broker(e.clone())),
-                }
-            })
-            .collect()
+        list_offsets(&*self.conn.get().await?, topic, partitions, spec).await
     }
+}
+
+/// ListOffsets for `partitions` of `topic` over `conn`, one offset per
+/// partition in the order asked (shared by `Admin` and `Consumer`).
+pub(crate) async fn list_offsets(
+    conn: &Connection,
+    topic: &str,
+    partitions: &[u32],
+    spec: OffsetSpec,
+) -> Result<Vec<Offset>, ClientError> {
+    let body = RequestBody::ListOffsets(ListOffsetsRequest {
+        topics: vec![ListOffsetsTopic {
+            name: topic.to_string(),
+            partitions: partitions
+                .iter()
+                .map(|&partition| ListOffsetsPartition { partition, spec })
+                .collect(),
+        }],
+    });
+    let resp = match conn.request(body).await? {
+        ResponseBody::ListOffsets(r) => r,
+        other => return Err(unexpected("ListOffsets", &other)),
+    };
+    let results: Vec<_> = resp
+        .topics
+        .into_iter()
+        .filter(|t| t.name == topic)
+        .flat_map(|t| t.partitions)
+        .collect();
+    partitions
+        .iter()
+        .map(|p| {
+            let r = results.iter().find(|r| r.partition == *p).ok_or_else(|| {
+                ClientError::Protocol(format!(
+                    "list offsets response has no result for {topic}/{p}"
+                ))
+            })?;
+            match &r.result {
+                Ok((offset, _ts)) => Ok(*offset),
+                Err(e) => Err(ClientError::Broker(e.clone())),
+            }
+        })
+        .collect()
 }
 
 pub(crate) fn unexpected(wanted: &str, got: &ResponseBody) -> ClientError {

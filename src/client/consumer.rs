@@ -16,15 +16,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::admin::{describe, unexpected};
+use super::admin::{describe, list_offsets, unexpected};
 use super::connection::ReconnectingConnection;
 use super::group::{GroupConfig, Joined, Membership, OffsetReset, RebalanceEvent};
 use super::{ClientConfig, ClientError};
 use crate::protocol::batch::{batches, records_body, verify_crc, RecordIter};
 use crate::protocol::compression::DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES;
 use crate::protocol::messages::{
-    FetchPartition, FetchRequest, FetchTopic, ListOffsetsPartition, ListOffsetsRequest,
-    ListOffsetsTopic, OffsetSpec, RequestBody, ResponseBody,
+    FetchPartition, FetchRequest, FetchTopic, OffsetSpec, RequestBody, ResponseBody,
 };
 use crate::protocol::{ErrorCode, TopicPartition, WireError};
 
@@ -491,39 +490,7 @@ impl Consumer {
             }
             SeekTo::Timestamp(ms) => OffsetSpec::Timestamp(ms),
         };
-        let body = RequestBody::ListOffsets(ListOffsetsRequest {
-            topics: vec![ListOffsetsTopic {
-                name: topic.to_string(),
-                partitions: partitions
-                    .iter()
-                    .map(|&partition| ListOffsetsPartition { partition, spec })
-                    .collect(),
-            }],
-        });
-        let resp = match self.conn.get().await?.request(body).await? {
-            ResponseBody::ListOffsets(r) => r,
-            other => return Err(unexpected("ListOffsets", &other)),
-        };
-        let results: Vec<_> = resp
-            .topics
-            .into_iter()
-            .filter(|t| t.name == topic)
-            .flat_map(|t| t.partitions)
-            .collect();
-        partitions
-            .iter()
-            .map(|p| {
-                let r = results.iter().find(|r| r.partition == *p).ok_or_else(|| {
-                    ClientError::Protocol(format!(
-                        "list offsets response has no result for {topic}/{p}"
-                    ))
-                })?;
-                match &r.result {
-                    Ok((offset, _ts)) => Ok(*offset),
-                    Err(e) => Err(ClientError::Broker(e.clone())),
-                }
-            })
-            .collect()
+        list_offsets(&*self.conn.get().await?, topic, partitions, spec).await
     }
 
     /// One long-poll fetch over every assigned partition: waits up to

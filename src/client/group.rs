@@ -351,7 +351,7 @@ impl Membership {
             return Ok(());
         }
         let (member_id, generation) = self.commit_generation()?;
-        let req = commit_request(&self.config, &member_id, generation, offsets);
+        let req = member_commit(&self.config, &member_id, generation, offsets);
         let r = commit_with(&self.conn, req).await;
         self.commit_failed(generation, r)
     }
@@ -416,7 +416,7 @@ impl Membership {
             }
             commit_with(
                 &conn,
-                commit_request(&config, &member_id, generation, &offsets),
+                member_commit(&config, &member_id, generation, &offsets),
             )
             .await
         }
@@ -451,10 +451,24 @@ impl Drop for Membership {
     }
 }
 
-fn commit_request(
+/// A member's OffsetCommit.
+fn member_commit(
     config: &GroupConfig,
     member_id: &str,
     generation: i32,
+    offsets: &[(TopicPartition, u64)],
+) -> OffsetCommitRequest {
+    let instance = config.group_instance_id.clone();
+    commit_request(&config.group_id, member_id, generation, instance, offsets)
+}
+
+/// An OffsetCommit of `offsets` (grouped by topic) for a member, or for an
+/// admin (`generation -1`, no member id, no instance id).
+pub(crate) fn commit_request(
+    group_id: &str,
+    member_id: &str,
+    generation: i32,
+    group_instance_id: Option<String>,
     offsets: &[(TopicPartition, u64)],
 ) -> OffsetCommitRequest {
     let mut topics: Vec<OffsetCommitTopic> = Vec::new();
@@ -474,10 +488,10 @@ fn commit_request(
         }
     }
     OffsetCommitRequest {
-        group_id: config.group_id.clone(),
+        group_id: group_id.to_string(),
         generation_id: generation,
         member_id: member_id.to_string(),
-        group_instance_id: config.group_instance_id.clone(),
+        group_instance_id,
         topics,
     }
 }

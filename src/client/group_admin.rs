@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 
 use super::admin::{unexpected, Admin};
 use super::assignor::decode_assignment;
-use super::group::{commit_with, fetch_committed};
+use super::group::{commit_request, commit_with, fetch_committed};
 use super::ClientError;
 use crate::protocol::messages::{
     DeleteGroupsRequest, DescribeGroupsRequest, DescribedGroup, ListGroupsRequest, ListedGroup,
-    OffsetCommitPartition, OffsetCommitRequest, OffsetCommitTopic, RequestBody, ResponseBody,
+    RequestBody, ResponseBody,
 };
 use crate::protocol::TopicPartition;
 
@@ -127,29 +127,7 @@ impl Admin {
         group: &str,
         offsets: &[(TopicPartition, u64)],
     ) -> Result<(), ClientError> {
-        let mut topics: Vec<OffsetCommitTopic> = Vec::new();
-        for (tp, o) in offsets {
-            let p = OffsetCommitPartition {
-                partition: tp.partition,
-                offset: *o,
-                leader_epoch: None,
-                metadata: None,
-            };
-            match topics.iter_mut().find(|t| t.name == tp.topic) {
-                Some(t) => t.partitions.push(p),
-                None => topics.push(OffsetCommitTopic {
-                    name: tp.topic.clone(),
-                    partitions: vec![p],
-                }),
-            }
-        }
-        let req = OffsetCommitRequest {
-            group_id: group.to_string(),
-            generation_id: -1,
-            member_id: String::new(),
-            group_instance_id: None,
-            topics,
-        };
+        let req = commit_request(group, "", -1, None, offsets);
         commit_with(&self.conn, req).await
     }
 
