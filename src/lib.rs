@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod group;
 pub mod io;
+pub mod malloc_policy;
 pub mod net;
 pub mod partition;
 pub mod protocol;

@@ -68,10 +68,22 @@ fn created_topics() -> usize {
 const STALLERS: usize = 64;
 /// Bounds on one round and on the setup (limits, not assertions on speed).
 const ROUND_LIMIT: Duration = Duration::from_secs(240);
-/// Peak resident memory the broker may reach, in bytes.
-const PEAK_RSS_LIMIT_BYTES: u64 = 256 << 20;
-/// How much more RSS the broker may hold after round 2 than after round 1.
-const RSS_GROWTH_LIMIT_BYTES: u64 = 64 << 20;
+/// Peak resident memory the broker may reach, in bytes (about 70 MiB is
+/// seen; glibc's dynamic mmap threshold once let it reach 400 MiB, see
+/// `corelog::malloc_policy`).
+const PEAK_RSS_LIMIT_BYTES: u64 = 160 << 20;
+/// How much more RSS the broker may hold after the last round than after
+/// round 1 (flat at 30 MiB is seen; it grew by 50-110 MiB a round before).
+const RSS_GROWTH_LIMIT_BYTES: u64 = 24 << 20;
+/// Flood rounds; `FLOOD_ROUNDS=N` overrides (growth that a second round
+/// hides can show in a sixth).
+fn rounds() -> u32 {
+    std::env::var("FLOOD_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(2)
+}
 
 const TARGET: &str = "flood-target";
 const VERIFIED: &str = "zz-verified-after-flood";
@@ -487,7 +499,7 @@ fn hostile_flood_leaves_the_broker_serving_with_bounded_memory() {
     );
 
     let mut rss_after = Vec::new();
-    for r in 1..=2u32 {
+    for r in 1..=rounds() {
         let t0 = Instant::now();
         // In round 2 a valid client works alongside the flood (it must not
         // stall); records 100..200.
@@ -520,11 +532,13 @@ fn hostile_flood_leaves_the_broker_serving_with_bounded_memory() {
     produce_and_verify(&broker, 200, 100);
     assert!(broker.is_running(), "broker process is alive");
     let end = mem(pid);
+    let last = *rss_after.last().expect("at least two rounds ran");
     println!(
-        "flood: done in {:.1} s; RSS after round 1 {:.0} MiB, after round 2 {:.0} MiB, peak {:.0} MiB",
+        "flood: done in {:.1} s; RSS after round 1 {:.0} MiB, after round {} {:.0} MiB, peak {:.0} MiB",
         started.elapsed().as_secs_f64(),
         mib(rss_after[0].rss_bytes),
-        mib(rss_after[1].rss_bytes),
+        rss_after.len(),
+        mib(last.rss_bytes),
         mib(end.hwm_bytes)
     );
     assert!(
@@ -534,10 +548,11 @@ fn hostile_flood_leaves_the_broker_serving_with_bounded_memory() {
         mib(PEAK_RSS_LIMIT_BYTES)
     );
     assert!(
-        rss_after[1].rss_bytes <= rss_after[0].rss_bytes + RSS_GROWTH_LIMIT_BYTES,
-        "RSS grew from {:.0} MiB after round 1 to {:.0} MiB after round 2",
+        last.rss_bytes <= rss_after[0].rss_bytes + RSS_GROWTH_LIMIT_BYTES,
+        "RSS grew from {:.0} MiB after round 1 to {:.0} MiB after round {}",
         mib(rss_after[0].rss_bytes),
-        mib(rss_after[1].rss_bytes)
+        mib(last.rss_bytes),
+        rss_after.len()
     );
     let stderr = broker.stderr();
     assert!(!stderr.contains("panicked"), "the broker logged a panic");

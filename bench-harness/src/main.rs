@@ -36,6 +36,7 @@ use crate::report::{read_json, write_json, BenchResult};
 use crate::workload::{Mode, Workload};
 
 fn main() -> ExitCode {
+    corelog::malloc_policy::apply();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,34 @@
+//! The process's allocator policy: glibc malloc with a fixed mmap threshold.
+//!
+//! glibc raises its mmap threshold each time a mapped chunk is freed, up to
+//! 32 MiB, so after one large frame (a hostile client may send
+//! `max_frame_bytes` frames) every buffer below that size comes from the
+//! heap arenas, where a mix of large and small request buffers fragments
+//! them: `tests/flood.rs` saw resident memory grow by 50-110 MiB per flood
+//! round without bound (95, 146, 233, 281, 296, 408 MiB over six rounds).
+//! Fixing the threshold stops the adjustment: buffers up to
+//! [`MMAP_THRESHOLD_BYTES`] (1 MiB batches with their frame, the common
+//! large case) stay in the arenas and are reused without page faults, and
+//! larger ones are mapped and given back whole when freed. With it the same
+//! six rounds stay at 30 MiB (docs/decisions/0016-malloc-mmap-threshold.md).
+//!
+//! Invariant: called once, at the start of `main`, before any thread is
+//! spawned. An explicit `MALLOC_MMAP_THRESHOLD_` in the environment wins.
+
+/// Allocations at or above this size are mapped by glibc, in bytes.
+pub const MMAP_THRESHOLD_BYTES: usize = 4 << 20;
+
+/// Applies the policy (a no-op where the C library is not glibc).
+pub fn apply() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() {
+            return;
+        }
+        // SAFETY: mallopt only sets allocator parameters; it is called
+        // before other threads exist.
+        let ok =
+            unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES as libc::c_int) };
+        debug_assert_eq!(ok, 1, "glibc refused M_MMAP_THRESHOLD");
+    }
+}
