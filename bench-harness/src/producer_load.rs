@@ -82,6 +82,9 @@ pub async fn connect(w: &Workload, id: u32, topics: &[TopicSpec]) -> Result<Prod
 /// A sent record waiting for its acknowledgement.
 struct Pending {
     intended: Instant,
+    /// When the record was handed to the producer (after any wait for the
+    /// schedule or a permit).
+    sent: Instant,
     bytes: usize,
     fut: DeliveryFuture,
 }
@@ -149,7 +152,8 @@ pub async fn run(producer: Producer, id: u32, topics: Rc<Vec<TopicSpec>>, ctx: R
         if !matches!(sem.try_acquire(1), Ok(true)) && sem.acquire(1).await.is_err() {
             break; // the semaphore is never closed; defensive
         }
-        let intended = intended.unwrap_or_else(Instant::now);
+        let sent = Instant::now();
+        let intended = intended.unwrap_or(sent);
         let (topic_idx, partition, key) = route(w, &topics, &mut round_robin, &mut rng);
         let mut value = BytesMut::with_capacity(size);
         value.put_u64_le(ctx.clock.epoch_ns(intended));
@@ -174,6 +178,7 @@ pub async fn run(producer: Producer, id: u32, topics: Rc<Vec<TopicSpec>>, ctx: R
                 let idx = first[topic_idx] + partition as usize;
                 let pending = Pending {
                     intended,
+                    sent,
                     bytes: size,
                     fut,
                 };
@@ -246,9 +251,11 @@ async fn acker(
         match result {
             Ok(_) => {
                 ok += 1;
-                recorder
-                    .borrow_mut()
-                    .publish(now.saturating_duration_since(p.intended), p.bytes);
+                recorder.borrow_mut().publish(
+                    now.saturating_duration_since(p.intended),
+                    now.saturating_duration_since(p.sent),
+                    p.bytes,
+                );
             }
             Err(e) => recorder
                 .borrow_mut()

@@ -107,6 +107,11 @@ pub struct BenchResult {
     /// Consumed throughput (consume, e2e).
     pub consume_throughput: Option<Throughput>,
     pub publish_latency_us: Percentiles,
+    /// From the actual send to the acknowledgement; differs from
+    /// `publish_latency_us` only in open loop, where that one counts from
+    /// the intended time (absent in results written before it existed).
+    #[serde(default)]
+    pub send_ack_latency_us: Percentiles,
     pub e2e_latency_us: Percentiles,
     /// Total of the failures in `error_detail` (send + delivery + consume).
     pub errors: u64,
@@ -176,6 +181,7 @@ impl BenchResult {
             throughput,
             consume_throughput,
             publish_latency_us: Percentiles::of(&t.publish),
+            send_ack_latency_us: Percentiles::of(&t.send_ack),
             e2e_latency_us: Percentiles::of(&t.e2e),
             errors: t.errors(),
             error_detail: ErrorDetail {
@@ -291,6 +297,9 @@ impl BenchResult {
         };
         if self.mode != Mode::Consume {
             lat("publish", &self.publish_latency_us);
+            if self.workload.rate_mb_s.is_some() {
+                lat("send-to-ack", &self.send_ack_latency_us);
+            }
         }
         if self.mode == Mode::E2e {
             lat("end-to-end", &self.e2e_latency_us);

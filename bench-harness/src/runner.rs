@@ -405,7 +405,7 @@ fn aggregate(
         Some(f) => Some(
             IntervalLogWriterBuilder::new()
                 .add_comment(&format!(
-                    "corelog-bench {} {}; values in microseconds; tags: publish, e2e",
+                    "corelog-bench {} {}; values in microseconds; tags: publish, send-ack, e2e",
                     env!("CARGO_PKG_VERSION"),
                     w.summary()
                 ))
@@ -463,9 +463,15 @@ fn aggregate(
             if let Some(log) = log.as_mut() {
                 let at = Duration::from_secs(merged.second);
                 let tags: &[(&str, &hdrhistogram::Histogram<u64>)] = match w.mode {
-                    Mode::Produce => &[("publish", &merged.publish)],
+                    Mode::Produce => {
+                        &[("publish", &merged.publish), ("send-ack", &merged.send_ack)]
+                    }
                     Mode::Consume => &[],
-                    Mode::E2e => &[("publish", &merged.publish), ("e2e", &merged.e2e)],
+                    Mode::E2e => &[
+                        ("publish", &merged.publish),
+                        ("send-ack", &merged.send_ack),
+                        ("e2e", &merged.e2e),
+                    ],
                 };
                 for (tag, h) in tags {
                     log.write_histogram(*h, at, Duration::from_secs(1), Tag::new(tag))

@@ -94,6 +94,10 @@ pub struct Interval {
     /// Seconds since the run's start: this interval is `[second, second+1)`.
     pub second: u64,
     pub publish: Histogram<u64>,
+    /// Acknowledgement time minus the time the record was actually handed
+    /// to the producer (equal to `publish` in closed loop; in open loop it
+    /// leaves out the time a record waited behind the schedule).
+    pub send_ack: Histogram<u64>,
     pub e2e: Histogram<u64>,
     /// Acknowledged records and their value bytes.
     pub produced_msgs: u64,
@@ -119,6 +123,7 @@ impl Interval {
             executor,
             second,
             publish: new_histogram(),
+            send_ack: new_histogram(),
             e2e: new_histogram(),
             produced_msgs: 0,
             produced_bytes: 0,
@@ -142,6 +147,7 @@ impl Interval {
     pub fn merge(&mut self, other: &Interval) {
         // Auto-resizing histograms of the same precision always merge.
         let _ = self.publish.add(&other.publish);
+        let _ = self.send_ack.add(&other.send_ack);
         let _ = self.e2e.add(&other.e2e);
         self.produced_msgs += other.produced_msgs;
         self.produced_bytes += other.produced_bytes;
@@ -181,8 +187,11 @@ impl Recorder {
         }
     }
 
-    pub fn publish(&mut self, latency: Duration, bytes: usize) {
+    /// One acknowledged record: `latency` from its intended send time,
+    /// `send_to_ack` from when it was handed to the producer.
+    pub fn publish(&mut self, latency: Duration, send_to_ack: Duration, bytes: usize) {
         record(&mut self.current.publish, micros(latency));
+        record(&mut self.current.send_ack, micros(send_to_ack));
         self.current.produced_msgs += 1;
         self.current.produced_bytes += bytes as u64;
     }
@@ -295,6 +304,10 @@ pub struct SecondPoint {
     pub publish_p50_us: u64,
     pub publish_p99_us: u64,
     pub publish_max_us: u64,
+    /// p99 from the actual send to the acknowledgement (0 in results
+    /// written before it existed).
+    #[serde(default)]
+    pub send_ack_p99_us: u64,
     pub e2e_p50_us: u64,
     pub e2e_p99_us: u64,
     pub e2e_max_us: u64,
@@ -345,6 +358,7 @@ impl Aggregate {
         let phase = self.phase(merged.second);
         let p = Percentiles::of(&merged.publish);
         let e = Percentiles::of(&merged.e2e);
+        let sa = Percentiles::of(&merged.send_ack);
         self.series.push(SecondPoint {
             t_s: merged.second,
             phase,
@@ -356,6 +370,7 @@ impl Aggregate {
             publish_p50_us: p.p50,
             publish_p99_us: p.p99,
             publish_max_us: p.max,
+            send_ack_p99_us: sa.p99,
             e2e_p50_us: e.p50,
             e2e_p99_us: e.p99,
             e2e_max_us: e.max,
@@ -395,14 +410,15 @@ mod tests {
     #[test]
     fn recorder_intervals_and_phases() {
         let mut r = Recorder::new(0);
-        r.publish(Duration::from_micros(100), 10);
-        r.publish(Duration::from_nanos(10), 10);
+        r.publish(Duration::from_micros(100), Duration::from_micros(40), 10);
+        r.publish(Duration::from_nanos(10), Duration::from_nanos(10), 10);
         r.error(ErrorKind::Send, || "x".into());
         r.requests(2);
         let a = r.take(0, false);
         assert_eq!((a.second, a.produced_msgs, a.errors()), (0, 2, 1));
         assert_eq!(a.produced_requests, 2);
         assert_eq!(a.publish.min(), 1);
+        assert_eq!((a.send_ack.len(), a.send_ack.max()), (2, 40));
         r.e2e_us(5);
         let b = r.take(1, true);
         assert!(b.done && b.publish.is_empty() && b.e2e.len() == 1);

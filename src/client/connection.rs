@@ -125,7 +125,7 @@ impl Connection {
                 )))
             })?;
         stream.set_nodelay(true).map_err(std::io::Error::other)?;
-        let (mut reader, mut writer) = split(stream);
+        let (mut reader, mut writer) = split(crate::net::buffered(stream));
         handshake(config, &mut reader, &mut writer).await?;
         let (tx, rx) = local_channel::new_unbounded::<Bytes>();
         let shared = Rc::new(Shared {

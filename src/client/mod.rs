@@ -14,6 +14,7 @@ mod admin;
 pub mod assignor;
 mod connection;
 mod consumer;
+mod delivery;
 mod flight;
 pub mod group;
 mod group_admin;

@@ -16,20 +16,17 @@
 //!   once; without it, a request that may have reached the broker is never
 //!   resent (at most once per attempt). See docs/delivery.md.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
 use super::admin::describe;
 use super::connection::ReconnectingConnection;
+use super::delivery::Resolver;
+pub use super::delivery::{DeliveryFuture, RecordMetadata};
 use super::partitioner::partition_for_key;
 use super::sender::{init_producer_id, is_connection_error, Sender};
-use super::sync::{oneshot, OneshotReceiver, OneshotSender};
 use super::{ClientConfig, ClientError};
 use crate::protocol::batch::BatchBuilder;
 pub use crate::protocol::compression::Compression;
@@ -172,31 +169,6 @@ impl ProducerRecord {
     }
 }
 
-/// Where an acknowledged record landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordMetadata {
-    pub partition: u32,
-    pub offset: u64,
-    pub timestamp_ms: i64,
-}
-
-type Delivery = Result<RecordMetadata, ClientError>;
-
-/// Resolves once the broker acknowledged (or refused) the record.
-pub struct DeliveryFuture {
-    rx: OneshotReceiver<Delivery>,
-}
-
-impl Future for DeliveryFuture {
-    type Output = Delivery;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Delivery> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
-    }
-}
-
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -206,15 +178,10 @@ pub(crate) fn now_ms() -> i64 {
 
 // ------------------------------------------------------------------ accumulator
 
-pub(crate) struct Waiter {
-    tx: OneshotSender<Delivery>,
-    offset_delta: u32,
-    timestamp_ms: i64,
-}
-
 struct OpenBatch {
     builder: BatchBuilder,
-    waiters: Vec<Waiter>,
+    /// The records' shared outcome (their futures hold it).
+    resolver: Resolver,
     generation: u64,
     opened: Instant,
 }
@@ -231,7 +198,7 @@ pub(crate) struct SealedBatch {
     /// Codec of its records section, applied when the header is written.
     compression: Compression,
     record_count: u32,
-    waiters: Vec<Waiter>,
+    resolver: Resolver,
     /// When its first record was appended (the delivery timeout counts from here).
     pub(crate) opened: Instant,
     /// Requests sent for it so far.
@@ -273,20 +240,11 @@ impl SealedBatch {
     }
 
     pub(crate) fn fail(self, e: &ClientError) {
-        for w in self.waiters {
-            w.tx.send(Err(clone_err(e)));
-        }
+        self.resolver.resolve(Err(clone_err(e)));
     }
 
     pub(crate) fn complete(self, base_offset: u64) {
-        let partition = self.tp.partition;
-        for w in self.waiters {
-            w.tx.send(Ok(RecordMetadata {
-                partition,
-                offset: base_offset + u64::from(w.offset_delta),
-                timestamp_ms: w.timestamp_ms,
-            }));
-        }
+        self.resolver.resolve(Ok(base_offset));
     }
 }
 
@@ -309,6 +267,8 @@ pub(crate) struct Appended {
     pub(crate) sealed: Vec<SealedBatch>,
     /// Set when the record opened a new batch: arm a linger timer for it.
     pub(crate) opened_generation: Option<u64>,
+    /// The record's future.
+    pub(crate) delivery: DeliveryFuture,
 }
 
 /// Most capacity an open batch is given up front, in bytes (a larger
@@ -319,7 +279,8 @@ const MAX_INITIAL_BATCH_CAPACITY_BYTES: usize = 16 * 1024 * 1024;
 pub(crate) struct Accumulator {
     batch_bytes: usize,
     compression: Compression,
-    open: HashMap<TopicPartition, OpenBatch>,
+    /// Looked up per record, so hashed with ahash rather than SipHash.
+    open: ahash::AHashMap<TopicPartition, OpenBatch>,
     next_generation: u64,
 }
 
@@ -328,7 +289,7 @@ impl Accumulator {
         Self {
             batch_bytes: batch_bytes.max(1),
             compression: Compression::None,
-            open: HashMap::new(),
+            open: ahash::AHashMap::new(),
             next_generation: 1,
         }
     }
@@ -346,7 +307,6 @@ impl Accumulator {
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         headers: &[(&[u8], Option<&[u8]>)],
-        tx: OneshotSender<Delivery>,
     ) -> Appended {
         let mut sealed = Vec::new();
         // Seal the open batch first if this record would push it past the limit.
@@ -374,7 +334,7 @@ impl Accumulator {
                 builder: BatchBuilder::with_capacity(
                     self.batch_bytes.min(MAX_INITIAL_BATCH_CAPACITY_BYTES),
                 ),
-                waiters: Vec::new(),
+                resolver: Resolver::new(),
                 generation,
                 opened: Instant::now(),
             };
@@ -384,11 +344,9 @@ impl Accumulator {
             unreachable!("the open batch was just found or inserted");
         };
         let offset_delta = open.builder.push(timestamp_ms, key, value, headers);
-        open.waiters.push(Waiter {
-            tx,
-            offset_delta,
-            timestamp_ms,
-        });
+        let delivery = open
+            .resolver
+            .future(tp.partition, offset_delta, timestamp_ms);
         if open.builder.size_bytes() >= self.batch_bytes {
             sealed.extend(self.seal(tp));
             opened_generation = None;
@@ -396,6 +354,7 @@ impl Accumulator {
         Appended {
             sealed,
             opened_generation,
+            delivery,
         }
     }
 
@@ -411,7 +370,7 @@ impl Accumulator {
             builder: Some(open.builder),
             bytes: Bytes::new(),
             compression: self.compression,
-            waiters: open.waiters,
+            resolver: open.resolver,
             opened: open.opened,
             attempts: 0,
             identity: None,
@@ -571,14 +530,12 @@ impl Producer {
             .iter()
             .map(|(k, v)| (k.as_bytes(), v.as_deref()))
             .collect();
-        let (tx, rx) = oneshot();
         let appended = self.inner.accumulator.borrow_mut().append(
             &tp,
             timestamp_ms,
             record.key.as_deref(),
             record.value.as_deref(),
             &headers,
-            tx,
         );
         for batch in appended.sealed {
             Sender::dispatch(&self.inner, batch);
@@ -602,7 +559,7 @@ impl Producer {
             })
             .detach();
         }
-        Ok(DeliveryFuture { rx })
+        Ok(appended.delivery)
     }
 
     /// Produce requests acknowledged by the broker so far (one per batch;
@@ -656,9 +613,9 @@ mod tests {
         assert!(open.builder.capacity_bytes() <= MAX_INITIAL_BATCH_CAPACITY_BYTES);
     }
 
-    fn append(acc: &mut Accumulator, p: u32, v: &[u8]) -> (Appended, OneshotReceiver<Delivery>) {
-        let (tx, rx) = oneshot();
-        let a = acc.append(&TopicPartition::new("t", p), 1000, None, Some(v), &[], tx);
+    fn append(acc: &mut Accumulator, p: u32, v: &[u8]) -> (Appended, DeliveryFuture) {
+        let mut a = acc.append(&TopicPartition::new("t", p), 1000, None, Some(v), &[]);
+        let rx = std::mem::replace(&mut a.delivery, Resolver::new().future(0, 0, 0));
         (a, rx)
     }
 
@@ -758,8 +715,8 @@ mod tests {
             let mut sealed = acc.seal_all();
             assert_eq!(sealed.len(), 1);
             sealed.remove(0).complete(40);
-            let m1 = r1.await.expect("sent").expect("ok");
-            let m2 = r2.await.expect("sent").expect("ok");
+            let m1 = r1.await.expect("ok");
+            let m2 = r2.await.expect("ok");
             assert_eq!((m1.partition, m1.offset, m1.timestamp_ms), (3, 40, 1000));
             assert_eq!(m2.offset, 41);
         });

@@ -22,7 +22,7 @@
 //!   `in_flight` counts the batches not yet resolved.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -73,7 +73,8 @@ pub(crate) async fn init_producer_id(
 pub(crate) struct Sender {
     pub(crate) config: ProducerConfig,
     pub(crate) conn: ReconnectingConnection,
-    pub(crate) partition_counts: RefCell<HashMap<String, u32>>,
+    /// Looked up per record (ahash, not SipHash).
+    pub(crate) partition_counts: RefCell<ahash::AHashMap<String, u32>>,
     pub(crate) accumulator: RefCell<Accumulator>,
     pub(crate) round_robin: Cell<u32>,
     /// Batches sealed and not yet resolved.
@@ -109,7 +110,7 @@ impl Sender {
             flights: RefCell::new(Flights::new(config.max_in_flight_per_partition)),
             config,
             conn,
-            partition_counts: RefCell::new(HashMap::new()),
+            partition_counts: RefCell::new(ahash::AHashMap::new()),
             round_robin: Cell::new(0),
             in_flight: WorkCounter::default(),
             first_failure: RefCell::new(None),

@@ -18,4 +18,4 @@ pub mod transport;
 
 pub use frame_io::{read_frame, write_frame, FrameIoError};
 pub use split::{split, ReadHalf, WriteHalf};
-pub use transport::{Acceptor, Transport};
+pub use transport::{buffered, Acceptor, NetStream, Transport, SOCKET_RX_BUFFER_BYTES};

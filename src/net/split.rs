@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
+use glommio::net::{RxBuf, TcpStream};
 
 /// Splits a stream into a reading and a writing half.
 pub fn split<S>(stream: S) -> (ReadHalf<S>, WriteHalf<S>) {
@@ -32,13 +32,13 @@ pub fn split<S>(stream: S) -> (ReadHalf<S>, WriteHalf<S>) {
 
 /// The reading half of a split stream.
 #[derive(Debug)]
-pub struct ReadHalf<S = TcpStream> {
+pub struct ReadHalf<S = crate::net::NetStream> {
     stream: Rc<RefCell<S>>,
 }
 
 /// The writing half of a split stream.
 #[derive(Debug)]
-pub struct WriteHalf<S = TcpStream> {
+pub struct WriteHalf<S = crate::net::NetStream> {
     stream: Rc<RefCell<S>>,
 }
 
@@ -53,7 +53,7 @@ fn with<S: Unpin, T>(
     }
 }
 
-impl ReadHalf<TcpStream> {
+impl<B: RxBuf> ReadHalf<TcpStream<B>> {
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.stream
             .try_borrow()
@@ -63,7 +63,7 @@ impl ReadHalf<TcpStream> {
     }
 }
 
-impl WriteHalf<TcpStream> {
+impl<B: RxBuf> WriteHalf<TcpStream<B>> {
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.stream
             .try_borrow()
