@@ -6,17 +6,28 @@
 //! heap arenas, where a mix of large and small request buffers fragments
 //! them: `tests/flood.rs` saw resident memory grow by 50-110 MiB per flood
 //! round without bound (95, 146, 233, 281, 296, 408 MiB over six rounds).
-//! Fixing the threshold stops the adjustment: buffers up to
-//! [`MMAP_THRESHOLD_BYTES`] (1 MiB batches with their frame, the common
-//! large case) stay in the arenas and are reused without page faults, and
-//! larger ones are mapped and given back whole when freed. With it the same
-//! six rounds stay at 30 MiB (docs/decisions/0016-malloc-mmap-threshold.md).
+//! Fixing the threshold stops the adjustment (and keeps the trim threshold
+//! at its default, so freed heap tops go back to the kernel): buffers up to
+//! [`MMAP_THRESHOLD_BYTES`] stay in the arenas and are reused without page
+//! faults, and larger ones are mapped and given back whole when freed. With
+//! it the same rounds stay at 30-37 MiB. The value sits above the largest
+//! buffer the hot paths allocate per request: a fetch's disk read
+//! (`partition::fetch::MAX_FETCH_READ_BYTES`, 4 MiB, plus alignment) and
+//! 1 MiB batches with their frame. At 4 MiB every 4 MiB catch-up read was
+//! mapped, faulted in and unmapped: 640 MB/s at 0.95 broker cores against
+//! 960 MB/s at 0.63 with 8 MiB. A fixed 32 MiB let the flood grow again
+//! (118 to 248 MiB over five rounds)
+//! (docs/decisions/0016-malloc-mmap-threshold.md).
 //!
 //! Invariant: called once, at the start of `main`, before any thread is
 //! spawned. An explicit `MALLOC_MMAP_THRESHOLD_` in the environment wins.
 
 /// Allocations at or above this size are mapped by glibc, in bytes.
-pub const MMAP_THRESHOLD_BYTES: usize = 4 << 20;
+pub const MMAP_THRESHOLD_BYTES: usize = 8 << 20;
+
+// A fetch's read buffer (plus a page of alignment each side) stays in the
+// arenas.
+const _: () = assert!(crate::partition::fetch::MAX_FETCH_READ_BYTES + 8192 < MMAP_THRESHOLD_BYTES);
 
 /// Applies the policy (a no-op where the C library is not glibc).
 pub fn apply() {

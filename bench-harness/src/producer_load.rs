@@ -281,7 +281,7 @@ fn route(
     rng: &mut SmallRng,
 ) -> (usize, u32, Option<Bytes>) {
     let key_id = match w.keys {
-        KeyDist::None => None,
+        KeyDist::None | KeyDist::Pinned => None,
         KeyDist::Uniform => Some(rng.gen_range(0..w.key_space)),
         KeyDist::Zipf => {
             let u: f64 = rng.gen();
@@ -294,7 +294,10 @@ fn route(
             // Round robin over every (topic, partition).
             let total: usize = topics.iter().map(|t| t.partitions as usize).sum();
             let mut i = *round_robin % total.max(1);
-            *round_robin = round_robin.wrapping_add(1);
+            // Pinned: `round_robin` stays the producer's id.
+            if w.keys != KeyDist::Pinned {
+                *round_robin = round_robin.wrapping_add(1);
+            }
             for (ti, t) in topics.iter().enumerate() {
                 if i < t.partitions as usize {
                     return (ti, i as u32, None);
@@ -370,6 +373,13 @@ mod tests {
             })
             .collect();
         assert_eq!(seen, vec![(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]);
+        // Pinned: producer 3 always writes partition 3 of 5 (topic b, 1).
+        let w = workload(KeyDist::Pinned);
+        let mut id = 3;
+        for _ in 0..4 {
+            let (t, p, k) = route(&w, &topics, &mut id, &mut rng);
+            assert_eq!((t, p, k.is_none()), (1, 1, true));
+        }
         for dist in [KeyDist::Uniform, KeyDist::Zipf] {
             let w = workload(dist);
             let mut hot = 0;

@@ -166,6 +166,10 @@ pub enum KeyDist {
     #[value(name = "zipf")]
     #[serde(rename = "zipf")]
     Zipf,
+    /// No key: producer i sends only to partition i mod P (counted over
+    /// every topic's partitions), as Iggy's pinned producers do; with as
+    /// many partitions as producers, each partition has one writer.
+    Pinned,
 }
 
 /// Producer acknowledgement level.

@@ -32,13 +32,13 @@ pub fn split<S>(stream: S) -> (ReadHalf<S>, WriteHalf<S>) {
 
 /// The reading half of a split stream.
 #[derive(Debug)]
-pub struct ReadHalf<S = crate::net::NetStream> {
+pub struct ReadHalf<S = TcpStream> {
     stream: Rc<RefCell<S>>,
 }
 
 /// The writing half of a split stream.
 #[derive(Debug)]
-pub struct WriteHalf<S = crate::net::NetStream> {
+pub struct WriteHalf<S = TcpStream> {
     stream: Rc<RefCell<S>>,
 }
 

@@ -22,7 +22,7 @@ use crate::storage::segment::{Next, Segment};
 
 /// Largest single read a fetch issues, in bytes (bigger fetches read more
 /// than once; a bigger single batch is read whole).
-const MAX_FETCH_READ_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_FETCH_READ_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct FetchData {

@@ -56,7 +56,7 @@ mod append;
 pub mod cache;
 pub mod epochs;
 mod error;
-mod fetch;
+pub mod fetch;
 mod producer_log;
 pub mod producers;
 mod readahead;
