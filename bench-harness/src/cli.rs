@@ -39,7 +39,8 @@ pub enum Command {
     /// Producers and tailing consumers: publish and end-to-end latency.
     E2e(LoadArgs),
     /// Measure the machine: disk write bandwidth and fdatasync latency (O_DIRECT,
-    /// io_uring, as the broker writes), loopback TCP bandwidth.
+    /// io_uring, as the broker writes), loopback TCP bandwidth, and the CPU floor of
+    /// one request on one glommio executor.
     Limits(LimitsArgs),
     /// Draw result files (latency percentiles, throughput over time) into one SVG.
     Plot(PlotArgs),
@@ -238,9 +239,19 @@ pub struct LimitsArgs {
     /// Size of each durable write of the strategy test, in KiB (a multiple of 4).
     #[arg(long, value_name = "KIB", default_value_t = 4, value_parser = clap::value_parser!(u64).range(4..=4096))]
     pub strategy_block_kib: u64,
-    /// CPU to pin the disk test's executor to [default: unpinned].
+    /// CPU to pin the disk test's executor to [default: unpinned]; the request
+    /// floor's server executor [default: 0].
     #[arg(long, value_name = "CPU")]
     pub cpu: Option<usize>,
+    /// How long to measure each request floor phase (echo, durable), in ms (0 skips it).
+    #[arg(long, value_name = "MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub floor_ms: u64,
+    /// Client connections of the request floor (one request in flight each).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub floor_connections: u64,
+    /// Payload bytes of each request floor request (durable writes round it up to 4 KiB).
+    #[arg(long, value_name = "B", default_value_t = 10240, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub floor_request_bytes: u64,
 }
 
 /// Flags of `plot`.

@@ -68,6 +68,13 @@ pub struct VsLimits {
     pub produce_of_loopback: Option<f64>,
     /// Consumed MB/s / loopback TCP MB/s.
     pub consume_of_loopback: Option<f64>,
+    /// The limits' durable request floor: one executor's CPU per request,
+    /// µs (absent if not measured, and in older results).
+    #[serde(default)]
+    pub durable_floor_cpu_us_per_request: Option<f64>,
+    /// Broker CPU per produce request / the durable request floor's.
+    #[serde(default)]
+    pub broker_cpu_per_request_of_floor: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -158,18 +165,38 @@ impl BenchResult {
             Mode::E2e => (produced, Some(consumed)),
         };
         let t = &agg.totals;
+        let efficiency = (mode != Mode::Consume && win.produced_requests > 0).then(|| {
+            let (broker_cores, bench_cores) = agg.mean_cpu();
+            let rps = win.produced_requests as f64 / window_s;
+            let gb_s = win.produced_bytes as f64 / window_s / 1e9;
+            let per_gb = |cores: f64| (gb_s > 0.0).then(|| round2(cores / gb_s));
+            Efficiency {
+                produce_requests_per_s: round2(rps),
+                bytes_per_request: round2(win.produced_bytes as f64 / win.produced_requests as f64),
+                broker_cpu_us_per_request: broker_cores.map(|c| round2(c * 1e6 / rps)),
+                broker_cores_per_gb_s: broker_cores.and_then(per_gb),
+                bench_cores_per_gb_s: bench_cores.and_then(per_gb),
+            }
+        });
         let vs_limits = limits.map(|l| {
             let produce = (w.mode != Mode::Consume).then_some(throughput.mb_per_s);
             let consume = match w.mode {
                 Mode::Consume => Some(throughput.mb_per_s),
                 _ => consume_throughput.as_ref().map(|c| c.mb_per_s),
             };
+            let floor = l.durable_floor().map(|f| f.server_cpu_us_per_request);
             VsLimits {
                 disk_write_mb_s: l.disk_write_mb_s,
                 loopback_tcp_mb_s: l.loopback_tcp_mb_s,
                 produce_of_disk: produce.and_then(|p| ratio(p, l.disk_write_mb_s)),
                 produce_of_loopback: produce.and_then(|p| ratio(p, l.loopback_tcp_mb_s)),
                 consume_of_loopback: consume.and_then(|c| ratio(c, l.loopback_tcp_mb_s)),
+                durable_floor_cpu_us_per_request: floor,
+                broker_cpu_per_request_of_floor: efficiency
+                    .as_ref()
+                    .and_then(|e| e.broker_cpu_us_per_request)
+                    .zip(floor)
+                    .and_then(|(b, f)| ratio(b, f)),
             }
         });
         BenchResult {
@@ -207,21 +234,7 @@ impl BenchResult {
                     bench_cores,
                 }
             },
-            efficiency: (mode != Mode::Consume && win.produced_requests > 0).then(|| {
-                let (broker_cores, bench_cores) = agg.mean_cpu();
-                let rps = win.produced_requests as f64 / window_s;
-                let gb_s = win.produced_bytes as f64 / window_s / 1e9;
-                let per_gb = |cores: f64| (gb_s > 0.0).then(|| round2(cores / gb_s));
-                Efficiency {
-                    produce_requests_per_s: round2(rps),
-                    bytes_per_request: round2(
-                        win.produced_bytes as f64 / win.produced_requests as f64,
-                    ),
-                    broker_cpu_us_per_request: broker_cores.map(|c| round2(c * 1e6 / rps)),
-                    broker_cores_per_gb_s: broker_cores.and_then(per_gb),
-                    bench_cores_per_gb_s: bench_cores.and_then(per_gb),
-                }
-            }),
+            efficiency,
             aborted: outcome.aborted,
         }
     }
@@ -327,6 +340,16 @@ impl BenchResult {
                 opt(e.broker_cores_per_gb_s, "cores per GB/s"),
                 opt(e.bench_cores_per_gb_s, "cores per GB/s"),
             ));
+            if let Some((r, f)) = vs.and_then(|v| {
+                Some((
+                    v.broker_cpu_per_request_of_floor?,
+                    v.durable_floor_cpu_us_per_request?,
+                ))
+            }) {
+                s.push_str(&format!(
+                    "broker CPU per request: {r:.2}x the durable request floor ({f:.1} µs on one executor)\n"
+                ));
+            }
         }
         let d = &self.error_detail;
         s.push_str(&format!(

@@ -334,6 +334,8 @@ fn bench_harness_smoke() {
             "0.3",
             "--strategy-ms",
             "50",
+            "--floor-ms",
+            "100",
             "--json",
             limits_json.to_str().expect("utf-8 path"),
         ],
@@ -352,6 +354,13 @@ fn bench_harness_smoke() {
     num(&l, "fdatasync_us.p50");
     num(&l, "fdatasync_us.p99");
     assert!(num(&l, "loopback_tcp_mb_s") > 0.0);
+    let floor = l["request_floor"]
+        .as_array()
+        .expect("request_floor is an array");
+    assert_eq!(floor.len(), 2, "echo and durable: {l}");
+    for f in floor {
+        assert!(num(f, "requests") > 0.0, "no requests: {f}");
+    }
     let leftovers: Vec<_> = std::fs::read_dir(&data)
         .expect("read data dir")
         .filter_map(|e| e.ok())

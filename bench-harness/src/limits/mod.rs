@@ -20,6 +20,9 @@
 //! - Durable write strategies ([`strategies`]): latency and CPU per durable
 //!   write for each way of preparing and syncing a segment.
 //! - Loopback TCP bandwidth: one connection, 1 MiB writes, for `tcp_s`.
+//! - The request floor ([`request_floor`]): CPU per small request of one
+//!   glommio executor serving loopback TCP, without and with one durable
+//!   write per request (the floor of a produce request).
 //!
 //! Invariants: the temporary files are removed on every path (a guard);
 //! nothing is left in the data dir.
@@ -41,8 +44,10 @@ use crate::error::BenchError;
 use crate::machine::MachineInfo;
 use crate::stats::{micros, new_histogram, record};
 
+mod request_floor;
 mod strategies;
 
+pub use request_floor::RequestFloor;
 pub use strategies::WriteStrategy;
 
 /// Page size of the fdatasync test, in bytes.
@@ -104,6 +109,10 @@ pub struct LimitsResult {
     /// Durable write strategies side by side (empty if skipped).
     #[serde(default)]
     pub write_strategies: Vec<WriteStrategy>,
+    /// CPU per request of one executor serving loopback requests, `echo`
+    /// then `durable` (empty if skipped or in older results).
+    #[serde(default)]
+    pub request_floor: Vec<RequestFloor>,
     pub machine: MachineInfo,
 }
 
@@ -117,7 +126,7 @@ impl LimitsResult {
              durable write ({} files, write+fdatasync each): {:>9.1} MB/s\n\
              fdatasync after 4 KiB append (µs): p50 {} p99 {} max {} ({} rounds)\n\
              append + fdatasync (µs):           p50 {} p99 {} max {}\n\
-             loopback TCP:                               {:>9.1} MB/s\n{}",
+             loopback TCP:                               {:>9.1} MB/s\n{}{}",
             self.data_dir.display(),
             self.machine.summary(),
             self.disk_write_bytes >> 20,
@@ -137,7 +146,15 @@ impl LimitsResult {
             self.append_fdatasync_us.max,
             self.loopback_tcp_mb_s,
             strategies::table(&self.write_strategies),
+            request_floor::table(&self.request_floor),
         )
+    }
+
+    /// The durable request floor, if measured.
+    pub fn durable_floor(&self) -> Option<&RequestFloor> {
+        self.request_floor
+            .iter()
+            .find(|r| r.phase == "durable" && r.requests > 0)
     }
 }
 
@@ -212,6 +229,17 @@ pub fn run(args: &LimitsArgs) -> Result<LimitsResult, BenchError> {
         .map_err(|e| BenchError::Executor(format!("limits executor failed: {e}")))?;
     let (qd_n, qd_1, read, durable, sync, both, write_strategies) = disk?;
     let tcp = loopback_tcp(Duration::from_secs_f64(args.tcp_s))?;
+    let request_floor = if args.floor_ms == 0 {
+        Vec::new()
+    } else {
+        request_floor::measure(&request_floor::FloorConfig {
+            dir: dir.clone(),
+            cpu: args.cpu.unwrap_or(0),
+            phase: Duration::from_millis(args.floor_ms),
+            connections: args.floor_connections as usize,
+            request_bytes: args.floor_request_bytes as usize,
+        })?
+    };
     Ok(LimitsResult {
         tool: "corelog-bench".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -227,6 +255,7 @@ pub fn run(args: &LimitsArgs) -> Result<LimitsResult, BenchError> {
         append_fdatasync_us: SyncLatency::of(&both),
         loopback_tcp_mb_s: round1(tcp),
         write_strategies,
+        request_floor,
         machine: MachineInfo::read(),
     })
 }
