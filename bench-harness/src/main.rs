@@ -36,7 +36,10 @@ use crate::report::{read_json, write_json, BenchResult};
 use crate::workload::{Mode, Workload};
 
 fn main() -> ExitCode {
-    corelog::malloc_policy::apply();
+    // No `corelog::malloc_policy` here: the load generator stands for a
+    // client application, which runs with glibc's defaults (its consumers'
+    // 8+ MiB fetch responses would otherwise be mapped and faulted in one
+    // by one: 30% of its profile).
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -23,8 +23,8 @@ use std::task::{Context, Poll, Waker};
 use super::producer::clone_err;
 use super::ClientError;
 
-/// Where a record landed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where an acknowledged record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordMetadata {
     pub partition: u32,
     pub offset: u64,
