@@ -1,6 +1,5 @@
 //! The `corelog` binary: every command lives in `corelog::cli`.
 
 fn main() -> std::process::ExitCode {
-    corelog::malloc_policy::apply();
     corelog::cli::main()
 }

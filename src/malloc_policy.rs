@@ -19,8 +19,11 @@
 //! (118 to 248 MiB over five rounds)
 //! (docs/decisions/0016-malloc-mmap-threshold.md).
 //!
-//! Invariant: called once, at the start of `main`, before any thread is
-//! spawned. An explicit `MALLOC_MMAP_THRESHOLD_` in the environment wins.
+//! Applied by `corelog serve` only, before any thread is spawned: client
+//! commands and the load generator stand for client applications and keep
+//! glibc's defaults (a consumer's 8+ MiB fetch responses would otherwise be
+//! mapped and faulted in one by one). An explicit `MALLOC_MMAP_THRESHOLD_`
+//! in the environment wins (a `GLIBC_TUNABLES` threshold does not).
 
 /// Allocations at or above this size are mapped by glibc, in bytes.
 pub const MMAP_THRESHOLD_BYTES: usize = 8 << 20;
@@ -30,14 +33,18 @@ pub const MMAP_THRESHOLD_BYTES: usize = 8 << 20;
 const _: () = assert!(crate::partition::fetch::MAX_FETCH_READ_BYTES + 8192 < MMAP_THRESHOLD_BYTES);
 
 /// Applies the policy (a no-op where the C library is not glibc).
-pub fn apply() {
+///
+/// # Safety
+/// No other thread may exist yet: glibc's `mallopt` must not race with
+/// allocations on other threads.
+pub unsafe fn apply() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() {
             return;
         }
-        // SAFETY: mallopt only sets allocator parameters; it is called
-        // before other threads exist.
+        // SAFETY: mallopt only sets allocator parameters; the caller
+        // guarantees that no other thread exists yet.
         let ok =
             unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES as libc::c_int) };
         debug_assert_eq!(ok, 1, "glibc refused M_MMAP_THRESHOLD");

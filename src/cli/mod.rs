@@ -271,6 +271,9 @@ pub fn main() -> ExitCode {
             ))
         }
         Command::Serve(args) => {
+            // SAFETY: no thread has been started yet (arguments are parsed,
+            // nothing else ran); the broker's shards start inside `serve`.
+            unsafe { crate::malloc_policy::apply() };
             // glommio logs a failed buffer registration (a low
             // RLIMIT_MEMLOCK) as a multi-line dump; shard::startup says it
             // in one line instead.

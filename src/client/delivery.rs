@@ -40,8 +40,10 @@ pub(crate) struct BatchOutcome {
 #[derive(Default)]
 struct State {
     result: Option<Result<u64, ClientError>>,
-    /// Tasks waiting on any record of the batch (deduplicated by
-    /// `will_wake`, so a task awaiting records one by one adds one entry).
+    /// Tasks waiting on any record of the batch. A poll adds its waker
+    /// unless the last one added would wake the same task, so a task
+    /// awaiting records one by one adds one entry (checking only the last
+    /// keeps a poll O(1) even when every record has its own task).
     wakers: Vec<Waker>,
 }
 
@@ -122,7 +124,7 @@ impl Future for DeliveryFuture {
             })),
             Some(Err(e)) => Poll::Ready(Err(clone_err(e))),
             None => {
-                if !s.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                if !s.wakers.last().is_some_and(|w| w.will_wake(cx.waker())) {
                     s.wakers.push(cx.waker().clone());
                 }
                 Poll::Pending
@@ -167,18 +169,56 @@ mod tests {
         });
     }
 
+    /// Counts its wake-ups.
+    struct Counter(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counter {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn woken(c: &std::sync::Arc<Counter>) -> usize {
+        c.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     #[test]
-    fn a_waiting_task_is_woken_once_per_poll_and_not_listed_twice() {
+    fn every_waiting_task_is_woken_once_and_listed_once_per_run_of_polls() {
         let r = Resolver::new();
         let mut f = Box::pin(r.future(0, 0, 0));
         let mut g = Box::pin(r.future(0, 1, 0));
-        let waker = Waker::noop();
-        let mut cx = Context::from_waker(waker);
-        assert!(f.as_mut().poll(&mut cx).is_pending());
-        assert!(g.as_mut().poll(&mut cx).is_pending());
-        assert!(f.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(r.outcome.state.borrow().wakers.len(), 1);
+        let mut h = Box::pin(r.future(0, 2, 0));
+        let (a, b) = (
+            std::sync::Arc::new(Counter(0.into())),
+            std::sync::Arc::new(Counter(0.into())),
+        );
+        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        let (mut ca, mut cb) = (Context::from_waker(&wa), Context::from_waker(&wb));
+        // Task A polls two records in a row, task B a third.
+        assert!(f.as_mut().poll(&mut ca).is_pending());
+        assert!(g.as_mut().poll(&mut ca).is_pending());
+        assert!(h.as_mut().poll(&mut cb).is_pending());
+        assert_eq!(r.outcome.state.borrow().wakers.len(), 2);
+        assert_eq!((woken(&a), woken(&b)), (0, 0));
         r.resolve(Ok(7));
-        assert!(matches!(g.as_mut().poll(&mut cx), Poll::Ready(Ok(m)) if m.offset == 8));
+        assert_eq!((woken(&a), woken(&b)), (1, 1), "each waiting task is woken");
+        assert!(matches!(g.as_mut().poll(&mut ca), Poll::Ready(Ok(m)) if m.offset == 8));
+        assert!(matches!(h.as_mut().poll(&mut cb), Poll::Ready(Ok(m)) if m.offset == 9));
+    }
+
+    #[test]
+    fn a_batch_dropped_unresolved_wakes_its_waiters() {
+        let r = Resolver::new();
+        let mut f = Box::pin(r.future(0, 0, 0));
+        let a = std::sync::Arc::new(Counter(0.into()));
+        let wa = Waker::from(a.clone());
+        let mut ca = Context::from_waker(&wa);
+        assert!(f.as_mut().poll(&mut ca).is_pending());
+        drop(r);
+        assert_eq!(woken(&a), 1);
+        assert!(matches!(
+            f.as_mut().poll(&mut ca),
+            Poll::Ready(Err(ClientError::Closed))
+        ));
     }
 }

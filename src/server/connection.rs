@@ -65,6 +65,12 @@ use super::codec::{Codec, Handler};
 /// input, so the close is a FIN (the error response arrives) rather than a
 /// reset, in ms.
 const CLOSE_DRAIN_MS: u64 = 1_000;
+/// Size of each read while draining, in bytes: at least the socket's receive
+/// buffer, so a drain read is never served around bytes the buffer holds
+/// (glommio sends a read this large straight to the socket only when its
+/// buffer is empty).
+const DRAIN_READ_BYTES: usize = 64 * 1024;
+const _: () = assert!(DRAIN_READ_BYTES >= crate::net::SOCKET_RX_BUFFER_BYTES);
 /// Most bytes drained on such a close.
 const CLOSE_DRAIN_MAX_BYTES: usize = 64 * 1024 * 1024;
 
@@ -548,7 +554,7 @@ async fn write_loop<S: AsyncWrite + Unpin>(
 /// Reads and discards input for a short while (bounded in time and bytes).
 async fn drain<S: AsyncRead + Unpin>(reader: &mut ReadHalf<S>, clock: &Clock) {
     let deadline = clock.now() + Duration::from_millis(CLOSE_DRAIN_MS);
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; DRAIN_READ_BYTES];
     let mut drained = 0usize;
     while drained < CLOSE_DRAIN_MAX_BYTES {
         let now = clock.now();
