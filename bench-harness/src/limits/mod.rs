@@ -277,6 +277,51 @@ fn io_err(what: &str, path: &Path, e: impl Into<std::io::Error>) -> BenchError {
     BenchError::io(format!("{what} {}", path.display()), e.into())
 }
 
+/// A write of `path` that moved `n` of `want` bytes.
+fn short_write(path: &Path, n: usize, want: usize) -> BenchError {
+    io_err(
+        "write",
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            format!("short write: {n} of {want} bytes"),
+        ),
+    )
+}
+
+/// CPU time and context switches of a thread or the process (getrusage).
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    cpu_us: f64,
+    switches: f64,
+}
+
+impl Usage {
+    /// `who`: `RUSAGE_THREAD` (the calling thread) or `RUSAGE_SELF` (the
+    /// process, all its threads and io-wq workers).
+    fn now(who: libc::c_int) -> Result<Usage, BenchError> {
+        // SAFETY: an all-zero rusage is a valid value of the C struct.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage only writes the exclusively borrowed `ru`.
+        let rc = unsafe { libc::getrusage(who, &mut ru) };
+        if rc != 0 {
+            return Err(BenchError::io("getrusage", std::io::Error::last_os_error()));
+        }
+        let tv = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+        Ok(Usage {
+            cpu_us: tv(ru.ru_utime) + tv(ru.ru_stime),
+            switches: (ru.ru_nvcsw + ru.ru_nivcsw) as f64,
+        })
+    }
+
+    fn since(self, before: Usage) -> Usage {
+        Usage {
+            cpu_us: self.cpu_us - before.cpu_us,
+            switches: self.switches - before.switches,
+        }
+    }
+}
+
 async fn open_temp(dir: &Path, name: &str) -> Result<(DmaFile, RemoveOnDrop), BenchError> {
     open_temp_with(dir, name, false).await
 }
@@ -360,13 +405,7 @@ async fn disk_write(
                 .await
                 .map_err(|e| io_err("write", &path, e))?;
             if n as u64 != block {
-                return Err(BenchError::io(
-                    format!("write {}", path.display()),
-                    std::io::Error::new(
-                        std::io::ErrorKind::WriteZero,
-                        format!("short write: {n} of {block} bytes"),
-                    ),
-                ));
+                return Err(short_write(&path, n, block as usize));
             }
             Ok(())
         }

@@ -35,7 +35,7 @@
 use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
@@ -51,7 +51,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::{io_err, open_temp_with, round1, SyncLatency};
+use super::strategies::{prezero, ZERO_WRITE_BYTES};
+use super::{io_err, open_temp_with, round1, short_write, SyncLatency, Usage};
 use crate::error::BenchError;
 use crate::stats::{micros, new_histogram, record};
 
@@ -61,8 +62,6 @@ const RESPONSE_BYTES: usize = 16;
 const WRITE_ALIGN: usize = 4096;
 /// The prezeroed region the durable writes cycle through.
 const REGION_BYTES: u64 = 64 << 20;
-/// Size of each zeroing write while preparing the region.
-const ZERO_WRITE_BYTES: usize = 1 << 20;
 /// Largest request payload accepted.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// Most requests per connection and phase (a bound, never reached).
@@ -71,7 +70,9 @@ const MAX_REQUESTS: u64 = 100_000_000;
 const MAX_WARMUP: Duration = Duration::from_millis(50);
 /// Longest wait for all clients to connect.
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest a blocking socket call (client) or a read (server) may take.
+/// Longest a blocking socket call of a client may take (the server sets it
+/// on its reads too, but glommio's buffered receive does not enforce it:
+/// there the phase deadline bounds a stalled connection).
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the server to be ready for a phase (includes zeroing
 /// the region on a slow disk).
@@ -293,38 +294,6 @@ fn client(
     Ok(hist)
 }
 
-/// CPU time and context switches of a thread or the process.
-#[derive(Debug, Clone, Copy, Default)]
-struct Usage {
-    cpu_us: f64,
-    switches: f64,
-}
-
-impl Usage {
-    /// `who`: `RUSAGE_THREAD` (the calling thread) or `RUSAGE_SELF`.
-    fn now(who: libc::c_int) -> Result<Usage, BenchError> {
-        // SAFETY: getrusage only writes the zeroed struct we pass.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: `ru` is a valid, exclusively borrowed rusage.
-        let rc = unsafe { libc::getrusage(who, &mut ru) };
-        if rc != 0 {
-            return Err(BenchError::io("getrusage", std::io::Error::last_os_error()));
-        }
-        let tv = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
-        Ok(Usage {
-            cpu_us: tv(ru.ru_utime) + tv(ru.ru_stime),
-            switches: (ru.ru_nvcsw + ru.ru_nivcsw) as f64,
-        })
-    }
-
-    fn since(self, before: Usage) -> Usage {
-        Usage {
-            cpu_us: self.cpu_us - before.cpu_us,
-            switches: self.switches - before.switches,
-        }
-    }
-}
-
 /// What the server measured in one phase's window.
 struct Served {
     window: Duration,
@@ -345,6 +314,19 @@ struct Disk {
 impl Disk {
     /// One durable write of `payload` (padded with zeros to `write_bytes`).
     async fn write(&self, payload: &[u8]) -> Result<(), BenchError> {
+        if payload.len() > self.write_bytes {
+            return Err(BenchError::io(
+                "floor server read",
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "request of {} bytes, above the {}-byte write",
+                        payload.len(),
+                        self.write_bytes
+                    ),
+                ),
+            ));
+        }
         let pos = self.next.get();
         let end = pos + self.write_bytes as u64;
         self.next
@@ -363,33 +345,10 @@ impl Disk {
             .await
             .map_err(|e| io_err("write", &self.path, e))?;
         if n != self.write_bytes {
-            return Err(BenchError::io(
-                format!("write {}", self.path.display()),
-                std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
-                    format!("short write: {n} of {} bytes", self.write_bytes),
-                ),
-            ));
+            return Err(short_write(&self.path, n, self.write_bytes));
         }
         Ok(())
     }
-}
-
-/// Writes zeros over the region and syncs (outside every timed part).
-async fn prezero(file: &DmaFile, path: &Path) -> Result<(), BenchError> {
-    let mut pos = 0;
-    while pos < REGION_BYTES {
-        let n = ZERO_WRITE_BYTES.min((REGION_BYTES - pos) as usize);
-        let mut buf = file.alloc_dma_buffer(n);
-        buf.as_bytes_mut().fill(0);
-        file.write_at(buf, pos)
-            .await
-            .map_err(|e| io_err("write zeros", path, e))?;
-        pos += n as u64;
-    }
-    file.fdatasync()
-        .await
-        .map_err(|e| io_err("fdatasync", path, e))
 }
 
 /// The executor's side: prepares the file, then serves each phase.
@@ -405,7 +364,7 @@ async fn serve(
         .map_err(|e| BenchError::io("floor server local address", e.into()))?;
     let (file, guard) = open_temp_with(&cfg.dir, "request-floor", true).await?;
     let path = guard.0.clone();
-    prezero(&file, &path).await?;
+    prezero(&file, &path, REGION_BYTES).await?;
     let disk = Rc::new(Disk {
         file,
         path,
